@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint format contract bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: the CPU wheel. A plain `torch` would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/tftmon demo
+
+test: setup lint
+	$(BIN)/tftmon contract --markdown --expectations --check
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Regenerate docs/DATA_CONTRACT.md and expectations/ after changing tftmon/contract.py.
+contract: setup
+	$(BIN)/tftmon contract --markdown --expectations
+
+bench: setup
+	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_validate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data reports mlruns mlartifacts mlflow.db

@@ -1,0 +1,140 @@
+"""The `tftmon` command: a thin click layer that parses options and calls the pipeline modules.
+
+Heavy imports (pandas, GE, torch, MLflow) happen inside each command so `tftmon --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from tftmon import __version__
+from tftmon.contract import CONTRACT_VERSION, DEFAULT_FLEET_SIZE
+
+log = logging.getLogger("tftmon")
+
+SCENARIOS = ("normal", "healthy", "degrading", "critical")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("great_expectations", "alembic", "mlflow", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, message=f"%(prog)s %(version)s (contract {CONTRACT_VERSION})")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """tftmon: forecast every server's metrics 30 min, 1 h and 8 h ahead, and warn before it fails.
+
+    Pipeline: generate (or ingest) -> validate -> train -> promote -> serve. MLflow tracking goes to
+    $MLFLOW_TRACKING_URI (default sqlite:///mlflow.db here, artifacts in ./mlartifacts).
+    """
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--servers", type=click.IntRange(min=1), default=DEFAULT_FLEET_SIZE, show_default=True,
+              help="Fleet size; profiles keep the default proportions (90 = the default fleet).")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=720, show_default=True,
+              help="Length of the simulated period.")
+@click.option("--interval", default="5min", show_default=True,
+              help="Sample interval, any duration >= 5s (5s, 1min, 5min). Training resamples to 5 min.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same data.")
+@click.option("--start", default=None, help="Start time, ISO 8601 (UTC if no zone). Default 2026-01-05T00:00Z.")
+@click.option("--fleet", "fleet_file", default="",
+              help="Exact fleet: a file of `server_name[,profile]` lines (profile inferred when blank).")
+@click.option("--add-servers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Drift scenario: add K new servers to the fleet.")
+@click.option("--retire-servers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Drift scenario: retire the last K servers of the fleet.")
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="normal", show_default=True,
+              help="healthy: no incidents; degrading/critical: force a share of servers onto that path.")
+@click.option("--scenario-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Share of servers the scenario applies to.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/fleet"),
+              show_default=True, help="Output directory (replaced atomically).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> None:
+    """Simulate a fleet: Parquet + metrics_metadata.json + server_mapping.json under --out."""
+    from tftmon.config import SimulationConfig
+    from tftmon.jobs import run_generate
+    from tftmon.simulate import load_fleet_file
+
+    if not options["start"]:
+        options.pop("start")
+    try:
+        fleet = load_fleet_file(Path(fleet_file)) if fleet_file else None
+        config = SimulationConfig(**options, fleet=fleet)
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    started = time.perf_counter()
+    metadata = run_generate(config, out, progress=progress)
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"wrote {metadata['rows']:,} rows for {len(metadata['fleet'])} servers to {out} "
+        f"in {seconds:.1f} s ({metadata['rows'] / seconds:,.0f} rows/s)"
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--strict", is_flag=True, help="Also fail on unknown extra columns and require every column.")
+@click.option("--suite", type=click.Choice(["auto", "simulated", "telemetry"]), default="auto", show_default=True,
+              help="auto: simulated when a `state` column exists, else telemetry.")
+@click.option("--docs-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write Great Expectations Data Docs (default: reports/validation/<name>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_json: bool) -> None:
+    """Validate a dataset against the contract's Great Expectations suites; exit 1 on failure."""
+    import json
+
+    from tftmon.jobs import run_validate
+
+    report = run_validate(path, suite=suite, strict=strict, docs_dir=docs_dir)
+    click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.to_text())
+    sys.exit(0 if report.success else 1)
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="Regenerate docs/DATA_CONTRACT.md from tftmon/contract.py.")
+@click.option("--expectations", is_flag=True, help="Regenerate the GE suites in expectations/.")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if the committed files differ.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Project root holding docs/ and expectations/.")
+def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> None:
+    """Print the data contract, or regenerate the docs and GE suites generated from it."""
+    from tftmon.jobs import contract_outputs
+
+    outputs = contract_outputs(root, markdown=markdown, expectations=expectations)
+    if not outputs:
+        from tftmon.contract_doc import render_markdown
+
+        click.echo(render_markdown())
+        return
+    stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+    if check:
+        for path in stale:
+            click.echo(f"stale: {path} (run `tftmon contract --markdown --expectations`)", err=True)
+        sys.exit(1 if stale else 0)
+    from tftmon.io import write_bytes_atomic
+
+    for path in stale:
+        write_bytes_atomic(path, outputs[path].encode())
+        click.echo(f"wrote {path}")
+    if not stale:
+        click.echo("up to date")
+
+
+if __name__ == "__main__":
+    main()

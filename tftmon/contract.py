@@ -1,0 +1,306 @@
+"""The data contract: the one place that names columns, dtypes, ranges, states, profiles and the time grid.
+
+Every other module imports these facts; docs/DATA_CONTRACT.md and the Great Expectations suites in
+expectations/ are generated from this module, and tests fail when they drift from it. This module
+imports nothing of tftmon's, so anything may depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+CONTRACT_VERSION = "2.0.0"
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+# ---------------------------------------------------------------------------------------------
+
+LogicalType = Literal["timestamp", "string", "float", "int"]
+ColumnRole = Literal["identity", "metric", "label"]
+Aggregation = Literal["mean", "max", "last"]
+
+#: pandas dtype each logical type is stored as (Parquet maps these one to one).
+PANDAS_DTYPES: dict[LogicalType, str] = {
+    "timestamp": "datetime64[ns, UTC]",
+    "string": "str",
+    "float": "float64",
+    "int": "int64",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the contract, with everything a validator or a doc needs to know about it."""
+
+    name: str
+    type: LogicalType
+    role: ColumnRole
+    unit: str
+    description: str
+    min: float | None = None
+    max: float | None = None
+    required_simulated: bool = True
+    required_telemetry: bool = True
+    #: How raw samples are combined into one model step (metrics only).
+    aggregation: Aggregation | None = None
+
+    @property
+    def pandas_dtype(self) -> str:
+        return PANDAS_DTYPES[self.type]
+
+    @property
+    def is_percentage(self) -> bool:
+        return self.unit == "%"
+
+
+def _pct(name: str, description: str) -> Column:
+    return Column(name, "float", "metric", "%", description, 0.0, 100.0, aggregation="mean")
+
+
+IDENTITY_COLUMNS: tuple[Column, ...] = (
+    Column("timestamp", "timestamp", "identity", "UTC", "Sample time, timezone-aware UTC."),
+    Column("server_name", "string", "identity", "", "Hostname as the fleet reports it."),
+    Column(
+        "server_id",
+        "string",
+        "identity",
+        "",
+        "Stable SHA-256 id of the normalised hostname (tftmon.encoding); derived when absent.",
+        required_telemetry=False,
+    ),
+    Column(
+        "profile",
+        "string",
+        "identity",
+        "",
+        "Workload profile; inferred from the hostname when absent.",
+        required_telemetry=False,
+    ),
+)
+
+STATE_COLUMN = Column(
+    "state",
+    "string",
+    "label",
+    "",
+    "Simulator ground truth. Never a model input: real telemetry has no state.",
+    required_telemetry=False,
+)
+
+METRIC_COLUMNS: tuple[Column, ...] = (
+    _pct("cpu_user_pct", "User-space CPU."),
+    _pct("cpu_sys_pct", "Kernel CPU."),
+    _pct("cpu_iowait_pct", "CPU waiting on I/O: the most telling bottleneck signal."),
+    _pct("cpu_idle_pct", "Idle CPU. user + sys + iowait + idle = 100; show used = 100 - idle."),
+    _pct("java_cpu_pct", "CPU of JVM/Spark processes; never above user + sys."),
+    _pct("mem_used_pct", "Memory in use."),
+    _pct("swap_used_pct", "Swap in use."),
+    _pct("disk_usage_pct", "Disk space in use; a slow trend that fills."),
+    Column("net_in_mb_s", "float", "metric", "MB/s", "Network ingress.", 0.0, aggregation="mean"),
+    Column("net_out_mb_s", "float", "metric", "MB/s", "Network egress.", 0.0, aggregation="mean"),
+    Column(
+        "back_close_wait", "int", "metric", "connections", "TCP CLOSE_WAIT to back ends.", 0.0,
+        aggregation="max",
+    ),
+    Column(
+        "front_close_wait", "int", "metric", "connections", "TCP CLOSE_WAIT from front ends.", 0.0,
+        aggregation="max",
+    ),
+    Column("load_average", "float", "metric", "", "1-minute load average.", 0.0, aggregation="mean"),
+    Column(
+        "uptime_days", "int", "metric", "days", "Days since reboot; resets on reboot/maintenance.",
+        0.0, 30.0, aggregation="last",
+    ),
+)
+
+COLUMNS: tuple[Column, ...] = (*IDENTITY_COLUMNS, STATE_COLUMN, *METRIC_COLUMNS)
+COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+
+METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS)
+PERCENT_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.is_percentage)
+INTEGER_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.type == "int")
+
+TIMESTAMP = "timestamp"
+SERVER_NAME = "server_name"
+SERVER_ID = "server_id"
+PROFILE = "profile"
+STATE = "state"
+
+#: The CPU split that must add up to 100 % in every row, and the tolerance allowed.
+CPU_PARTS: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct", "cpu_iowait_pct", "cpu_idle_pct")
+CPU_IDLE = "cpu_idle_pct"
+CPU_SUM_TOLERANCE = 0.01
+#: java_cpu_pct must not exceed the sum of these.
+JAVA_CPU = "java_cpu_pct"
+JAVA_CPU_BOUND: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct")
+#: Uptime resets to this on a reboot; counts the days since.
+UPTIME = "uptime_days"
+
+
+def required_columns(suite: Literal["simulated", "telemetry"]) -> tuple[str, ...]:
+    """Columns a dataset must carry to pass the given suite."""
+    if suite == "simulated":
+        return tuple(c.name for c in COLUMNS if c.required_simulated)
+    return tuple(c.name for c in COLUMNS if c.required_telemetry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deprecated names (contract 1.x): rejected with a message that names the replacement
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    name: str
+    since: str
+    replacements: tuple[str, ...]
+    note: str
+
+
+DEPRECATED_COLUMNS: dict[str, Deprecation] = {
+    d.name: d
+    for d in (
+        Deprecation(
+            "cpu_pct",
+            "2.0",
+            CPU_PARTS,
+            "split total CPU into user/sys/iowait/idle (they sum to 100)",
+        ),
+        Deprecation("mem_pct", "2.0", ("mem_used_pct",), "rename"),
+        Deprecation(
+            "disk_io_mb_s",
+            "2.0",
+            ("cpu_iowait_pct",),
+            "disk throughput is no longer collected; I/O pressure is measured as iowait",
+        ),
+        Deprecation(
+            "latency_ms",
+            "2.0",
+            ("load_average", "back_close_wait", "front_close_wait"),
+            "latency is not collected; saturation shows in load and CLOSE_WAIT counts",
+        ),
+    )
+}
+
+
+def deprecation_message(name: str) -> str:
+    """Human-readable fix for a deprecated column name."""
+    d = DEPRECATED_COLUMNS[name]
+    return (
+        f"column {name} is deprecated since contract {d.since}: "
+        f"replace it with {' / '.join(d.replacements)} ({d.note})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# States (simulator ground truth) and profiles
+# ---------------------------------------------------------------------------------------------
+
+STATES: tuple[str, ...] = (
+    "healthy",
+    "idle",
+    "morning_spike",
+    "heavy_load",
+    "critical_issue",
+    "recovery",
+    "maintenance",
+    "offline",
+)
+#: The state whose episodes incident early-warning is scored against.
+INCIDENT_STATE = "critical_issue"
+OFFLINE_STATE = "offline"
+MAINTENANCE_STATE = "maintenance"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    #: Hostname pattern as operators write it: '#' is one digit.
+    pattern: str
+    default_count: int
+    character: str
+
+    @property
+    def prefix(self) -> str:
+        return self.pattern.rstrip("#")
+
+    @property
+    def digits(self) -> int:
+        return len(self.pattern) - len(self.prefix)
+
+    def hostname(self, number: int) -> str:
+        """The number-th host of this profile, e.g. ppweb007."""
+        return f"{self.prefix}{number:0{self.digits}d}"
+
+
+PROFILES: tuple[Profile, ...] = (
+    Profile("web_api", "ppweb###", 25, "network heavy, latency critical, many connections"),
+    Profile("ml_compute", "ppml####", 20, "high CPU and memory, compute bound (low iowait normal)"),
+    Profile("database", "ppdb###", 15, "I/O and memory heavy (higher iowait normal)"),
+    Profile("data_ingest", "ppetl###", 10, "bursty I/O and CPU (Kafka/Spark/ETL)"),
+    Profile("risk_analytics", "pprisk###", 8, "CPU and memory heavy batch (VaR, Monte Carlo)"),
+    Profile("generic", "ppgen###", 7, "fallback"),
+    Profile("conductor_mgmt", "ppcon##", 5, "job scheduling, moderate"),
+)
+PROFILES_BY_NAME: dict[str, Profile] = {p.name: p for p in PROFILES}
+PROFILE_NAMES: tuple[str, ...] = tuple(p.name for p in PROFILES)
+FALLBACK_PROFILE = "generic"
+DEFAULT_FLEET_SIZE = sum(p.default_count for p in PROFILES)
+
+#: Which profiles feed which: an incident on the left raises load on the right.
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "database": ("web_api", "data_ingest", "risk_analytics", "conductor_mgmt"),
+    "conductor_mgmt": ("ml_compute",),
+    "data_ingest": ("ml_compute",),
+}
+
+# Longest prefixes first so 'pprisk' is never read as a shorter prefix.
+_HOSTNAME_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(rf"^{re.escape(p.prefix)}\d+$"), p.name)
+    for p in sorted(PROFILES, key=lambda p: -len(p.prefix))
+)
+
+
+def normalise_hostname(hostname: str) -> str:
+    """Hostnames are case-insensitive and may come fully qualified; compare the short lower name."""
+    return hostname.strip().lower()
+
+
+def profile_of(hostname: str) -> str:
+    """Infer a host's profile from its name (e.g. ppdb012 -> database); unknown patterns -> generic."""
+    short = normalise_hostname(hostname).split(".", 1)[0]
+    for rule, profile in _HOSTNAME_RULES:
+        if rule.match(short):
+            return profile
+    return FALLBACK_PROFILE
+
+
+# ---------------------------------------------------------------------------------------------
+# Time grid: the model step is defined once; horizons are derived from it
+# ---------------------------------------------------------------------------------------------
+
+MODEL_STEP = timedelta(minutes=5)
+#: Raw data may arrive at any interval at least this long; it is resampled to MODEL_STEP.
+MIN_RAW_INTERVAL = timedelta(seconds=5)
+
+
+def steps(duration: timedelta) -> int:
+    """Whole model steps in a duration; refuses durations that are not a multiple of the step."""
+    n, rest = divmod(duration, MODEL_STEP)
+    if rest:
+        raise ValueError(f"{duration} is not a whole number of {MODEL_STEP} model steps")
+    return n
+
+
+HORIZONS: dict[str, int] = {
+    "30min": steps(timedelta(minutes=30)),
+    "1h": steps(timedelta(hours=1)),
+    "8h": steps(timedelta(hours=8)),
+}
+#: The model forecasts this many steps ahead: the longest horizon.
+PREDICTION_STEPS = max(HORIZONS.values())
+QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+QUANTILE_NAMES: tuple[str, ...] = ("p10", "p50", "p90")

@@ -1,0 +1,75 @@
+"""The one place that talks to MLflow tracking: store location, our experiment, and run resolution.
+
+Jobs call `job_run(...)`: inside `mlflow run` it resumes the run MLflow created (MLFLOW_RUN_ID), so
+entry points log where the UI expects them; standalone it starts a run in the `tftmon` experiment,
+whose artifacts live under ./mlartifacts when the store is local.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from tftmon.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure(settings: Settings | None = None) -> Settings:
+    """Point MLflow at the configured store (default sqlite:///mlflow.db in the working directory)."""
+    settings = settings or Settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return settings
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def experiment_id(settings: Settings) -> str:
+    """Our experiment, created on first use with local artifacts under tftmon_artifact_root."""
+    experiment = mlflow.get_experiment_by_name(settings.tftmon_experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if _is_local_store(settings.mlflow_tracking_uri):
+        location = settings.tftmon_artifact_root.resolve().as_uri()
+    return mlflow.create_experiment(settings.tftmon_experiment, artifact_location=location)
+
+
+def inside_mlflow_run() -> bool:
+    """True when `mlflow run` launched us (or a parent job has an active run)."""
+    return bool(os.environ.get("MLFLOW_RUN_ID")) or mlflow.active_run() is not None
+
+
+@contextlib.contextmanager
+def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """Run context for a job.
+
+    Inside `mlflow run` (MLFLOW_RUN_ID set, nothing active yet) it resumes that run; under an active
+    pipeline run (demo, retrain) it opens a nested child run; otherwise a new run in our experiment.
+    """
+    settings = configure()
+    tags = {"tftmon.job": name, **(tags or {})}
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if mlflow.active_run() is None and run_id:
+        with mlflow.start_run(run_id=run_id) as run:
+            mlflow.set_tags(tags)
+            yield run
+        return
+    parent = mlflow.active_run()
+    nested = parent is not None
+    experiment = parent.info.experiment_id if parent is not None else experiment_id(settings)
+    with mlflow.start_run(experiment_id=experiment, run_name=name, nested=nested, tags=tags) as run:
+        yield run
+
+
+def log_artifact_dir(path: Path, artifact_path: str) -> None:
+    """Log a directory of files (e.g. Data Docs) under artifact_path of the active run."""
+    mlflow.log_artifacts(str(path), artifact_path=artifact_path)
