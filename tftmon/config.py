@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tftmon.contract import DEFAULT_FLEET_SIZE, MIN_RAW_INTERVAL
+from tftmon.contract import DEFAULT_FLEET_SIZE, MIN_RAW_INTERVAL, PREDICTION_STEPS, steps
 
 Scenario = Literal["normal", "healthy", "degrading", "critical"]
 
@@ -49,6 +49,7 @@ class SimulationConfig(BaseModel):
     """Parameters of one simulated dataset (mirrors `tftmon generate`)."""
 
     servers: int = Field(DEFAULT_FLEET_SIZE, ge=1)
+    #: Length of the period; math.inf makes an endless period for a live feed (streaming only).
     hours: float = Field(720, gt=0)
     interval: timedelta = timedelta(minutes=5)
     seed: int = 42
@@ -62,6 +63,9 @@ class SimulationConfig(BaseModel):
     scenario_fraction: float = Field(0.3, ge=0.0, le=1.0)
     #: Share of servers that have incidents far more often than the rest.
     problem_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    #: When the forced scenario path starts, in hours after `start`; None = place it so it ends with the
+    #: period (batch). A live feeder sets it, e.g. 0.25, because its period has no useful end.
+    scenario_start_hours: float | None = Field(None, ge=0.0)
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -78,3 +82,90 @@ class SimulationConfig(BaseModel):
     @property
     def ticks(self) -> int:
         return int(timedelta(hours=self.hours) / self.interval)
+
+
+class ModelConfig(BaseModel):
+    """Every hyperparameter needed to rebuild the network; stored as config.json beside the weights."""
+
+    targets: list[str]
+    encoder_steps: int = Field(288, ge=2)
+    prediction_steps: int = Field(PREDICTION_STEPS, ge=1)
+    hidden_size: int = Field(16, ge=1)
+    attention_head_size: int = Field(2, ge=1)
+    lstm_layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    hidden_continuous_size: int = Field(8, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    reduce_on_plateau_patience: int = Field(3, ge=1)
+    #: One weight per target: the loss is in each metric's own unit, so this evens out their scales.
+    loss_weights: list[float] | None = None
+
+
+class TrainConfig(BaseModel):
+    """Parameters of one training job (mirrors `tftmon train`)."""
+
+    #: Metrics to forecast; None = all contract metrics.
+    targets: list[str] | None = None
+    max_epochs: int = Field(4, ge=1)
+    #: Bounds CPU time: each epoch draws at most this many random batches (None = all).
+    max_batches_per_epoch: int | None = Field(20, ge=1)
+    max_val_batches: int | None = Field(5, ge=1)
+    encoder_hours: float = Field(6.0, gt=0)
+    #: The last part of each server's history held out for validation (at least one forecast length).
+    validation_hours: float = Field(16.0, gt=0)
+    #: Validation windows start every this many steps (adjacent windows are nearly identical).
+    validation_stride: int = Field(12, ge=1)
+    hidden_size: int = Field(16, ge=1)
+    attention_head_size: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    hidden_continuous_size: int = Field(8, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    gradient_clip_val: float = Field(0.1, gt=0)
+    early_stopping_patience: int = Field(3, ge=1)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    seed: int = 42
+    progress_bar: bool = True
+    #: Where Lightning checkpoints go; None = a temporary directory removed after training.
+    checkpoint_dir: Path | None = None
+
+    @property
+    def encoder_steps(self) -> int:
+        return steps(timedelta(hours=self.encoder_hours))
+
+    @property
+    def validation_steps(self) -> int:
+        return steps(timedelta(hours=self.validation_hours))
+
+    def to_model_config(self, targets: list[str], loss_weights: list[float] | None = None) -> ModelConfig:
+        return ModelConfig(
+            targets=targets,
+            encoder_steps=self.encoder_steps,
+            hidden_size=self.hidden_size,
+            attention_head_size=self.attention_head_size,
+            dropout=self.dropout,
+            hidden_continuous_size=self.hidden_continuous_size,
+            learning_rate=self.learning_rate,
+            loss_weights=loss_weights,
+        )
+
+
+class EvaluationConfig(BaseModel):
+    """Parameters and targets of a backtest against baselines (tftmon.evaluate)."""
+
+    #: Spacing of forecast origins in the held-out period.
+    origin_every: timedelta = timedelta(hours=1)
+    #: "at": score each horizon at exactly its step; "upto": average over steps 1..horizon.
+    horizon_mode: Literal["at", "upto"] = "at"
+    #: Seasonal-naive period (one day of 5-min steps) and the linear-drift fit window (one hour).
+    seasonal_steps: int = Field(288, ge=1)
+    drift_steps: int = Field(12, ge=2)
+    #: Baseline p10/p90 come from residual quantiles at up to this many origins in the training part.
+    calibration_origins: int = Field(2000, ge=0)
+    #: An incident counts as warned when a critical alert came at least this long before it started.
+    warning_lead: timedelta = timedelta(minutes=30)
+    target_mase_ratio: float = Field(0.85, gt=0)
+    target_coverage: tuple[float, float] = (0.75, 0.85)
+    target_cold_start_gap: float = Field(0.15, ge=0)
+    target_recall: float = Field(0.8, ge=0, le=1)

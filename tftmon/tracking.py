@@ -73,3 +73,22 @@ def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
 def log_artifact_dir(path: Path, artifact_path: str) -> None:
     """Log a directory of files (e.g. Data Docs) under artifact_path of the active run."""
     mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def epoch_logger(prefix: str = "") -> Any:
+    """A Lightning callback that logs every epoch's losses and learning rate to the active MLflow run.
+
+    Training writes to MLflow through this callback alone; the training code knows nothing of tracking.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    class MlflowEpochLogger(Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            metrics = {
+                f"{prefix}{name.removesuffix('_epoch')}": float(value)
+                for name, value in trainer.callback_metrics.items()
+                if not name.endswith("_step") and value.numel() == 1
+            }
+            mlflow.log_metrics(metrics, step=trainer.current_epoch)
+
+    return MlflowEpochLogger()

@@ -1,0 +1,330 @@
+"""Evaluation pinned on synthetic series whose answers are known by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tftmon import contract as c
+from tftmon.config import EvaluationConfig
+from tftmon.evaluate import (
+    BASELINES,
+    LAST_VALUE,
+    LINEAR_DRIFT,
+    SEASONAL_NAIVE,
+    EvaluationResults,
+    aggregate,
+    baseline_forecast,
+    baselines,
+    cold_start_gap,
+    episodes,
+    evaluate,
+    incident_scores,
+    metrics_table,
+    origins,
+    pinball,
+    plot_fan,
+    plot_mase_by_horizon,
+    ratio_to_best_baseline,
+    save_figure,
+    seasonal_scale,
+    summary_markdown,
+    write_plots,
+)
+from tftmon.risk import FORECAST_COLUMNS
+
+START = pd.Timestamp("2026-01-05", tz="UTC")
+DAY = 288
+USER = "cpu_user_pct"
+IOWAIT = "cpu_iowait_pct"
+
+
+def actuals(servers: dict[str, dict[str, np.ndarray]], n: int, state: np.ndarray | None = None) -> pd.DataFrame:
+    """Contract-shaped 5-min frame: every metric 10 unless a server's dict gives its path."""
+    parts = []
+    for name, paths in servers.items():
+        frame = pd.DataFrame({c.TIMESTAMP: START + np.arange(n) * c.MODEL_STEP, c.SERVER_NAME: name})
+        frame[c.PROFILE] = c.profile_of(name)
+        frame[c.STATE] = "healthy" if state is None else state
+        for metric in c.METRICS:
+            frame[metric] = paths.get(metric, np.full(n, 10.0))
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def origin_at(server: str, steps: int) -> pd.DataFrame:
+    return pd.DataFrame({c.SERVER_NAME: [server], "origin": [START + steps * c.MODEL_STEP]})
+
+
+def p50_path(forecast: pd.DataFrame, metric: str) -> np.ndarray:
+    return forecast[forecast["metric"] == metric].sort_values("step")["p50"].to_numpy()
+
+
+# ----------------------------------------------------------------------------------- baselines
+
+
+def test_baselines_on_a_constant_series_repeat_the_constant() -> None:
+    frame = actuals({"ppweb001": {}}, 2 * DAY)
+    for method in BASELINES:
+        fc = baseline_forecast(frame, origin_at("ppweb001", DAY + 50), method)
+        assert list(fc.columns) == list(FORECAST_COLUMNS)
+        assert len(fc) == len(c.METRICS) * c.PREDICTION_STEPS
+        assert np.allclose(fc["p50"], 10.0)
+        assert fc["p10"].isna().all()  # no calibration -> no band
+
+
+def test_baselines_on_a_linear_ramp() -> None:
+    n, slope, at = 2 * DAY, 0.1, DAY + 60
+    frame = actuals({"ppweb001": {USER: slope * np.arange(n)}}, n)
+    h = np.arange(1, c.PREDICTION_STEPS + 1)
+    last = p50_path(baseline_forecast(frame, origin_at("ppweb001", at), LAST_VALUE), USER)
+    drift = p50_path(baseline_forecast(frame, origin_at("ppweb001", at), LINEAR_DRIFT), USER)
+    seasonal = p50_path(baseline_forecast(frame, origin_at("ppweb001", at), SEASONAL_NAIVE), USER)
+    assert np.allclose(last, slope * at)
+    assert np.allclose(drift, slope * (at + h))
+    assert np.allclose(seasonal, slope * (at + h - DAY))
+
+
+def test_linear_drift_is_clipped_to_the_contract_range() -> None:
+    n = 2 * DAY
+    frame = actuals({"ppweb001": {USER: np.minimum(2.0 * np.arange(n) - 300, 100)}}, n)
+    drift = p50_path(baseline_forecast(frame, origin_at("ppweb001", 195), LINEAR_DRIFT), USER)
+    assert drift.max() == 100.0
+
+
+def test_seasonal_naive_is_exact_on_a_daily_sine() -> None:
+    n = 3 * DAY
+    sine = 50 + 20 * np.sin(2 * np.pi * np.arange(n) / DAY)
+    frame = actuals({"ppdb001": {IOWAIT: sine}}, n)
+    at = DAY + 100
+    fc = p50_path(baseline_forecast(frame, origin_at("ppdb001", at), SEASONAL_NAIVE), IOWAIT)
+    assert np.allclose(fc, sine[at + 1 : at + 1 + c.PREDICTION_STEPS])
+
+
+def test_calibrated_baselines_have_an_ordered_band() -> None:
+    rng = np.random.default_rng(1)
+    n = 4 * DAY
+    frame = actuals({"ppweb001": {USER: 40 + rng.normal(0, 3, n)}, "ppweb002": {USER: 40 + rng.normal(0, 3, n)}}, n)
+    at = origins(frame, START + timedelta(days=3), "1h")
+    out = baselines(frame, at, holdout_start=START + timedelta(days=3))
+    for fc in out.values():
+        user = fc[fc["metric"] == USER]
+        assert user[["p10", "p50", "p90"]].notna().all().all()
+        assert (user["p10"] <= user["p50"]).all() and (user["p50"] <= user["p90"]).all()
+        assert (user["p90"] - user["p10"]).mean() > 1
+
+
+def test_origins_need_a_full_future_and_skip_gaps() -> None:
+    n = 2 * DAY
+    frame = actuals({"ppweb001": {}, "ppweb002": {}}, n)
+    gap = (frame[c.SERVER_NAME] == "ppweb002") & (frame[c.TIMESTAMP] == START + timedelta(hours=30))
+    frame = frame[~gap]
+    out = origins(frame, START + timedelta(days=1), "1h")
+    web1 = out[out[c.SERVER_NAME] == "ppweb001"]["origin"]
+    # From 24:00 on every hour while 96 future bins exist: the last bin is 47:55, so the last origin is 39:00.
+    assert web1.min() == START + timedelta(hours=24)
+    assert web1.max() == START + timedelta(hours=39)
+    assert len(web1) == 16
+    web2 = out[out[c.SERVER_NAME] == "ppweb002"]["origin"]
+    assert START + timedelta(hours=24) not in set(web2)  # its future crosses the gap at 30:00
+    assert START + timedelta(hours=31) in set(web2)
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def test_pinball_by_hand() -> None:
+    assert pinball(np.array([10.0]), np.array([8.0]), 0.9)[0] == pytest.approx(1.8)
+    assert pinball(np.array([10.0]), np.array([12.0]), 0.9)[0] == pytest.approx(0.2)
+    assert pinball(np.array([10.0]), np.array([12.0]), 0.5)[0] == pytest.approx(1.0)
+
+
+def _ramp_case() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A ramp (seasonal-naive scale 28.8) and a forecast off by +2.88 with a band [y − 1, y + 5]."""
+    n = 3 * DAY
+    frame = actuals({"ppweb001": {USER: 0.1 * np.arange(n)}}, n)
+    at = origins(frame, START + timedelta(days=2), "1h")
+    fc = baseline_forecast(frame, at, LAST_VALUE)
+    fc = fc[fc["metric"] == USER].copy()
+    truth = 0.1 * ((fc["timestamp"] - START) / c.MODEL_STEP).to_numpy()
+    fc["p50"], fc["p10"], fc["p90"] = truth + 2.88, truth - 1, truth + 5
+    return frame, fc
+
+
+def test_mae_mase_pinball_coverage_width_by_hand() -> None:
+    frame, fc = _ramp_case()
+    scale = seasonal_scale(frame, START + timedelta(days=2))
+    assert scale.set_index("metric").loc[USER, "scale"] == pytest.approx(28.8)
+    table = metrics_table({"tft": fc}, frame, START + timedelta(days=2))
+    assert list(table.columns) == [
+        "model",
+        "metric",
+        "horizon",
+        "n",
+        "mae",
+        "mase",
+        "quantile_loss",
+        "coverage",
+        "width",
+    ]
+    assert list(table["horizon"]) == list(c.HORIZONS)
+    row = table.iloc[0]
+    assert row["mae"] == pytest.approx(2.88)
+    assert row["mase"] == pytest.approx(0.1)
+    assert row["quantile_loss"] == pytest.approx((0.1 * 1 + 0.5 * 2.88 + 0.1 * 5) / 3)
+    assert row["coverage"] == 1.0
+    assert row["width"] == pytest.approx(6.0)
+
+
+def test_upto_mode_averages_over_steps_up_to_the_horizon() -> None:
+    frame, fc = _ramp_case()
+    fc = fc.assign(p50=fc["p50"] + np.where(fc["step"] <= 3, 10.0, 0.0))
+    cfg = EvaluationConfig(horizon_mode="upto")
+    table = metrics_table({"tft": fc}, frame, START + timedelta(days=2), config=cfg).set_index("horizon")
+    assert table.loc["30min", "mae"] == pytest.approx(2.88 + 10 * 3 / 6)
+    at = metrics_table({"tft": fc}, frame, START + timedelta(days=2)).set_index("horizon")
+    assert at.loc["30min", "mae"] == pytest.approx(2.88)
+
+
+def test_zero_scale_borrows_from_servers_of_the_same_metric() -> None:
+    n = 2 * DAY
+    flat = actuals({"ppweb001": {}, "ppweb002": {USER: 0.1 * np.arange(n)}}, n)
+    scale = seasonal_scale(flat, START + timedelta(days=2)).set_index(["server_name", "metric"])["scale"]
+    assert scale[("ppweb001", USER)] == pytest.approx(28.8)  # flat series -> median of positive scales
+    assert np.isnan(scale[("ppweb001", IOWAIT)])  # flat everywhere -> undefined, left out of MASE
+
+
+def test_ratio_to_best_baseline_and_cold_start_gap() -> None:
+    agg = pd.DataFrame(
+        {
+            "model": ["tft", LAST_VALUE, SEASONAL_NAIVE] * 3,
+            "horizon": np.repeat(list(c.HORIZONS), 3),
+            "mase": [0.8, 1.0, 2.0, 0.9, 1.5, 1.2, 1.0, 2.0, 1.25],
+            "coverage": 0.8,
+        }
+    )
+    ratio = ratio_to_best_baseline(agg, "tft").set_index("horizon")
+    assert ratio.loc["30min", "ratio"] == pytest.approx(0.8)
+    assert ratio.loc["1h", "best_baseline"] == SEASONAL_NAIVE
+    assert ratio.loc["8h", "ratio"] == pytest.approx(0.8)
+    table = pd.DataFrame(
+        {
+            "model": "tft",
+            "metric": USER,
+            "horizon": np.repeat(list(c.HORIZONS), 2),
+            "seen": [True, False] * 3,
+            "mase": [1.0, 1.1, 1.0, 1.2, 1.0, 1.0],
+            "coverage": 0.8,
+        }
+    )
+    gap = cold_start_gap(table, "tft").set_index("horizon")["gap"]
+    assert list(gap.round(6)) == [0.1, 0.2, 0.0]
+
+
+# ----------------------------------------------------------------------------------- incidents
+
+
+def _timeline() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ppweb001: incidents 10:00–10:30 and 19:15–19:30; ppweb002: none. Hourly origins 00:00–23:00."""
+    n = DAY
+    t = START + np.arange(n) * c.MODEL_STEP
+    state = np.full(n, "healthy", dtype=object)
+    state[(t >= START + timedelta(hours=10)) & (t < START + timedelta(hours=10, minutes=30))] = c.INCIDENT_STATE
+    state[(t >= START + timedelta(hours=19, minutes=15)) & (t < START + timedelta(hours=19, minutes=30))] = (
+        c.INCIDENT_STATE
+    )
+    web1 = actuals({"ppweb001": {}}, n, state)
+    web2 = actuals({"ppweb002": {}}, n)
+    hours = START + pd.to_timedelta(np.arange(24), unit="h")
+    raised = {("ppweb001", 1), ("ppweb001", 9), ("ppweb001", 10), ("ppweb001", 19), ("ppweb002", 5)}
+    alert_frame = pd.DataFrame(
+        [
+            {c.SERVER_NAME: s, "origin": h, "alert": (s, i) in raised}
+            for s in ("ppweb001", "ppweb002")
+            for i, h in enumerate(hours)
+        ]
+    )
+    return pd.concat([web1, web2], ignore_index=True), alert_frame
+
+
+def test_episodes_are_contiguous_runs_and_a_gap_splits_them() -> None:
+    frame, _ = _timeline()
+    eps = episodes(frame)
+    assert list(eps["start"]) == [START + timedelta(hours=10), START + timedelta(hours=19, minutes=15)]
+    assert list(eps["end"]) == [START + timedelta(hours=10, minutes=30), START + timedelta(hours=19, minutes=30)]
+    holed = frame[frame[c.TIMESTAMP] != START + timedelta(hours=10, minutes=10)]
+    assert len(episodes(holed)) == 3
+
+
+def test_incident_scores_by_hand() -> None:
+    frame, alert_frame = _timeline()
+    s = incident_scores(alert_frame, episodes(frame), lead=timedelta(minutes=30))
+    assert (s.episodes, s.warned, s.recall) == (2, 1, 0.5)  # 10:00 warned at 09:00; 19:15 only 15 min ahead
+    assert s.median_lead_min == pytest.approx((60 + 15) / 2)
+    assert (s.alerts, s.alerts_during, s.true_alerts, s.false_alarms) == (5, 1, 2, 2)
+    assert s.precision == pytest.approx(0.5)
+    assert s.server_days == pytest.approx(2.0)
+    assert s.false_alarms_per_server_day == pytest.approx(1.0)
+    shorter = incident_scores(alert_frame, episodes(frame), lead=timedelta(minutes=15))
+    assert shorter.recall == 1.0
+
+
+# ----------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def backtest() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """Four servers × 4 days of daily sines with an incident; a 'tft' forecast = truth + noise, banded."""
+    rng = np.random.default_rng(7)
+    n = 4 * DAY
+    tt = np.arange(n)
+    servers = {}
+    for i, name in enumerate(["ppweb001", "ppweb002", "ppdb001", "ppml0001"]):
+        sine = 30 + 10 * np.sin(2 * np.pi * (tt + 30 * i) / DAY)
+        servers[name] = {USER: sine + rng.normal(0, 1, n), IOWAIT: 5 + 0.2 * sine, c.CPU_IDLE: 100 - sine - 10}
+    state = np.full(n, "healthy", dtype=object)
+    state[3 * DAY + 100 : 3 * DAY + 106] = c.INCIDENT_STATE
+    frame = actuals(servers, n, state)
+    holdout = START + timedelta(days=3)
+    at = origins(frame, holdout, "2h")
+    tft = baseline_forecast(frame, at, SEASONAL_NAIVE)
+    noise = rng.normal(0, 0.5, len(tft))
+    tft["p50"] = tft["p50"] + noise
+    tft["p10"], tft["p90"] = tft["p50"] - 2, tft["p50"] + 2
+    return tft, frame, holdout
+
+
+@pytest.fixture(scope="module")
+def results(backtest) -> EvaluationResults:
+    tft, frame, holdout = backtest
+    return evaluate(tft, frame, holdout, seen_servers=["ppweb001", "ppdb001"])
+
+
+def test_evaluate_end_to_end_and_summary(results) -> None:
+    res = results
+    assert set(res.metrics["model"]) == {"tft", *BASELINES}
+    assert set(res.ratio["horizon"]) == set(c.HORIZONS)
+    assert res.cold_start is not None and len(res.cold_start) == 3
+    assert res.incidents is not None
+    text = summary_markdown(res)
+    for target in ("0.85 × best baseline", "coverage in 75%–85%", "cold-start MASE gap ≤ 15%", "incident recall ≥ 0.8"):
+        assert target in text
+    assert "PASS" in text or "FAIL" in text
+    assert aggregate(res.metrics)["mase"].between(0, 100).all()  # float noise on a periodic series is no scale
+
+
+def test_plots_write_small_non_empty_pngs(backtest, results, tmp_path) -> None:
+    tft, frame, _ = backtest
+    res = results
+    paths = write_plots(res, tft, frame, tmp_path / "plots", servers=2)
+    assert len(paths) == 3
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert 1_000 < len(data) < 500_000
+    fan = plot_fan(tft, frame, [("ppweb001", c.CPU_IDLE)])
+    assert "CPU used" in fan.axes[0].get_title()
+    assert save_figure(plot_mase_by_horizon(res.aggregate), tmp_path / "bars.png").stat().st_size > 0

@@ -1,0 +1,207 @@
+"""Risk scoring pinned on hand-made forecasts: what operators must see, and properties that must hold."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tftmon import contract as c
+from tftmon.risk import (
+    CPU_USED,
+    FORECAST_COLUMNS,
+    SEVERITY_BANDS,
+    Severity,
+    colour_of,
+    metric_risk,
+    score,
+    severity_of,
+    threshold_table,
+)
+
+IOWAIT = "cpu_iowait_pct"
+ORIGIN = pd.Timestamp("2026-01-05 12:00", tz="UTC")
+HEALTHY = {IOWAIT: 2.0, c.CPU_IDLE: 70.0, "mem_used_pct": 40.0, "swap_used_pct": 0.0, "disk_usage_pct": 50.0,
+           "load_average": 2.0, "back_close_wait": 5.0, "front_close_wait": 5.0}  # fmt: skip
+
+
+def forecast(
+    server: str = "ppweb001", overrides: dict[str, dict[str, np.ndarray | float]] | None = None
+) -> pd.DataFrame:
+    """A flat healthy 8 h forecast for one server; overrides[metric][quantile] replaces a path."""
+    steps = np.arange(1, c.PREDICTION_STEPS + 1)
+    parts = []
+    for metric in c.METRICS:
+        base = HEALTHY.get(metric, 10.0)
+        cols = {q: np.full(steps.size, base, dtype=float) for q in c.QUANTILE_NAMES}
+        for q, path in (overrides or {}).get(metric, {}).items():
+            cols[q] = np.broadcast_to(np.asarray(path, dtype=float), steps.shape).copy()
+        parts.append(
+            pd.DataFrame(
+                {
+                    c.SERVER_NAME: server,
+                    c.PROFILE: c.profile_of(server),
+                    "origin": ORIGIN,
+                    "step": steps,
+                    c.TIMESTAMP: ORIGIN + steps * c.MODEL_STEP,
+                    "metric": metric,
+                    **cols,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[list(FORECAST_COLUMNS)]
+
+
+def jump(value: float, at_step: int, base: float = HEALTHY[IOWAIT]) -> np.ndarray:
+    """A path at `base` that jumps to `value` from step `at_step` on."""
+    steps = np.arange(1, c.PREDICTION_STEPS + 1)
+    return np.where(steps >= at_step, value, base)
+
+
+def iowait(server: str, quantiles: dict[str, np.ndarray | float]) -> pd.Series:
+    return score(forecast(server, {IOWAIT: quantiles})).iloc[0]
+
+
+def test_severity_scale_is_defined_once_with_plain_labels_and_colours() -> None:
+    assert [b.lower for b in SEVERITY_BANDS] == [0.0, 0.3, 0.7]
+    assert severity_of(0.0) is Severity.HEALTHY
+    assert severity_of(0.2999) is Severity.HEALTHY
+    assert severity_of(0.3) is Severity.WARNING
+    assert severity_of(0.6999) is Severity.WARNING
+    assert severity_of(0.7) is Severity.CRITICAL
+    assert list(severity_of(np.array([0.1, 0.5, 0.9]))) == ["healthy", "warning", "critical"]
+    assert len({colour_of(s) for s in Severity}) == 3
+
+
+def test_flat_healthy_forecast_is_healthy_with_no_driver() -> None:
+    row = score(forecast()).iloc[0]
+    assert row["risk"] == 0.0
+    assert row["severity"] == "healthy"
+    assert pd.isna(row["metric"])
+    assert "No metric" in row["reason"]
+
+
+def test_iowait_p50_crossing_critical_within_30_min_is_critical_and_explained() -> None:
+    row = iowait("ppweb001", {"p10": jump(25, 8), "p50": jump(34, 8), "p90": jump(40, 8)})
+    assert row["severity"] == "critical"
+    assert row["metric"] == IOWAIT
+    assert row["quantile"] == "p50"
+    assert row["minutes_ahead"] == 40
+    assert row["reason"] == "I/O wait p50 reaches 34 % in 40 min (critical ≥ 30 % for web_api)"
+
+
+def test_same_crossing_later_scores_lower() -> None:
+    soon = iowait("ppweb001", {"p50": jump(34, 6), "p90": jump(40, 6)})
+    hour = iowait("ppweb001", {"p50": jump(34, 12), "p90": jump(40, 12)})
+    late = iowait("ppweb001", {"p50": jump(34, 96), "p90": jump(40, 96)})
+    assert soon["risk"] > hour["risk"] > late["risk"] > 0
+    assert late["minutes_ahead"] == 480
+    assert late["severity"] == "warning"
+
+
+def test_p90_only_crossing_scores_below_p50_and_p10() -> None:
+    p90 = iowait("ppweb001", {"p90": jump(34, 3)})
+    p50 = iowait("ppweb001", {"p50": jump(34, 3), "p90": jump(34, 3)})
+    p10 = iowait("ppweb001", {"p10": jump(34, 3), "p50": jump(34, 3), "p90": jump(34, 3)})
+    assert p90["risk"] < p50["risk"] < p10["risk"]
+    assert p90["quantile"] == "p90"
+    assert p90["severity"] == "warning"
+
+
+def test_database_tolerates_iowait_a_web_server_is_flagged_for() -> None:
+    path = {"p10": 30.0, "p50": 32.0, "p90": 34.0}
+    web = iowait("ppweb001", path)
+    db = iowait("ppdb001", path)
+    assert web["severity"] == "critical"
+    assert db["severity"] != "critical"
+    assert db["risk"] < web["risk"]
+
+
+def test_compute_node_is_flagged_for_less_iowait() -> None:
+    path = {"p10": 18.0, "p50": 20.0, "p90": 22.0}
+    assert iowait("ppml0001", path)["risk"] > iowait("ppweb001", path)["risk"]
+
+
+def test_cpu_is_judged_as_used_from_idle() -> None:
+    # idle 3 % = 97 % used: critical for a web server; the idle p90 is the used p10.
+    frame = forecast("ppweb001", {c.CPU_IDLE: {"p10": 1.0, "p50": 3.0, "p90": 4.0}})
+    row = score(frame).iloc[0]
+    assert row["metric"] == CPU_USED
+    assert row["quantile"] == "p10"
+    assert row["value"] == pytest.approx(96.0)
+    assert row["severity"] == "critical"
+    assert row["reason"].startswith("CPU used p10 reaches 96 %")
+    # A high idle (an idle machine) is not a risk.
+    assert score(forecast("ppweb001", {c.CPU_IDLE: {q: 99.0 for q in c.QUANTILE_NAMES}})).iloc[0]["risk"] == 0
+
+
+def test_several_servers_and_origins_score_independently() -> None:
+    bad = forecast("ppweb002", {IOWAIT: {"p50": 40.0, "p90": 45.0}})
+    later = forecast("ppweb001").assign(origin=ORIGIN + pd.Timedelta(hours=1))
+    out = score(pd.concat([forecast("ppweb001"), bad, later]))
+    assert len(out) == 3
+    by = out.set_index([c.SERVER_NAME, "origin"])["severity"]
+    assert by[("ppweb002", ORIGIN)] == "critical"
+    assert by[("ppweb001", ORIGIN)] == "healthy"
+
+
+def test_unknown_profile_falls_back_to_generic_thresholds() -> None:
+    frame = forecast("mystery01", {IOWAIT: {"p50": 32.0, "p90": 35.0}}).assign(profile="not_a_profile")
+    assert score(frame).iloc[0]["severity"] == "critical"
+
+
+def test_threshold_table_covers_every_profile() -> None:
+    table = threshold_table()
+    assert set(table[c.PROFILE]) == set(c.PROFILE_NAMES)
+    assert (table["elevated"] < table["high"]).all() and (table["high"] < table["critical"]).all()
+    io = table[table["risk_metric"] == IOWAIT].set_index(c.PROFILE)
+    assert tuple(io.loc["web_api", ["elevated", "high", "critical"]]) == (10, 20, 30)
+
+
+paths = st.lists(st.floats(0, 100, allow_nan=False), min_size=c.PREDICTION_STEPS, max_size=c.PREDICTION_STEPS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    base=paths,
+    bump=st.lists(st.floats(0, 50, allow_nan=False), min_size=c.PREDICTION_STEPS, max_size=c.PREDICTION_STEPS),
+    metric=st.sampled_from([IOWAIT, "mem_used_pct", "swap_used_pct", "disk_usage_pct", "back_close_wait"]),
+    quantile=st.sampled_from(c.QUANTILE_NAMES),
+    server=st.sampled_from(["ppweb001", "ppdb001", "ppml0001"]),
+)
+def test_raising_a_forecast_never_lowers_risk(base, bump, metric, quantile, server) -> None:
+    before = forecast(server, {metric: {quantile: np.array(base)}})
+    after = forecast(server, {metric: {quantile: np.array(base) + np.array(bump)}})
+    assert score(after).iloc[0]["risk"] >= score(before).iloc[0]["risk"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(base=paths, drop=st.floats(0, 50))
+def test_lowering_idle_never_lowers_risk(base, drop) -> None:
+    before = forecast("ppweb001", {c.CPU_IDLE: {"p50": np.array(base)}})
+    after = forecast("ppweb001", {c.CPU_IDLE: {"p50": np.array(base) - drop}})
+    assert score(after).iloc[0]["risk"] >= score(before).iloc[0]["risk"]
+
+
+def test_risk_stays_in_unit_interval_per_metric() -> None:
+    frame = forecast("ppweb001", {m: {q: 1e6 for q in c.QUANTILE_NAMES} for m in c.METRICS if m != c.CPU_IDLE})
+    per = metric_risk(frame)
+    assert per["risk"].between(0, 1).all()
+    assert score(frame).iloc[0]["risk"] == pytest.approx(1.0)
+
+
+def test_scores_a_900_server_fleet_quickly() -> None:
+    one = forecast("ppweb001", {IOWAIT: {"p50": jump(34, 20)}})
+    names = np.array([c.PROFILES[i % len(c.PROFILES)].hostname(i) for i in range(900)], dtype=object)
+    fleet = pd.concat([one] * 900, ignore_index=True)
+    fleet[c.SERVER_NAME] = np.repeat(names, len(one))
+    fleet[c.PROFILE] = np.repeat([c.profile_of(n) for n in names], len(one))
+    start = time.perf_counter()
+    out = score(fleet)
+    elapsed = time.perf_counter() - start
+    assert len(out) == 900
+    assert elapsed < 3.0, f"scoring 900 servers took {elapsed:.2f} s"
