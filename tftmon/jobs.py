@@ -35,7 +35,8 @@ def run_generate(config: SimulationConfig, out: Path, progress: bool = True) -> 
         with tracking.job_run("generate", tags={"tftmon.contract_version": CONTRACT_VERSION}):
             params = config.model_dump(mode="json", exclude={"fleet"})
             params["fleet_file"] = bool(config.fleet)
-            mlflow.log_params({k: str(v) for k, v in params.items()})
+            # Prefixed: `mlflow run` already logged the raw -P values under the plain names.
+            mlflow.log_params({f"sim.{k}": str(v) for k, v in params.items()})
             mlflow.set_tag("tftmon.dataset_path", str(Path(out).resolve()))
             mlflow.log_metrics(
                 {"rows": metadata["rows"], "servers": len(metadata["fleet"]), "seconds": seconds,
@@ -73,7 +74,7 @@ def run_validate(path: Path, suite: str = "auto", strict: bool = False, docs_dir
     report = validate_path(path, suite=suite, strict=strict, docs_dir=docs_dir)
     if tracking.inside_mlflow_run():
         with tracking.job_run("validate", tags={"tftmon.contract_version": CONTRACT_VERSION}):
-            mlflow.log_params({"path": str(path), "suite": report.suite, "strict": strict})
+            mlflow.log_params({"validate.path": str(path), "validate.suite": report.suite, "validate.strict": strict})
             mlflow.log_metric("validation_success", float(report.success))
             mlflow.log_metric("rows", report.rows)
             mlflow.log_text(report.to_text(), "validation/report.txt")

@@ -1,0 +1,194 @@
+"""The shared feature path: resampling rules, time features, and training == serving tensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tftmon import features
+from tftmon.contract import (
+    COLUMNS_BY_NAME,
+    INTEGER_METRICS,
+    METRICS,
+    MODEL_STEP,
+    PROFILE,
+    PROFILES,
+    SERVER_ID,
+    SERVER_NAME,
+    STATE,
+    TIMESTAMP,
+    UPTIME,
+    profile_of,
+)
+
+START = pd.Timestamp("2026-01-09 00:00", tz="UTC")  # a Friday: the weekend starts a day later
+
+
+def raw(servers: int = 2, hours: float = 1.0, interval: str = "5s", seed: int = 0) -> pd.DataFrame:
+    """Contract-shaped random metrics at any interval, sorted by time like a live feed."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(START, START + pd.Timedelta(hours=hours), freq=interval, inclusive="left")
+    frames = []
+    for i in range(servers):
+        profile = PROFILES[i % len(PROFILES)]
+        data: dict[str, object] = {
+            TIMESTAMP: ts,
+            SERVER_NAME: profile.hostname(i + 1),
+            PROFILE: profile.name,
+            STATE: "healthy",
+        }
+        for metric in METRICS:
+            if metric in INTEGER_METRICS:
+                data[metric] = rng.integers(0, 30, len(ts)).astype(np.int64)
+            else:
+                data[metric] = rng.uniform(0, 100, len(ts))
+        frames.append(pd.DataFrame(data))
+    return pd.concat(frames).sort_values([TIMESTAMP, SERVER_NAME], kind="stable").reset_index(drop=True)
+
+
+def test_resample_5s_applies_each_columns_aggregation() -> None:
+    df = raw(servers=2, hours=0.5)
+    df.loc[df.index[7], STATE] = "critical_issue"
+    out = features.resample_to_model_step(df)
+
+    assert len(out) == 2 * 6
+    assert str(out[TIMESTAMP].dt.tz) == "UTC"
+    assert (out[TIMESTAMP].dt.floor(MODEL_STEP) == out[TIMESTAMP]).all()
+    bins = df[TIMESTAMP].dt.floor(MODEL_STEP)
+    expected = df.groupby([SERVER_NAME, bins])
+    for metric in METRICS:
+        rule = COLUMNS_BY_NAME[metric].aggregation
+        want = getattr(expected[metric], rule)().to_numpy()
+        np.testing.assert_allclose(out[metric].to_numpy(), want, err_msg=metric)
+    assert {COLUMNS_BY_NAME[m].aggregation for m in METRICS} == {"mean", "max", "last"}
+    for metric in INTEGER_METRICS:
+        assert out[metric].dtype == np.int64, metric
+    # the critical sample wins its bin; the other bins stay healthy
+    critical = out[out[STATE] == "critical_issue"]
+    assert len(critical) == 1
+    assert critical[SERVER_NAME].iloc[0] == df.loc[df.index[7], SERVER_NAME]
+    assert (out[PROFILE] == out[SERVER_NAME].map(profile_of)).all()
+
+
+def test_resample_last_is_by_time_not_by_row_order() -> None:
+    df = raw(servers=2, hours=0.25, interval="1min")
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(features.resample_to_model_step(df), features.resample_to_model_step(shuffled))
+    bins = features.resample_to_model_step(shuffled)
+    last = df.sort_values(TIMESTAMP).groupby([SERVER_NAME, df[TIMESTAMP].dt.floor(MODEL_STEP)])[UPTIME].last()
+    np.testing.assert_array_equal(bins[UPTIME].to_numpy(), last.to_numpy())
+
+
+def test_data_at_model_step_passes_through_unchanged() -> None:
+    df = raw(servers=3, hours=2, interval="5min")
+    out = features.resample_to_model_step(df)
+    expected = df.sort_values([SERVER_NAME, TIMESTAMP]).reset_index(drop=True)
+    expected[TIMESTAMP] = expected[TIMESTAMP].astype(COLUMNS_BY_NAME[TIMESTAMP].pandas_dtype)
+    pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=True)
+
+
+def test_unknown_state_is_refused() -> None:
+    df = raw(servers=1, hours=0.1)
+    df.loc[0, STATE] = "on_fire"
+    with pytest.raises(ValueError, match="on_fire"):
+        features.resample_to_model_step(df)
+
+
+def test_time_idx_comes_from_timestamps_so_gaps_stay_gaps() -> None:
+    df = raw(servers=1, hours=1, interval="5min")
+    df = df.drop(index=[3, 4]).reset_index(drop=True)
+    frame = features.prepare_frame(df, METRICS)
+    diffs = np.diff(frame[features.TIME_IDX].to_numpy())
+    assert sorted(set(diffs.tolist())) == [1, 3]
+    step_minutes = MODEL_STEP.total_seconds() / 60
+    assert frame[features.TIME_IDX].iloc[0] == START.value // 60_000_000_000 // step_minutes
+
+
+def test_known_covariates_follow_the_clock() -> None:
+    df = raw(servers=1, hours=36, interval="5min")
+    frame = features.prepare_frame(df, METRICS)
+    six = frame[frame[TIMESTAMP] == START + pd.Timedelta(hours=6)].iloc[0]
+    assert six["hour_sin"] == pytest.approx(1.0)
+    assert six["hour_cos"] == pytest.approx(0.0, abs=1e-12)
+    weekend = frame[TIMESTAMP].dt.dayofweek >= 5
+    assert weekend.any() and (~weekend).any()
+    np.testing.assert_array_equal(frame["is_weekend"].to_numpy(), weekend.astype(float).to_numpy())
+
+
+def test_identity_columns_are_derived_and_state_is_never_an_input() -> None:
+    df = raw(servers=2, hours=12, interval="5min").drop(columns=[PROFILE])
+    frame = features.prepare_frame(df, METRICS)
+    assert set(frame[PROFILE]) == {"web_api", "ml_compute"}
+    dataset = features.training_dataset(frame, METRICS, encoder_steps=12)
+    inputs = set(dataset.reals) | set(dataset.flat_categoricals)
+    assert STATE not in inputs
+    assert SERVER_ID not in inputs
+    assert SERVER_NAME not in inputs
+    assert dataset.static_categoricals == [PROFILE]
+
+
+def test_targets_default_to_all_metrics_and_subsets_are_checked() -> None:
+    assert features.resolve_targets(None) == list(METRICS)
+    assert features.resolve_targets(["mem_used_pct", "cpu_user_pct"]) == ["cpu_user_pct", "mem_used_pct"]
+    with pytest.raises(ValueError, match="cpu_pct"):
+        features.resolve_targets(["cpu_pct"])
+
+
+def test_dataset_parameters_round_trip_through_json() -> None:
+    frame = features.prepare_frame(raw(servers=2, hours=12, interval="5min"), METRICS)
+    params = features.training_dataset(frame, METRICS, encoder_steps=12).get_parameters()
+    text = json.dumps(features.parameters_to_json(params))
+    back = features.parameters_from_json(json.loads(text))
+    for name, encoder in params["categorical_encoders"].items():
+        assert back["categorical_encoders"][name].classes_ == encoder.classes_
+    for name, scaler in params["scalers"].items():
+        np.testing.assert_array_equal(back["scalers"][name].mean_, scaler.mean_)
+        np.testing.assert_array_equal(back["scalers"][name].scale_, scaler.scale_)
+    assert json.dumps(features.parameters_to_json(back)) == text
+
+
+def test_training_and_inference_paths_give_identical_tensors() -> None:
+    """A window drawn for training and the same window built for serving are the same tensors."""
+    encoder = 12
+    df = raw(servers=2, hours=24, interval="1min")
+    frame = features.prepare_frame(df, METRICS)
+    training = features.training_dataset(frame, METRICS, encoder_steps=encoder)
+    params = features.parameters_from_json(
+        json.loads(json.dumps(features.parameters_to_json(training.get_parameters())))
+    )
+
+    server = frame[SERVER_ID].iloc[0]
+    first_prediction = int(frame[features.TIME_IDX].min()) + 100
+    index = training.decoded_index
+    row = index[(index[SERVER_ID] == server) & (index["time_idx_first_prediction"] == first_prediction)]
+    x_train, _ = training._collate_fn([training[int(row.index[0])]])
+
+    cut = START + (first_prediction - int(frame[features.TIME_IDX].min())) * MODEL_STEP
+    history = df[(df[SERVER_NAME] == frame[SERVER_NAME].iloc[0]) & (df[TIMESTAMP] < cut)]
+    serving = features.build_dataset(params, features.inference_frame(history, METRICS, encoder), predict=True)
+    x_serve, _ = serving._collate_fn([serving[0]])
+
+    known = [serving.reals.index(name) for name in [*features.KNOWN_REALS, "relative_time_idx"]]
+    for key in ("encoder_cont", "encoder_cat", "decoder_cat", "encoder_lengths", "decoder_time_idx"):
+        torch_equal(x_train[key], x_serve[key], key)
+    torch_equal(x_train["decoder_cont"][..., known], x_serve["decoder_cont"][..., known], "decoder_cont")
+    for a, b in zip(x_train["target_scale"], x_serve["target_scale"], strict=True):
+        torch_equal(a, b, "target_scale")
+
+
+def torch_equal(a: object, b: object, what: str) -> None:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=what)
+
+
+def test_future_rows_follow_the_last_observation() -> None:
+    df = raw(servers=2, hours=3, interval="5min")
+    frame = features.inference_frame(df, METRICS, encoder_steps=12)
+    for _, rows in frame.groupby(SERVER_ID):
+        assert len(rows) == 12 + features.PREDICTION_STEPS
+        future = rows.iloc[12:]
+        assert future[TIMESTAMP].iloc[0] == df[TIMESTAMP].max() + MODEL_STEP
+        assert (future[TIMESTAMP].diff().dropna() == MODEL_STEP).all()
+        assert (future[list(METRICS)] == features.FUTURE_PLACEHOLDER).all().all()

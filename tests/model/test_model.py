@@ -1,0 +1,133 @@
+"""Save/load, forecasting after the last observation, unseen servers, subsets and error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tftmon import features
+from tftmon.contract import HORIZONS, METRICS, MODEL_STEP, PROFILE, QUANTILE_NAMES, SERVER_NAME, TIMESTAMP
+from tftmon.encoding import ServerMapping
+from tftmon.model import ForecastModel, at_horizons, forecast, load_model, save_model
+from tftmon.train import TrainingResult, fit
+
+from .conftest import periodic_fleet, tiny_config
+
+
+def test_reloaded_model_predicts_exactly_the_same(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame, tmp_path: Path
+) -> None:
+    model, _ = trained
+    save_model(model, tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert files == {
+        "model.safetensors",
+        "config.json",
+        "dataset_parameters.json",
+        "training_info.json",
+        "server_mapping.json",
+    }
+    info = load_model(tmp_path / "m").training_info
+    assert info["targets"] == list(METRICS)
+    assert info["encoder_steps"] == 24 and info["prediction_steps"] == features.PREDICTION_STEPS
+    assert len(ServerMapping.load(tmp_path / "m" / "server_mapping.json")) == len(info["servers"]) == 5
+    pd.testing.assert_frame_equal(forecast(load_model(tmp_path / "m"), fleet), forecast(model, fleet))
+
+
+def test_forecasts_start_after_the_last_observation(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    model, _ = trained
+    history = fleet[fleet[TIMESTAMP] < fleet[TIMESTAMP].max() - pd.Timedelta(hours=8)]
+    out = forecast(model, history)
+    last = history[TIMESTAMP].max()
+    assert len(out) == 5 * features.PREDICTION_STEPS * len(METRICS)
+    assert (out[TIMESTAMP] > last).all()
+    np.testing.assert_array_equal(out[TIMESTAMP], last + out["step"] * MODEL_STEP)
+    assert (out[TIMESTAMP].dt.floor(MODEL_STEP) == out[TIMESTAMP]).all()
+    assert (out["p10"] <= out["p50"]).all() and (out["p50"] <= out["p90"]).all()
+
+    # even 24 training batches make the p50 follow the known periodic future (seeded: r is about 0.37)
+    truth = fleet.set_index([SERVER_NAME, TIMESTAMP])
+    for metric in ("cpu_user_pct", "mem_used_pct"):
+        rows = out[out["metric"] == metric]
+        actual = truth.loc[list(zip(rows[SERVER_NAME], rows[TIMESTAMP], strict=True)), metric].to_numpy()
+        corr = np.corrcoef(rows["p50"], actual)[0, 1]
+        assert corr > 0.25, (metric, corr)
+
+    horizons = at_horizons(out)
+    assert set(horizons["horizon"]) == set(HORIZONS)
+    assert set(horizons["step"]) == set(HORIZONS.values())
+
+
+def test_future_rows_are_never_read(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = trained
+    before = forecast(model, fleet)
+    monkeypatch.setattr(features, "FUTURE_PLACEHOLDER", 1e6)
+    pd.testing.assert_frame_equal(forecast(model, fleet), before)
+
+
+def test_any_raw_interval_gives_the_same_forecast(trained: tuple[ForecastModel, TrainingResult]) -> None:
+    model, _ = trained
+    fine = periodic_fleet(servers=2, days=0.5, interval="1min")
+    out = forecast(model, fine)
+    assert out[TIMESTAMP].min() == fine[TIMESTAMP].max().floor(MODEL_STEP) + MODEL_STEP
+    assert np.isfinite(out[list(QUANTILE_NAMES)].to_numpy()).all()
+
+
+def test_unseen_servers_get_their_own_forecasts(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    model, _ = trained
+    known = fleet[SERVER_NAME].unique()
+    renamed = {known[0]: "brand-new-a", known[1]: "ppdb777"}
+    history = fleet[fleet[SERVER_NAME].isin(renamed)].drop(columns=[PROFILE])
+    history[SERVER_NAME] = history[SERVER_NAME].map(renamed)
+    out = forecast(model, history.groupby(SERVER_NAME).tail(48))
+    assert set(out[SERVER_NAME]) == {"brand-new-a", "ppdb777"}
+    assert out.groupby(SERVER_NAME)["server_id"].nunique().eq(1).all()
+    assert out["server_id"].nunique() == 2
+    assert dict(out.drop_duplicates(SERVER_NAME)[[SERVER_NAME, PROFILE]].values) == {
+        "brand-new-a": "generic",
+        "ppdb777": "database",
+    }
+    assert np.isfinite(out[list(QUANTILE_NAMES)].to_numpy()).all()
+    a, b = (g.sort_values(["metric", "step"])["p50"].to_numpy() for _, g in out.groupby(SERVER_NAME))
+    assert not np.array_equal(a, b)
+
+
+def test_too_little_history_names_the_server_and_the_need(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    model, _ = trained
+    name = fleet[SERVER_NAME].iloc[0]
+    short = fleet[fleet[SERVER_NAME] == name].head(5)
+    with pytest.raises(features.InsufficientHistory, match=rf"{name} has 5 steps.*needs 24 steps .*2 h"):
+        forecast(model, short)
+
+
+def test_training_exposes_per_epoch_metrics(trained: tuple[ForecastModel, TrainingResult]) -> None:
+    _, result = trained
+    metrics = result.trainer.callback_metrics
+    assert {"train_loss_epoch", "val_loss", "lr"} <= set(metrics)
+    assert np.isfinite(result.best_val_loss)
+    assert len(result.validation) > 0
+
+
+def test_a_subset_of_targets_trains_and_forecasts(fleet: pd.DataFrame) -> None:
+    subset = ["cpu_iowait_pct", "mem_used_pct"]
+    data = fleet[[TIMESTAMP, SERVER_NAME, *subset]]
+    model, _ = fit(data, tiny_config(targets=subset, max_epochs=1, max_batches_per_epoch=3))
+    out = forecast(model, data)
+    assert sorted(out["metric"].unique()) == sorted(subset)
+    assert model.config.targets == subset
+
+
+def test_too_short_training_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="enough history"):
+        fit(periodic_fleet(servers=2, days=0.3), tiny_config())

@@ -1,0 +1,416 @@
+"""The one feature path shared by training and serving: resample, add time features, build datasets.
+
+The predecessor built features twice (training and inference) and they drifted; here both call
+`prepare_frame` and `build_dataset`, and inference only adds future rows (`append_future_rows`) so the
+model forecasts the steps *after* the last observation instead of re-predicting a window it has seen.
+
+Gaps: resampling leaves bins with no raw samples missing (no row is invented). The datasets allow
+missing time steps, so pytorch-forecasting repeats the last observation across a gap inside a window;
+`time_idx` is derived from the timestamp, so a gap stays a gap and is never silently closed up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pytorch_forecasting import TimeSeriesDataSet
+from pytorch_forecasting.data.encoders import EncoderNormalizer, MultiNormalizer, NaNLabelEncoder
+from sklearn.preprocessing import StandardScaler
+
+from tftmon.contract import (
+    COLUMNS_BY_NAME,
+    METRICS,
+    MODEL_STEP,
+    PREDICTION_STEPS,
+    PROFILE,
+    PROFILE_NAMES,
+    SERVER_ID,
+    SERVER_NAME,
+    STATE,
+    STATES,
+    TIMESTAMP,
+    profile_of,
+)
+from tftmon.encoding import server_id
+
+#: States from least to most severe: a bin takes its most severe state, so a critical minute inside a
+#: five-minute bin is never averaged away (incident warnings are scored against it).
+STATE_SEVERITY: tuple[str, ...] = (
+    "idle",
+    "healthy",
+    "morning_spike",
+    "recovery",
+    "heavy_load",
+    "maintenance",
+    "offline",
+    "critical_issue",
+)
+if set(STATE_SEVERITY) != set(STATES) or len(STATE_SEVERITY) != len(STATES):
+    raise RuntimeError("STATE_SEVERITY must order exactly the contract's STATES")
+
+TIME_IDX = "time_idx"
+GROUP_ID_ENCODER = f"__group_id__{SERVER_ID}"
+#: Known-in-advance covariates, all derived from the timestamp (cyclical encodings keep 23:55 next to 00:00).
+KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend")
+STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
+_STEP_NS = int(MODEL_STEP.total_seconds() * 1_000_000_000)
+#: Target value in appended future rows; the model never reads it (a test proves outputs ignore it).
+FUTURE_PLACEHOLDER = 0.0
+
+
+class InsufficientHistory(ValueError):
+    """A server has less history than the model's encoder needs."""
+
+
+class ArrayScaler(StandardScaler):
+    """StandardScaler that ignores column names.
+
+    pytorch-forecasting fits and transforms scalers with DataFrames but transforms single samples with
+    arrays; a plain StandardScaler then warns on every sample drawn.
+    """
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> ArrayScaler:
+        return super().fit(np.asarray(X, dtype=np.float64), y, sample_weight)
+
+    def transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
+        return super().transform(np.asarray(X, dtype=np.float64), copy=copy)
+
+    def inverse_transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
+        return super().inverse_transform(np.asarray(X, dtype=np.float64), copy=copy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _utc(ts: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(ts)
+    return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+
+
+def _within_group_sorted(codes: np.ndarray, ts_ns: np.ndarray) -> bool:
+    """True when rows are chronological within each server (O(n), avoids a sort of 46 M rows)."""
+    if len(ts_ns) < 2 or bool(np.all(np.diff(ts_ns) >= 0)):
+        return True
+    same = codes[1:] == codes[:-1]
+    return bool(np.all(codes[1:] >= codes[:-1])) and bool(np.all(np.diff(ts_ns)[same] >= 0))
+
+
+def resample_to_model_step(df: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate raw samples (any interval) into MODEL_STEP bins per server, labelled by bin start (UTC).
+
+    Each metric uses its contract aggregation (mean, max or last); integer metrics stay int64; identity
+    columns are carried; `state` takes the most severe state of the bin (STATE_SEVERITY).
+    """
+    ts = _utc(df[TIMESTAMP])
+    ts_ns = ts.to_numpy(dtype="datetime64[ns]").view("int64")
+    codes, names = pd.factorize(df[SERVER_NAME], sort=True)
+    if not _within_group_sorted(codes, ts_ns):
+        order = np.lexsort((ts_ns, codes))
+        df, ts_ns, codes = df.iloc[order], ts_ns[order], codes[order]
+    bins = ts_ns // _STEP_NS
+    n_bins = int(bins.max() - bins.min() + 1) if len(bins) else 1
+    key = codes.astype(np.int64) * n_bins + (bins - (bins.min() if len(bins) else 0))
+
+    metrics = [m for m in METRICS if m in df.columns]
+    agg: dict[str, str] = {m: str(COLUMNS_BY_NAME[m].aggregation) for m in metrics}
+    work = pd.DataFrame({m: df[m].to_numpy() for m in metrics})
+    work["__key"] = key
+    # Identity columns are constant per server: take them once per server, not once per bin.
+    extra = [c for c in (SERVER_ID, PROFILE) if c in df.columns]
+    first_row = np.unique(codes, return_index=True)[1]
+    if STATE in df.columns:
+        severity = pd.Categorical(df[STATE].to_numpy(), categories=STATE_SEVERITY, ordered=True).codes
+        if (severity < 0).any():
+            unknown = sorted(set(df[STATE][severity < 0].astype(str)))
+            raise ValueError(f"unknown state(s) {unknown}; the contract knows {list(STATES)}")
+        work["__severity"] = severity
+        agg["__severity"] = "max"
+    out = work.groupby("__key", sort=True).agg(agg)
+
+    keys = out.index.to_numpy()
+    first_bin = bins.min() if len(bins) else 0
+    result = pd.DataFrame(
+        {
+            TIMESTAMP: pd.to_datetime((keys % n_bins + first_bin) * _STEP_NS, unit="ns", utc=True),
+            SERVER_NAME: names.to_numpy()[keys // n_bins],
+        }
+    )
+    for col in extra:
+        result[col] = df[col].to_numpy()[first_row][keys // n_bins]
+    if STATE in df.columns:
+        result[STATE] = np.asarray(STATE_SEVERITY, dtype=object)[out["__severity"].to_numpy()]
+    for col in (SERVER_NAME, *extra, *([STATE] if STATE in df.columns else [])):
+        result[col] = result[col].astype(COLUMNS_BY_NAME[col].pandas_dtype)
+    for m in metrics:
+        values = out[m].to_numpy()
+        keep_int = COLUMNS_BY_NAME[m].type == "int" and not np.isnan(values.astype(np.float64)).any()
+        result[m] = values.astype(np.int64) if keep_int else values
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Model frame
+# ---------------------------------------------------------------------------------------------
+
+
+def time_idx_of(ts: pd.Series) -> np.ndarray:
+    """Model steps since the epoch: a function of the timestamp, never a row counter."""
+    return _utc(ts).to_numpy(dtype="datetime64[ns]").view("int64") // _STEP_NS
+
+
+def add_time_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add `time_idx` and the known covariates, all computed from `timestamp` alone."""
+    ts = _utc(frame[TIMESTAMP])
+    hour = ts.dt.hour + ts.dt.minute / 60.0
+    dow = ts.dt.dayofweek + hour / 24.0
+    frame = frame.assign(
+        **{
+            TIME_IDX: time_idx_of(ts),
+            "hour_sin": np.sin(2 * np.pi * hour / 24.0),
+            "hour_cos": np.cos(2 * np.pi * hour / 24.0),
+            "dow_sin": np.sin(2 * np.pi * dow / 7.0),
+            "dow_cos": np.cos(2 * np.pi * dow / 7.0),
+            "is_weekend": (ts.dt.dayofweek >= 5).astype(np.float64),
+        }
+    )
+    return frame
+
+
+def resolve_targets(targets: Sequence[str] | None) -> list[str]:
+    """All contract metrics by default, or a validated subset in contract order."""
+    if targets is None:
+        return list(METRICS)
+    unknown = [t for t in targets if t not in METRICS]
+    if unknown or not targets:
+        raise ValueError(f"targets {unknown or '[]'} are not contract metrics; choose from {list(METRICS)}")
+    return [m for m in METRICS if m in targets]
+
+
+def prepare_frame(df: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
+    """Contract-shaped metrics (any interval) -> the model frame: step bins, ids, profile, time features.
+
+    Missing target values are carried forward within a server; rows still missing (a server's leading
+    NaNs) are dropped. `state`, if present, is kept for evaluation but is never a model input.
+    """
+    missing = [t for t in targets if t not in df.columns]
+    if missing:
+        raise ValueError(f"metrics {missing} are missing from the data; train on a subset with --targets")
+    frame = resample_to_model_step(df)
+    names = frame[SERVER_NAME].astype(str)
+    if SERVER_ID not in frame.columns:
+        frame[SERVER_ID] = names.map({n: server_id(n) for n in names.unique()})
+    if PROFILE not in frame.columns:
+        frame[PROFILE] = names.map({n: profile_of(n) for n in names.unique()})
+    frame[SERVER_ID] = frame[SERVER_ID].astype(str)
+    frame[PROFILE] = frame[PROFILE].fillna(names.map(profile_of)).astype(str)
+    frame = frame.sort_values([SERVER_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    frame[list(targets)] = frame.groupby(SERVER_ID, sort=False)[list(targets)].ffill().astype(np.float64)
+    frame = frame.dropna(subset=list(targets)).reset_index(drop=True)
+    return add_time_features(frame)
+
+
+def training_dataset(
+    frame: pd.DataFrame, targets: Sequence[str], encoder_steps: int, prediction_steps: int = PREDICTION_STEPS
+) -> TimeSeriesDataSet:
+    """The training dataset whose fitted parameters every later dataset (validation, serving) reuses.
+
+    Targets are normalised per window by EncoderNormalizer (no per-server statistics, so servers never
+    seen in training work); target centre/scale go in as static reals so the level is not lost.
+    `server_id` is the group id only; `profile` is the only static categorical, pre-fitted on every
+    contract profile so the encoder does not depend on which profiles a training set happens to hold.
+    """
+    targets = list(targets)
+    return TimeSeriesDataSet(
+        frame,
+        time_idx=TIME_IDX,
+        target=targets,
+        group_ids=[SERVER_ID],
+        max_encoder_length=encoder_steps,
+        min_encoder_length=encoder_steps,
+        max_prediction_length=prediction_steps,
+        min_prediction_length=prediction_steps,
+        static_categoricals=[PROFILE],
+        time_varying_known_reals=list(KNOWN_REALS),
+        time_varying_unknown_reals=targets,
+        target_normalizer=MultiNormalizer([EncoderNormalizer() for _ in targets]),
+        categorical_encoders={
+            PROFILE: NaNLabelEncoder(add_nan=True).fit(pd.Series(PROFILE_NAMES)),
+            SERVER_ID: NaNLabelEncoder(add_nan=True),
+            GROUP_ID_ENCODER: NaNLabelEncoder(add_nan=True),
+        },
+        scalers={name: ArrayScaler() for name in _scaled_reals(targets)},
+        add_relative_time_idx=True,
+        add_target_scales=True,
+        add_encoder_length=False,
+        allow_missing_timesteps=True,
+    )
+
+
+def _scaled_reals(targets: Sequence[str]) -> list[str]:
+    """Every real input the dataset standardises: known covariates, relative time, target centre/scale."""
+    return [*KNOWN_REALS, "relative_time_idx", *(f"{t}_{s}" for t in targets for s in ("center", "scale"))]
+
+
+def build_dataset(
+    parameters: dict[str, Any], frame: pd.DataFrame, predict: bool, **overrides: Any
+) -> TimeSeriesDataSet:
+    """Any dataset after training (validation, serving) from the stored training parameters.
+
+    Forecasting starts wherever the frame ends, not after the training data's first prediction.
+    """
+    if predict:
+        overrides.setdefault("min_prediction_idx", None)
+    return TimeSeriesDataSet.from_parameters(parameters, frame, predict=predict, stop_randomization=True, **overrides)
+
+
+def append_future_rows(frame: pd.DataFrame, steps: int = PREDICTION_STEPS) -> pd.DataFrame:
+    """Add `steps` rows per server after its last bin: known covariates filled, targets a placeholder."""
+    last = frame.sort_values(TIMESTAMP).groupby(SERVER_ID, sort=False).tail(1)
+    offsets = np.tile(np.arange(1, steps + 1), len(last))
+    future = last.loc[last.index.repeat(steps), [SERVER_NAME, SERVER_ID, PROFILE, TIMESTAMP]].copy()
+    future[TIMESTAMP] = future[TIMESTAMP] + pd.to_timedelta(offsets * _STEP_NS, unit="ns")
+    targets = [t for t in METRICS if t in frame.columns]
+    future[targets] = FUTURE_PLACEHOLDER
+    future = add_time_features(future.reset_index(drop=True))
+    combined = pd.concat([frame, future[[c for c in frame.columns if c in future.columns]]], ignore_index=True)
+    return combined.sort_values([SERVER_ID, TIME_IDX], kind="stable").reset_index(drop=True)
+
+
+def inference_frame(history: pd.DataFrame, targets: Sequence[str], encoder_steps: int) -> pd.DataFrame:
+    """History -> the last encoder window per server plus PREDICTION_STEPS future rows.
+
+    Raises InsufficientHistory naming every server whose history spans fewer steps than the encoder.
+    """
+    frame = prepare_frame(history, targets)
+    span = frame.groupby(SERVER_ID)[TIME_IDX].agg(lambda s: int(s.max() - s.min() + 1))
+    short = span[span < encoder_steps]
+    if len(short):
+        names = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID)[SERVER_NAME]
+        detail = ", ".join(f"{names[sid]} has {n} steps" for sid, n in short.items())
+        need = MODEL_STEP * encoder_steps
+        raise InsufficientHistory(
+            f"too little history: {detail}; the model needs {encoder_steps} steps of {MODEL_STEP} "
+            f"({need.total_seconds() / 3600:g} h) per server"
+        )
+    return append_future_rows(_last_window(frame, encoder_steps))
+
+
+def _last_window(frame: pd.DataFrame, encoder_steps: int) -> pd.DataFrame:
+    """Each server's last `encoder_steps` bins on a complete grid, gaps carried forward (as in training).
+
+    Without this, a gap at the window's first bin would shorten the encoder and the dataset would
+    silently drop that server.
+    """
+    last = frame.groupby(SERVER_ID)[TIME_IDX].max()
+    grid = pd.DataFrame(
+        {
+            SERVER_ID: np.repeat(last.index.to_numpy(), encoder_steps),
+            TIME_IDX: (last.to_numpy()[:, None] - encoder_steps + 1 + np.arange(encoder_steps)).ravel(),
+        }
+    ).sort_values(TIME_IDX, kind="stable")
+    values = frame.drop(columns=[TIMESTAMP, *KNOWN_REALS]).sort_values(TIME_IDX, kind="stable")
+    window = pd.merge_asof(grid, values, on=TIME_IDX, by=SERVER_ID, direction="backward")
+    window = window.sort_values([SERVER_ID, TIME_IDX], kind="stable").reset_index(drop=True)
+    window = window.groupby(SERVER_ID, sort=False).bfill().assign(**{SERVER_ID: window[SERVER_ID]})
+    window[TIMESTAMP] = pd.to_datetime(window[TIME_IDX].to_numpy() * _STEP_NS, unit="ns", utc=True)
+    return add_time_features(window)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset parameters as JSON (no pickle): the fitted encoders are written out field by field
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, NaNLabelEncoder):
+        classes = getattr(value, "classes_", None)
+        return {
+            "__type__": "NaNLabelEncoder",
+            "add_nan": value.add_nan,
+            "warn": value.warn,
+            "classes": None if classes is None else [[_scalar(k), int(v)] for k, v in classes.items()],
+        }
+    if isinstance(value, ArrayScaler):
+        return {
+            "__type__": "ArrayScaler",
+            "with_mean": value.with_mean,
+            "with_std": value.with_std,
+            "mean": value.mean_.tolist(),
+            "scale": value.scale_.tolist(),
+            "var": value.var_.tolist(),
+            "n_samples_seen": int(value.n_samples_seen_),
+        }
+    if isinstance(value, MultiNormalizer):
+        return {"__type__": "MultiNormalizer", "normalizers": [_encode(n) for n in value.normalizers]}
+    if isinstance(value, EncoderNormalizer):
+        if value.transformation is not None and not isinstance(value.transformation, str):
+            raise TypeError("only named EncoderNormalizer transformations can be stored as JSON")
+        return {
+            "__type__": "EncoderNormalizer",
+            "method": value.method,
+            "center": value.center,
+            "max_length": value.max_length,
+            "transformation": value.transformation,
+            "method_kwargs": value.method_kwargs,
+        }
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"dataset parameter of type {type(value).__name__} cannot be stored as JSON")
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("__type__")
+    if kind == "NaNLabelEncoder":
+        encoder = NaNLabelEncoder(add_nan=value["add_nan"], warn=value["warn"])
+        if value["classes"] is not None:
+            encoder.classes_ = {k: v for k, v in value["classes"]}
+            encoder.classes_vector_ = np.array(list(encoder.classes_))
+        return encoder
+    if kind == "ArrayScaler":
+        scaler = ArrayScaler(with_mean=value["with_mean"], with_std=value["with_std"])
+        scaler.n_features_in_ = len(value["mean"])
+        scaler.mean_ = np.array(value["mean"])
+        scaler.scale_ = np.array(value["scale"])
+        scaler.var_ = np.array(value["var"])
+        scaler.n_samples_seen_ = value["n_samples_seen"]
+        return scaler
+    if kind == "MultiNormalizer":
+        return MultiNormalizer([_decode(n) for n in value["normalizers"]])
+    if kind == "EncoderNormalizer":
+        return EncoderNormalizer(
+            method=value["method"],
+            center=value["center"],
+            max_length=value["max_length"],
+            transformation=value["transformation"],
+            method_kwargs=value["method_kwargs"],
+        )
+    return {k: _decode(v) for k, v in value.items()}
+
+
+def parameters_to_json(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Dataset parameters (with fitted encoders and scalers) as plain JSON data."""
+    return _encode(parameters)
+
+
+def parameters_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of parameters_to_json: the same encoders and scalers, fitted state included."""
+    return _decode(data)

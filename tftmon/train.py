@@ -1,0 +1,171 @@
+"""The training job core: split by time, fit the TFT with Lightning, return the model and what it saw.
+
+Experiment tracking is not done here: pass a Lightning callback (e.g. an MLflow one) in `callbacks`; it
+finds per-epoch `train_loss_epoch`, `val_loss` and `lr` in `trainer.callback_metrics`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from pytorch_forecasting import TimeSeriesDataSet
+
+from tftmon import features
+from tftmon.config import TrainConfig
+from tftmon.contract import MODEL_STEP, SERVER_ID, SERVER_NAME
+from tftmon.model import ForecastModel, build_network, training_info
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced besides the model: datasets, trainer and throughput."""
+
+    training: TimeSeriesDataSet
+    validation: TimeSeriesDataSet
+    trainer: Trainer
+    best_val_loss: float
+    epochs: int
+    seconds: float
+    samples_per_second: float
+
+
+class LearningRateMetric(Callback):
+    """Log the optimiser's learning rate each epoch as `lr` so tracking callbacks can record it."""
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
+
+
+class BestWeights(Callback):
+    """Keep the best validation weights in memory: restoring them needs no checkpoint unpickling."""
+
+    def __init__(self) -> None:
+        self.best_loss = float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val_loss")
+        if trainer.sanity_checking or loss is None or not float(loss) < self.best_loss:
+            return
+        self.best_loss = float(loss)
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+
+def loss_weights(frame: pd.DataFrame, targets: Sequence[str]) -> list[float]:
+    """1/std of each target, mean 1: the loss is in metric units, so MB/s would otherwise drown out %."""
+    std = frame[list(targets)].std().to_numpy(dtype=np.float64)
+    inverse = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+    return (inverse / inverse.mean()).round(6).tolist()
+
+
+def split_by_time(frame: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame, pd.Series]:
+    """Hold out the last `validation_hours` of every server; returns the training rows and each cutoff.
+
+    Raises ValueError naming the servers too short for an encoder, a forecast and a validation window.
+    """
+    first = frame.groupby(SERVER_ID)[features.TIME_IDX].min()
+    last = frame.groupby(SERVER_ID)[features.TIME_IDX].max()
+    cutoff = last - config.validation_steps + 1
+    if config.validation_steps < features.PREDICTION_STEPS:
+        raise ValueError(f"validation_hours must cover one forecast ({features.PREDICTION_STEPS} steps)")
+    need = config.encoder_steps + features.PREDICTION_STEPS + config.validation_steps
+    short = (last - first + 1) < need
+    if short.all():
+        names = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID)[SERVER_NAME]
+        hours = need * MODEL_STEP.total_seconds() / 3600
+        raise ValueError(
+            f"no server has enough history to train: {', '.join(names[short.index[short]])}; "
+            f"need {need} steps ({hours:g} h: encoder + forecast + validation) per server"
+        )
+    keep = frame[features.TIME_IDX] < frame[SERVER_ID].map(cutoff)
+    return frame[keep].reset_index(drop=True), cutoff
+
+
+def validation_dataset(parameters: dict, frame: pd.DataFrame, cutoff: pd.Series, stride: int) -> TimeSeriesDataSet:
+    """Windows whose forecast lies wholly in each server's held-out tail, one every `stride` steps."""
+    dataset = features.build_dataset(parameters, frame, predict=False, min_prediction_idx=int(cutoff.min()))
+
+    def held_out(index: pd.DataFrame) -> pd.Series:
+        start = index[SERVER_ID].map(cutoff)
+        offset = index["time_idx_first_prediction"] - start
+        return (offset >= 0) & (offset % stride == 0)
+
+    return dataset.filter(held_out)
+
+
+def fit(
+    data: pd.DataFrame,
+    config: TrainConfig,
+    callbacks: Sequence[Callback] = (),
+    logger: Logger | bool = False,
+) -> tuple[ForecastModel, TrainingResult]:
+    """Train a TFT on contract-shaped metrics (any interval); returns the best-validation model."""
+    seed_everything(config.seed, workers=True)
+    targets = features.resolve_targets(config.targets)
+    frame = features.prepare_frame(data, targets)
+    train_frame, cutoff = split_by_time(frame, config)
+    training = features.training_dataset(train_frame, targets, config.encoder_steps)
+    parameters = training.get_parameters()
+    validation = validation_dataset(parameters, frame, cutoff, config.validation_stride)
+
+    model_config = config.to_model_config(targets, loss_weights(train_frame, targets))
+    network = build_network(training, model_config)
+    best = BestWeights()
+    checkpoint_dir = config.checkpoint_dir or Path(tempfile.mkdtemp(prefix="tftmon-ckpt-"))
+    trainer = Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        gradient_clip_val=config.gradient_clip_val,
+        limit_train_batches=config.max_batches_per_epoch or 1.0,
+        limit_val_batches=config.max_val_batches or 1.0,
+        callbacks=[
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
+            ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
+            LearningRateMetric(),
+            best,
+            *callbacks,
+        ],
+        logger=logger,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=checkpoint_dir,
+    )
+    started = time.perf_counter()
+    try:
+        trainer.fit(
+            network,
+            train_dataloaders=training.to_dataloader(train=True, batch_size=config.batch_size, num_workers=0),
+            val_dataloaders=validation.to_dataloader(train=False, batch_size=config.batch_size, num_workers=0),
+        )
+    finally:
+        if config.checkpoint_dir is None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    if best.state is not None:
+        network.load_state_dict(best.state)
+    network.eval()
+
+    samples = trainer.global_step * config.batch_size
+    model = ForecastModel(network, model_config, parameters, training_info(network, train_frame, model_config))
+    result = TrainingResult(
+        training=training,
+        validation=validation,
+        trainer=trainer,
+        best_val_loss=best.best_loss,
+        epochs=trainer.current_epoch,
+        seconds=seconds,
+        samples_per_second=samples / seconds if seconds > 0 else 0.0,
+    )
+    return model, result
