@@ -107,6 +107,110 @@ def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_jso
 
 
 @main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--targets", default="", help="Comma-separated metrics to forecast (default: all 14).")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=None,
+              help="Upper bound on epochs (early stopping may end sooner).")
+@click.option("--max-batches-per-epoch", type=click.IntRange(min=1), default=None, help="Bounds CPU time per epoch.")
+@click.option("--encoder-hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="History the model reads (default 6).")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=None, help="TFT hidden size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size.")
+@click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu or auto.")
+@click.option("--devices", default="auto", show_default=True, help="Number of devices (or auto); >1 uses DDP.")
+@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option("--holdout-hours", type=click.FloatRange(min=8, min_open=True), default=None,
+              help="Last part of time held out for evaluation (default 32).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+def train(path: Path, targets: str, accelerator: str, devices: str, progress: bool, holdout_hours: float | None,
+          **options: object) -> None:
+    """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version."""
+    from tftmon.config import EvaluationConfig, TrainConfig
+    from tftmon.jobs import TrainingRefused, run_train
+
+    chosen = {k: v for k, v in options.items() if v is not None}
+    config = TrainConfig(
+        **chosen,
+        targets=[t.strip() for t in targets.split(",") if t.strip()] or None,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        progress_bar=progress,
+    )
+    eval_config = EvaluationConfig(**({"holdout_hours": holdout_hours} if holdout_hours else {}))
+    try:
+        outcome = run_train(path, config, eval_config)
+    except (TrainingRefused, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(outcome["summary"])
+    click.echo(f"\nregistered version {outcome['version']} (run {outcome['run_id']}); "
+               f"promote it with `tftmon promote --version {outcome['version']}`")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--version", default=None, help="Registered version (default: production).")
+def evaluate(path: Path, version: str | None) -> None:
+    """Evaluate a registered model version on PATH against last-value, seasonal-naive and drift baselines."""
+    from tftmon.jobs import run_evaluate
+    from tftmon.registry import PromotionRefused
+
+    try:
+        outcome = run_evaluate(path, version)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(outcome["summary"])
+
+
+@main.command()
+@click.option("--version", default=None, help="Version to promote (default: the newest).")
+@click.option("--force", is_flag=True, help="Promote even if it scores worse than the champion.")
+@click.option("--reason", default="", help="Why; recorded as a tag on the version.")
+def promote(version: str | None, force: bool, reason: str) -> None:
+    """Gate a version (contract, files, forecasts for every server, vs champion), then make it production."""
+    from tftmon.registry import PromotionRefused
+    from tftmon.registry import promote as promote_version
+
+    try:
+        report = promote_version(version, force=force, reason=reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(report.to_text())
+    click.echo(f"version {report.version} is now production (alias @production, stage Production)")
+
+
+@main.command()
+@click.option("--reason", default="rollback", show_default=True, help="Recorded as a tag on the version.")
+def rollback(reason: str) -> None:
+    """Put the previous champion back into production."""
+    from tftmon.registry import PromotionRefused
+    from tftmon.registry import rollback as rollback_version
+
+    try:
+        version = rollback_version(reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"version {version} is production again")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"), show_default=True,
+              help="Where the demo fleet is written.")
+def demo(out: Path) -> None:
+    """The whole pipeline on a small fleet: generate -> validate -> train -> evaluate -> promote."""
+    from tftmon.jobs import run_demo
+
+    outcome = run_demo(out)
+    click.echo(outcome["summary"])
+    click.echo(
+        f"\nDemo done: model version {outcome['version']} is production.\n"
+        f"  data:        {out}\n"
+        f"  runs:        {', '.join(outcome['run_ids'])}\n"
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {outcome['tracking_uri']}\n"
+        f"  Data Docs:   {outcome['docs']}"
+    )
+
+
+@main.command()
 @click.option("--markdown", is_flag=True, help="Regenerate docs/DATA_CONTRACT.md from tftmon/contract.py.")
 @click.option("--expectations", is_flag=True, help="Regenerate the GE suites in expectations/.")
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if the committed files differ.")

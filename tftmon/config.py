@@ -154,6 +154,10 @@ class TrainConfig(BaseModel):
 class EvaluationConfig(BaseModel):
     """Parameters and targets of a backtest against baselines (tftmon.evaluate)."""
 
+    #: The last part of time held out from training (for every server) and scored.
+    holdout_hours: float = Field(32.0, gt=8.0)
+    #: Share of servers never shown in training, scored as cold starts (at least one when there are 4+).
+    cold_start_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     #: Spacing of forecast origins in the held-out period.
     origin_every: timedelta = timedelta(hours=1)
     #: "at": score each horizon at exactly its step; "upto": average over steps 1..horizon.
@@ -169,3 +173,11 @@ class EvaluationConfig(BaseModel):
     target_coverage: tuple[float, float] = (0.75, 0.85)
     target_cold_start_gap: float = Field(0.15, ge=0)
     target_recall: float = Field(0.8, ge=0, le=1)
+
+
+class DemoConfig(BaseModel):
+    """The small fleet `tftmon demo` runs end to end in minutes on 2 CPU cores."""
+
+    simulation: SimulationConfig = SimulationConfig(servers=18, hours=7 * 24)
+    train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig(holdout_hours=32)

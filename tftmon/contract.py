@@ -132,6 +132,8 @@ STATE = "state"
 #: The CPU split that must add up to 100 % in every row, and the tolerance allowed.
 CPU_PARTS: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct", "cpu_iowait_pct", "cpu_idle_pct")
 CPU_IDLE = "cpu_idle_pct"
+CPU_IOWAIT = "cpu_iowait_pct"
+MEM_USED = "mem_used_pct"
 CPU_SUM_TOLERANCE = 0.01
 #: java_cpu_pct must not exceed the sum of these.
 JAVA_CPU = "java_cpu_pct"

@@ -15,7 +15,7 @@ Pure functions over DataFrames; no MLflow here (jobs log what these return).
 from __future__ import annotations
 
 import io as _bytes_io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,8 +32,10 @@ from tftmon.config import EvaluationConfig
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     CPU_IDLE,
+    CPU_IOWAIT,
     HORIZONS,
     INCIDENT_STATE,
+    MEM_USED,
     METRICS,
     MODEL_STEP,
     PREDICTION_STEPS,
@@ -55,6 +57,8 @@ LAST_VALUE = "last_value"
 SEASONAL_NAIVE = "seasonal_naive"
 LINEAR_DRIFT = "linear_drift"
 BASELINES: tuple[str, ...] = (LAST_VALUE, SEASONAL_NAIVE, LINEAR_DRIFT)
+#: What operators look at first: the bottleneck signal, CPU, memory.
+FAN_CHART_METRICS: tuple[str, ...] = (CPU_IOWAIT, CPU_IDLE, MEM_USED)
 P10, P50, P90 = QUANTILE_NAMES
 _LOWER = np.array([COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None else -np.inf for m in METRICS])
 _UPPER = np.array([COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in METRICS])
@@ -136,6 +140,29 @@ def origins(frame: pd.DataFrame, holdout_start: pd.Timestamp | str, every: timed
             ORIGIN: act.t0 + tidx[keep] * pd.Timedelta(MODEL_STEP),
         }
     )
+
+
+def backtest(
+    forecaster: Callable[[pd.DataFrame], pd.DataFrame],
+    frame: pd.DataFrame,
+    at: pd.DataFrame,
+    history: timedelta,
+) -> pd.DataFrame:
+    """Run a forecaster from every origin in `at` (server_name, origin), seeing only data up to it.
+
+    One call per distinct origin covers all its servers; each call gets `history` of data before the
+    origin (the model's encoder window), never anything after it.
+    """
+    parts = []
+    for origin, servers in at.groupby(ORIGIN)[SERVER_NAME]:
+        ts = frame[TIMESTAMP]
+        seen = frame[frame[SERVER_NAME].isin(servers) & (ts <= origin) & (ts > origin - history)]
+        part = forecaster(seen)
+        part[ORIGIN] = origin
+        parts.append(part)
+    if not parts:
+        raise ValueError("no forecast origins: the held-out period is shorter than one full forecast")
+    return pd.concat(parts, ignore_index=True)
 
 
 def _point_baseline(
@@ -680,7 +707,7 @@ def write_plots(
     out_dir: Path,
     *,
     servers: int = 3,
-    metrics: Sequence[str] = ("cpu_iowait_pct", CPU_IDLE, "mem_used_pct"),
+    metrics: Sequence[str] = FAN_CHART_METRICS,
 ) -> list[Path]:
     """Write mase_by_horizon.png and fan_<server>.png for the first `servers` servers; returns the paths."""
     out_dir = Path(out_dir)

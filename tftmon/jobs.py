@@ -6,18 +6,26 @@ asks for one); nothing below this layer knows about tracking.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
+import pandas as pd
 
 from tftmon import tracking
-from tftmon.config import SimulationConfig
-from tftmon.contract import CONTRACT_VERSION
+from tftmon.config import DemoConfig, EvaluationConfig, SimulationConfig, TrainConfig
+from tftmon.contract import CONTRACT_VERSION, MODEL_STEP, SERVER_NAME, TIMESTAMP
 from tftmon.io import MAPPING_FILE, METADATA_FILE
+
+if TYPE_CHECKING:
+    from tftmon.evaluate import EvaluationResults
+    from tftmon.model import ForecastModel
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +104,190 @@ def contract_outputs(root: Path, markdown: bool, expectations: bool) -> dict[Pat
 
         outputs.update({Path(root) / "expectations" / name: text for name, text in expectation_files().items()})
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, evaluation, promotion
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainingRefused(RuntimeError):
+    """The data failed validation; no model was trained and the run is marked failed."""
+
+
+def data_fingerprint(path: Path, frame: pd.DataFrame) -> dict[str, str | int]:
+    """What the model was trained on: a hash of the Parquet bytes, rows, servers and time span."""
+    from tftmon.io import parquet_files
+
+    digest = hashlib.sha256()
+    for file in parquet_files(path):
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return {
+        "data_sha256": digest.hexdigest()[:16],
+        "data_rows": len(frame),
+        "data_servers": int(frame[SERVER_NAME].nunique()),
+        "data_start": str(frame[TIMESTAMP].min()),
+        "data_end": str(frame[TIMESTAMP].max()),
+    }
+
+
+def split_evaluation(frame: pd.DataFrame, config: EvaluationConfig) -> tuple[pd.Timestamp, list[str]]:
+    """Where the held-out time starts, and which servers are kept out of training entirely (cold start).
+
+    Cold-start servers are chosen by hash, so the choice is stable and spread across profiles.
+    """
+    from tftmon.encoding import server_id
+
+    holdout_start = frame[TIMESTAMP].max() - pd.Timedelta(hours=config.holdout_hours)
+    names = sorted(frame[SERVER_NAME].astype(str).unique())
+    count = round(len(names) * config.cold_start_fraction)
+    if config.cold_start_fraction > 0 and len(names) >= 4:
+        count = max(count, 1)
+    cold = sorted(names, key=server_id)[:count]
+    return holdout_start, cold
+
+
+def evaluate_model(
+    model: ForecastModel, frame: pd.DataFrame, holdout_start: pd.Timestamp, seen: list[str], config: EvaluationConfig
+) -> tuple[EvaluationResults, pd.DataFrame]:
+    """Backtest a model from hourly origins in the held-out time, against baselines on the same origins."""
+    from tftmon import evaluate
+    from tftmon.model import forecast
+
+    at = evaluate.origins(frame, holdout_start, config.origin_every)
+    history = MODEL_STEP * (model.config.encoder_steps + 1)
+    predictions = evaluate.backtest(lambda h: forecast(model, h), frame, at, history)
+    return evaluate.evaluate(predictions, frame, holdout_start, seen_servers=seen, config=config), predictions
+
+
+def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """Metrics, tables, plots and the markdown summary of an evaluation into the active run."""
+    from tftmon import evaluate
+    from tftmon.registry import SCORE_METRIC
+
+    metrics: dict[str, float] = {}
+    for row in results.aggregate.itertuples(index=False):
+        metrics[f"eval_{row.model}_mase_{row.horizon}"] = float(row.mase)
+        if not pd.isna(row.coverage):
+            metrics[f"eval_{row.model}_coverage_{row.horizon}"] = float(row.coverage)
+    for row in results.ratio.itertuples(index=False):
+        metrics[f"eval_ratio_to_best_baseline_{row.horizon}"] = float(row.ratio)
+    tft = results.aggregate[results.aggregate["model"] == results.model]
+    metrics[SCORE_METRIC] = float(tft["mase"].mean())
+    if results.cold_start is not None:
+        for row in results.cold_start.itertuples(index=False):
+            metrics[f"eval_cold_start_gap_{row.horizon}"] = float(row.gap)
+    if results.incidents is not None:
+        for item in dataclasses.fields(results.incidents):
+            value = getattr(results.incidents, item.name)
+            if isinstance(value, int | float) and not pd.isna(value):
+                metrics[f"eval_incident_{item.name}"] = float(value)
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        results.metrics.to_csv(out / "metrics_table.csv", index=False)
+        results.aggregate.to_csv(out / "aggregate.csv", index=False)
+        (out / "summary.md").write_text(evaluate.summary_markdown(results))
+        evaluate.write_plots(results, predictions, frame, out / "plots")
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    return evaluate.summary_markdown(results)
+
+
+def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
+    """Validate, train, evaluate, log and register a version of the model; returns ids and the summary."""
+    from tftmon import registry
+    from tftmon.features import resample_to_model_step
+    from tftmon.io import read_metrics
+    from tftmon.model import save_model
+    from tftmon.train import fit
+
+    eval_config = eval_config or EvaluationConfig()
+    with tracking.job_run("train", tags={"tftmon.contract_version": CONTRACT_VERSION}) as run:
+        mlflow.log_params({f"train.{k}": str(v) for k, v in config.model_dump(mode="json").items()})
+        mlflow.log_params({f"eval.{k}": str(v) for k, v in eval_config.model_dump(mode="json").items()})
+        report = run_validate(path, strict=False)
+        if not report.success:
+            mlflow.set_tag("tftmon.refused", "invalid data")
+            raise TrainingRefused(f"refusing to train on invalid data:\n{report.to_text()}")
+
+        frame = resample_to_model_step(read_metrics(path))
+        fingerprint = data_fingerprint(path, frame)
+        mlflow.log_params(fingerprint)
+        mlflow.set_tag("tftmon.dataset_path", str(Path(path).resolve()))
+        holdout_start, cold = split_evaluation(frame, eval_config)
+        seen = sorted(set(frame[SERVER_NAME].astype(str)) - set(cold))
+        mlflow.log_params({"eval.holdout_start": str(holdout_start), "eval.cold_start_servers": ",".join(cold)})
+        training_rows = frame[frame[SERVER_NAME].isin(seen) & (frame[TIMESTAMP] < holdout_start)]
+
+        model, result = fit(training_rows, config, callbacks=[tracking.epoch_logger()])
+        mlflow.log_metrics(
+            {"training_seconds": result.seconds, "samples_per_second": result.samples_per_second,
+             "best_val_loss": result.best_val_loss, "epochs": result.epochs}
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(tmp) / "model_dir"
+            save_model(model, model_dir)
+            for file in sorted(model_dir.iterdir()):
+                mlflow.log_artifact(str(file))
+            results, predictions = evaluate_model(model, frame, holdout_start, seen, eval_config)
+            summary = log_evaluation(results, predictions, frame)
+            example_server = frame[SERVER_NAME].iloc[0]
+            example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
+            version = registry.register(
+                model_dir,
+                model.config.targets,
+                example.reset_index(drop=True),
+                tags={"contract_version": CONTRACT_VERSION, "data_sha256": str(fingerprint["data_sha256"])},
+            )
+        return {"run_id": run.info.run_id, "version": version, "summary": summary}
+
+
+def run_evaluate(path: Path, version: str | None = None, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
+    """Evaluate a registered version (default: production) on a dataset against the baselines."""
+    from tftmon import registry
+    from tftmon.features import resample_to_model_step
+    from tftmon.io import read_metrics
+    from tftmon.model import load_model
+
+    eval_config = eval_config or EvaluationConfig()
+    version = version or registry.production_version()
+    if version is None:
+        raise registry.PromotionRefused("no production model to evaluate; pass --version N")
+    model = load_model(registry.version_files(version))
+    frame = resample_to_model_step(read_metrics(path))
+    holdout_start = frame[TIMESTAMP].max() - pd.Timedelta(hours=eval_config.holdout_hours)
+    seen = sorted(set(model.training_info.get("servers", [])) & set(frame[SERVER_NAME].astype(str)))
+    with tracking.job_run("evaluate", tags={"tftmon.model_version": version}) as run:
+        mlflow.log_params({"evaluate.path": str(path), "evaluate.version": version})
+        results, predictions = evaluate_model(model, frame, holdout_start, seen, eval_config)
+        summary = log_evaluation(results, predictions, frame)
+        return {"run_id": run.info.run_id, "version": version, "summary": summary}
+
+
+def run_demo(out: Path, config: DemoConfig | None = None) -> dict[str, Any]:
+    """generate -> validate -> train (+ evaluate) -> promote, each a child run of one `demo` run."""
+    from tftmon import registry
+
+    config = config or DemoConfig()
+    with tracking.job_run("demo") as parent:
+        run_generate(config.simulation, out)
+        docs = default_docs_dir(out)
+        report = run_validate(out, strict=True, docs_dir=docs)
+        if not report.success:
+            raise TrainingRefused(report.to_text())
+        outcome = run_train(out, config.train, config.evaluation)
+        gate = registry.promote(outcome["version"], reason="demo")
+        log.info("%s", gate.to_text())
+    child_runs = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        output_format="list",
+    )
+    return {
+        **outcome,
+        "run_ids": [parent.info.run_id, *(r.info.run_id for r in child_runs)],
+        "tracking_uri": mlflow.get_tracking_uri(),
+        "docs": str(docs / "index.html"),
+    }
