@@ -11,13 +11,20 @@ import time
 from pathlib import Path
 
 import click
+from pydantic import BaseModel
 
 from tftmon import __version__
+from tftmon.config import EvaluationConfig, TrainConfig
 from tftmon.contract import CONTRACT_VERSION, DEFAULT_FLEET_SIZE
 
 log = logging.getLogger("tftmon")
 
 SCENARIOS = ("normal", "healthy", "degrading", "critical")
+
+
+def _default(field: str, model: type[BaseModel] = TrainConfig) -> str:
+    """'(default X)' read from the config class, so help texts never drift from the real defaults."""
+    return f"(default {model.model_fields[field].default})"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -109,34 +116,38 @@ def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_jso
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--targets", default="", help="Comma-separated metrics to forecast (default: all 14).")
-@click.option("--max-epochs", type=click.IntRange(min=1), default=None,
-              help="Upper bound on epochs (early stopping may end sooner).")
-@click.option("--max-batches-per-epoch", type=click.IntRange(min=1), default=None, help="Bounds CPU time per epoch.")
-@click.option("--encoder-hours", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="History the model reads (default 6).")
-@click.option("--hidden-size", type=click.IntRange(min=1), default=None, help="TFT hidden size.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size.")
+@click.option("--max-epochs", metavar="N",
+              help=f"Upper bound on epochs; early stopping may end sooner {_default('max_epochs')}.")
+@click.option("--max-batches-per-epoch", metavar="N",
+              help=f"Bounds CPU time per epoch {_default('max_batches_per_epoch')}.")
+@click.option("--encoder-hours", metavar="H", help=f"History the model reads {_default('encoder_hours')}.")
+@click.option("--hidden-size", metavar="N", help=f"TFT hidden size {_default('hidden_size')}.")
+@click.option("--batch-size", metavar="N", help=f"Training batch size {_default('batch_size')}.")
 @click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu or auto.")
 @click.option("--devices", default="auto", show_default=True, help="Number of devices (or auto); >1 uses DDP.")
-@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
-@click.option("--holdout-hours", type=click.FloatRange(min=8, min_open=True), default=None,
-              help="Last part of time held out for evaluation (default 32).")
+@click.option("--seed", metavar="N", help=f"Random seed {_default('seed')}.")
+@click.option("--holdout-hours", metavar="H",
+              help=f"Last part of time held out for evaluation {_default('holdout_hours', EvaluationConfig)}.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-def train(path: Path, targets: str, accelerator: str, devices: str, progress: bool, holdout_hours: float | None,
-          **options: object) -> None:
-    """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version."""
-    from tftmon.config import EvaluationConfig, TrainConfig
+def train(path: Path, targets: str, accelerator: str, devices: str, progress: bool, holdout_hours: str | None,
+          **options: str | None) -> None:
+    """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version.
+
+    Numeric options left out (or empty, as MLproject passes them) keep TrainConfig's defaults.
+    """
     from tftmon.jobs import TrainingRefused, run_train
 
-    chosen = {k: v for k, v in options.items() if v is not None}
-    config = TrainConfig(
-        **chosen,
-        targets=[t.strip() for t in targets.split(",") if t.strip()] or None,
-        accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
-        progress_bar=progress,
-    )
-    eval_config = EvaluationConfig(**({"holdout_hours": holdout_hours} if holdout_hours else {}))
+    try:
+        config = TrainConfig(
+            **{k: v for k, v in options.items() if v},
+            targets=[t.strip() for t in targets.split(",") if t.strip()] or None,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            progress_bar=progress,
+        )
+        eval_config = EvaluationConfig(**({"holdout_hours": holdout_hours} if holdout_hours else {}))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     try:
         outcome = run_train(path, config, eval_config)
     except (TrainingRefused, ValueError) as exc:

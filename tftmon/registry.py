@@ -68,7 +68,7 @@ def _client() -> tuple[MlflowClient, str]:
 def production_version() -> str | None:
     client, name = _client()
     try:
-        return client.get_model_version_by_alias(name, PRODUCTION).version
+        return str(client.get_model_version_by_alias(name, PRODUCTION).version)
     except MlflowException:
         return None
 
@@ -87,11 +87,14 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 def version_files(version: str) -> Path:
     """Download (or locate) a version's model directory: config, weights, training_info, mapping."""
-    _, name = _client()
+    from mlflow.models import Model
+
     from tftmon.pyfunc_model import MODEL_DIR_ARTIFACT
 
+    _, name = _client()
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    return root / "artifacts" / MODEL_DIR_ARTIFACT
+    artifacts = Model.load(root).flavors["python_function"]["artifacts"]
+    return root / artifacts[MODEL_DIR_ARTIFACT]["path"]
 
 
 def load_version(version: str) -> Any:
