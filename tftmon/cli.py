@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -34,8 +35,22 @@ def _setup_logging(verbose: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("great_expectations", "alembic", "mlflow", "urllib3", "matplotlib"):
+    for noisy in (
+        "great_expectations",
+        "alembic",
+        "mlflow",
+        "urllib3",
+        "matplotlib",
+        "lightning.pytorch.utilities.rank_zero",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Harmless deprecation chatter from pytorch-forecasting/Lightning internals, once per batch otherwise.
+    for message in (
+        ".*LeafSpec.*",
+        ".*is an instance of `nn.Module` and is already saved.*",
+        ".*unknown classes which were set to NaN.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,26 +66,69 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--servers", type=click.IntRange(min=1), default=DEFAULT_FLEET_SIZE, show_default=True,
-              help="Fleet size; profiles keep the default proportions (90 = the default fleet).")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=720, show_default=True,
-              help="Length of the simulated period.")
-@click.option("--interval", default="5min", show_default=True,
-              help="Sample interval, any duration >= 5s (5s, 1min, 5min). Training resamples to 5 min.")
+@click.option(
+    "--servers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_FLEET_SIZE,
+    show_default=True,
+    help="Fleet size; profiles keep the default proportions (90 = the default fleet).",
+)
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=720,
+    show_default=True,
+    help="Length of the simulated period.",
+)
+@click.option(
+    "--interval",
+    default="5min",
+    show_default=True,
+    help="Sample interval, any duration >= 5s (5s, 1min, 5min). Training resamples to 5 min.",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same data.")
 @click.option("--start", default=None, help="Start time, ISO 8601 (UTC if no zone). Default 2026-01-05T00:00Z.")
-@click.option("--fleet", "fleet_file", default="",
-              help="Exact fleet: a file of `server_name[,profile]` lines (profile inferred when blank).")
-@click.option("--add-servers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Drift scenario: add K new servers to the fleet.")
-@click.option("--retire-servers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Drift scenario: retire the last K servers of the fleet.")
-@click.option("--scenario", type=click.Choice(SCENARIOS), default="normal", show_default=True,
-              help="healthy: no incidents; degrading/critical: force a share of servers onto that path.")
-@click.option("--scenario-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              help="Share of servers the scenario applies to.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/fleet"),
-              show_default=True, help="Output directory (replaced atomically).")
+@click.option(
+    "--fleet",
+    "fleet_file",
+    default="",
+    help="Exact fleet: a file of `server_name[,profile]` lines (profile inferred when blank).",
+)
+@click.option(
+    "--add-servers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Drift scenario: add K new servers to the fleet.",
+)
+@click.option(
+    "--retire-servers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Drift scenario: retire the last K servers of the fleet.",
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIOS),
+    default="normal",
+    show_default=True,
+    help="healthy: no incidents; degrading/critical: force a share of servers onto that path.",
+)
+@click.option(
+    "--scenario-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of servers the scenario applies to.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/fleet"),
+    show_default=True,
+    help="Output directory (replaced atomically).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> None:
     """Simulate a fleet: Parquet + metrics_metadata.json + server_mapping.json under --out."""
@@ -97,10 +155,19 @@ def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> N
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Also fail on unknown extra columns and require every column.")
-@click.option("--suite", type=click.Choice(["auto", "simulated", "telemetry"]), default="auto", show_default=True,
-              help="auto: simulated when a `state` column exists, else telemetry.")
-@click.option("--docs-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write Great Expectations Data Docs (default: reports/validation/<name>).")
+@click.option(
+    "--suite",
+    type=click.Choice(["auto", "simulated", "telemetry"]),
+    default="auto",
+    show_default=True,
+    help="auto: simulated when a `state` column exists, else telemetry.",
+)
+@click.option(
+    "--docs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write Great Expectations Data Docs (default: reports/validation/<name>).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_json: bool) -> None:
     """Validate a dataset against the contract's Great Expectations suites; exit 1 on failure."""
@@ -116,21 +183,33 @@ def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_jso
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--targets", default="", help="Comma-separated metrics to forecast (default: all 14).")
-@click.option("--max-epochs", metavar="N",
-              help=f"Upper bound on epochs; early stopping may end sooner {_default('max_epochs')}.")
-@click.option("--max-batches-per-epoch", metavar="N",
-              help=f"Bounds CPU time per epoch {_default('max_batches_per_epoch')}.")
+@click.option(
+    "--max-epochs", metavar="N", help=f"Upper bound on epochs; early stopping may end sooner {_default('max_epochs')}."
+)
+@click.option(
+    "--max-batches-per-epoch", metavar="N", help=f"Bounds CPU time per epoch {_default('max_batches_per_epoch')}."
+)
 @click.option("--encoder-hours", metavar="H", help=f"History the model reads {_default('encoder_hours')}.")
 @click.option("--hidden-size", metavar="N", help=f"TFT hidden size {_default('hidden_size')}.")
 @click.option("--batch-size", metavar="N", help=f"Training batch size {_default('batch_size')}.")
 @click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu or auto.")
 @click.option("--devices", default="auto", show_default=True, help="Number of devices (or auto); >1 uses DDP.")
 @click.option("--seed", metavar="N", help=f"Random seed {_default('seed')}.")
-@click.option("--holdout-hours", metavar="H",
-              help=f"Last part of time held out for evaluation {_default('holdout_hours', EvaluationConfig)}.")
+@click.option(
+    "--holdout-hours",
+    metavar="H",
+    help=f"Last part of time held out for evaluation {_default('holdout_hours', EvaluationConfig)}.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-def train(path: Path, targets: str, accelerator: str, devices: str, progress: bool, holdout_hours: str | None,
-          **options: str | None) -> None:
+def train(
+    path: Path,
+    targets: str,
+    accelerator: str,
+    devices: str,
+    progress: bool,
+    holdout_hours: str | None,
+    **options: str | None,
+) -> None:
     """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version.
 
     Numeric options left out (or empty, as MLproject passes them) keep TrainConfig's defaults.
@@ -153,8 +232,10 @@ def train(path: Path, targets: str, accelerator: str, devices: str, progress: bo
     except (TrainingRefused, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(outcome["summary"])
-    click.echo(f"\nregistered version {outcome['version']} (run {outcome['run_id']}); "
-               f"promote it with `tftmon promote --version {outcome['version']}`")
+    click.echo(
+        f"\nregistered version {outcome['version']} (run {outcome['run_id']}); "
+        f"promote it with `tftmon promote --version {outcome['version']}`"
+    )
 
 
 @main.command()
@@ -204,8 +285,13 @@ def rollback(reason: str) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/demo"), show_default=True,
-              help="Where the demo fleet is written.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/demo"),
+    show_default=True,
+    help="Where the demo fleet is written.",
+)
 def demo(out: Path) -> None:
     """The whole pipeline on a small fleet: generate -> validate -> train -> evaluate -> promote."""
     from tftmon.jobs import run_demo
@@ -225,8 +311,13 @@ def demo(out: Path) -> None:
 @click.option("--markdown", is_flag=True, help="Regenerate docs/DATA_CONTRACT.md from tftmon/contract.py.")
 @click.option("--expectations", is_flag=True, help="Regenerate the GE suites in expectations/.")
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if the committed files differ.")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Project root holding docs/ and expectations/.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Project root holding docs/ and expectations/.",
+)
 def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> None:
     """Print the data contract, or regenerate the docs and GE suites generated from it."""
     from tftmon.jobs import contract_outputs

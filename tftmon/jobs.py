@@ -278,7 +278,8 @@ def run_demo(out: Path, config: DemoConfig | None = None) -> dict[str, Any]:
         if not report.success:
             raise TrainingRefused(report.to_text())
         outcome = run_train(out, config.train, config.evaluation)
-        gate = registry.promote(outcome["version"], reason="demo")
+        # A re-run of the demo retrains on fresh data; its model replaces the last demo model.
+        gate = registry.promote(outcome["version"], force=True, reason="demo")
         log.info("%s", gate.to_text())
     child_runs = mlflow.search_runs(
         experiment_ids=[parent.info.experiment_id],
