@@ -64,9 +64,16 @@ def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
             yield run
         return
     parent = mlflow.active_run()
-    nested = parent is not None
-    experiment = parent.info.experiment_id if parent is not None else experiment_id(settings)
-    with mlflow.start_run(experiment_id=experiment, run_name=name, nested=nested, tags=tags) as run:
+    if parent is None:
+        with mlflow.start_run(experiment_id=experiment_id(settings), run_name=name, tags=tags) as run:
+            yield run
+        return
+    # Create the child explicitly: start_run(nested=True) without a run id would resume MLFLOW_RUN_ID,
+    # i.e. the parent itself, and end it when the child ends.
+    child = mlflow.MlflowClient().create_run(
+        parent.info.experiment_id, run_name=name, tags={**tags, "mlflow.parentRunId": parent.info.run_id}
+    )
+    with mlflow.start_run(run_id=child.info.run_id, nested=True) as run:
         yield run
 
 
