@@ -342,5 +342,49 @@ def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> Non
         click.echo("up to date")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="HTTP port.")
+def serve(host: str, port: int) -> None:
+    """BentoML service of models:/tftmon@production (forecasts, risk, alerts, live feed, /metrics).
+
+    Admin endpoints need TFTMON_ADMIN_TOKEN; limits are TFTMON_SERVICE_* variables (tftmon.config.ServiceConfig).
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "bentoml", "serve", "tftmon.service:Tftmon", "--host", host, "--port", str(port)]
+    sys.exit(subprocess.call(command))
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:3000", show_default=True, help="The service.")
+@click.option("--servers", type=click.IntRange(min=1), default=DEFAULT_FLEET_SIZE, show_default=True,
+              help="Fleet size (default proportions of profiles).")
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="normal", show_default=True,
+              help="healthy / degrading / critical: the feeder owns the scenario.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Simulated seconds per wall-clock second.")
+@click.option("--interval", default="5min", show_default=True, help="Tick interval (any duration >= 5s).")
+@click.option("--backfill-hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
+              help="History sent at once first, so forecasts start immediately.")
+@click.option("--ticks", type=click.IntRange(min=1), default=None, help="Stop after this many ticks (default: never).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
+def feed(url: str, servers: int, scenario: str, speed: float, interval: str, backfill_hours: float,
+         ticks: int | None, seed: int) -> None:
+    """Stream live simulator ticks (the batch simulator's code path) into the service's /feed."""
+    from tftmon.feed import FeedOptions, live_config, run
+
+    try:
+        config = live_config(servers, scenario, interval, backfill_hours, seed)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    options = FeedOptions(url=url.rstrip("/"), speed=speed, backfill_hours=backfill_hours, max_ticks=ticks)
+    try:
+        sent = run(config, options)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"sent {sent} ticks for {servers} servers to {url}/feed")
+
+
 if __name__ == "__main__":
     main()

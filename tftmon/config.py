@@ -181,3 +181,32 @@ class DemoConfig(BaseModel):
     simulation: SimulationConfig = SimulationConfig(servers=18, hours=7 * 24)
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig(holdout_hours=32)
+
+
+class ServiceConfig(BaseSettings):
+    """Limits and intervals of the HTTP service (env TFTMON_SERVICE_*): every bound is documented here."""
+
+    model_config = SettingsConfigDict(env_prefix="TFTMON_SERVICE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    #: One /predict request: at most this many servers and rows (900 servers x 24 h of 5-min rows fit).
+    max_servers_per_request: int = Field(1000, ge=1)
+    max_rows_per_request: int = Field(300_000, ge=1)
+    #: One /feed request: at most this many rows (ticks x servers).
+    max_feed_rows: int = Field(50_000, ge=1)
+    #: Live windows kept at most for this many servers; further new servers are refused (memory bound).
+    max_live_servers: int = Field(5000, ge=1)
+    #: How often the background loop checks for new live data (seconds, wall clock).
+    refresh_seconds: float = Field(2.0, gt=0)
+    #: The loop forecasts when live data advanced a model step, or when new data came and this many wall-clock
+    #: seconds passed; None = one model step (contract.MODEL_STEP).
+    forecast_every_seconds: float | None = Field(None, gt=0)
+    #: Alert transitions kept for /alerts/history.
+    alert_history: int = Field(1000, ge=1)
+    #: An active alert resolves after this many consecutive healthy forecasts (no one-tick flapping).
+    resolve_after: int = Field(2, ge=1)
+    #: Window of the unknown-server prediction rate (seconds).
+    unknown_rate_window_seconds: float = Field(3600.0, gt=0)
+    #: Distinct unknown hostnames remembered for the count (bounded memory).
+    max_unknown_names: int = Field(100_000, ge=1)

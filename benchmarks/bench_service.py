@@ -1,0 +1,246 @@
+"""Service latency and throughput: /predict by fleet size, 8 concurrent clients, overhead vs in-process pyfunc.
+
+Run: `python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]`.
+Self-contained: trains a default-architecture model for one batch (inference cost depends on the
+architecture, not on training), registers and promotes it in a temporary MLflow store, starts
+`bentoml serve` on a free port, measures, and writes benchmarks/results/service.md atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _history(servers: int, hours: float) -> pd.DataFrame:
+    from tftmon.config import SimulationConfig
+    from tftmon.simulate import simulate
+
+    return simulate(SimulationConfig(servers=servers, hours=hours, seed=11))
+
+
+def _body(frame: pd.DataFrame, include_path: bool = True) -> bytes:
+    clean = frame.drop(columns=["state", "server_id"], errors="ignore")
+    rows = clean.to_json(orient="records", date_format="iso")
+    return f'{{"rows":{rows},"include_path":{json.dumps(include_path)}}}'.encode()
+
+
+def _setup(root: Path) -> dict[str, str]:
+    """A default-architecture model, promoted in a temporary store; returns the store's environment."""
+    import mlflow
+
+    from tftmon import registry, tracking
+    from tftmon.config import TrainConfig
+    from tftmon.model import save_model
+    from tftmon.train import fit
+
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "TFTMON_ARTIFACT_ROOT": str(root / "mlartifacts"),
+        "BENTOML_HOME": str(root / "bentoml"),
+    }
+    os.environ.update(env)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    data = _history(7, 40)
+    config = TrainConfig(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, progress_bar=False,
+                         accelerator="cpu", devices=1)  # fmt: skip
+    model, _ = fit(data, config)
+    save_model(model, root / "model_dir")
+    example = data[data["server_name"] == data["server_name"].iloc[0]].tail(model.config.encoder_steps)
+    with tracking.job_run("bench"):
+        version = registry.register(root / "model_dir", model.config.targets, example.reset_index(drop=True), {})
+    registry.promote(version, reason="benchmark")
+    return env
+
+
+def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "tftmon.service:Tftmon", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(360):
+        try:
+            if requests.get(f"{url}/health", timeout=2).json().get("model_loaded"):
+                return process, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"service did not start:\n{log.read_text()[-2000:]}")
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    return float(np.percentile(seconds, 50)), float(np.percentile(seconds, 99))
+
+
+def _post(url: str, body: bytes) -> float:
+    started = time.perf_counter()
+    response = requests.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=300)
+    response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def bench_sizes(url: str, sizes: list[int], repeats: int, hours: float) -> list[dict]:
+    rows = []
+    for size in sizes:
+        frame = _history(size, hours)
+        for include_path in (True, False):
+            body = _body(frame, include_path)
+            _post(url, body)  # warm-up
+            times = [_post(url, body) for _ in range(repeats if size <= 300 else max(2, repeats // 2))]
+            p50, p99 = _percentiles(times)
+            rows.append({"servers": size, "path": include_path, "rows": len(frame), "mb": len(body) / 1e6,
+                         "p50": p50, "p99": p99, "per_server_ms": 1000 * p50 / size})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench_concurrent(url: str, path: str, body: bytes | None, clients: int, duration: float) -> dict:
+    times: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration
+
+    def client() -> None:
+        nonlocal errors
+        session = requests.Session()
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                if body is None:
+                    ok = session.get(f"{url}{path}", timeout=120).status_code == 200
+                else:
+                    response = session.post(f"{url}{path}", data=body, headers={"Content-Type": "application/json"},
+                                            timeout=120)  # fmt: skip
+                    ok = response.status_code == 200
+            except requests.RequestException:
+                ok = False
+            with lock:
+                times.append(time.perf_counter() - started) if ok else None
+                errors += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    p50, p99 = _percentiles(times or [float("nan")])
+    return {"endpoint": path, "clients": clients, "seconds": duration, "requests": len(times),
+            "rps": len(times) / duration, "p50": p50, "p99": p99, "errors": errors}  # fmt: skip
+
+
+def bench_in_process(frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
+    """The registered pyfunc called in-process on the same history (no HTTP, no JSON)."""
+    from tftmon import registry
+    from tftmon.pyfunc_model import to_model_input
+
+    pyfunc = registry.load_production()
+    data = to_model_input(frame)
+    pyfunc.predict(data)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        pyfunc.predict(data)
+        times.append(time.perf_counter() - started)
+    return _percentiles(times)
+
+
+def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
+    """Fill the live windows so /predictions/current serves a 90-server cache."""
+    for _, chunk in frame.groupby(pd.Grouper(key="timestamp", freq="2h")):
+        requests.post(f"{url}/feed", data=_body(chunk).replace(b',"include_path":true', b""),
+                      headers={"Content-Type": "application/json"}, timeout=120).raise_for_status()  # fmt: skip
+    servers = frame["server_name"].nunique()
+    for _ in range(120):
+        if len(requests.get(f"{url}/predictions/current", timeout=10).json()["predictions"]) >= servers:
+            return
+        time.sleep(1)
+
+
+def report(sizes: list[dict], concurrent: list[dict], in_process: tuple[float, float], service_90: dict,
+           command: str) -> str:  # fmt: skip
+    lines = [
+        "# Service benchmarks (2-core CPU, torch 2.13 CPU, one BentoML worker)",
+        "",
+        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden 16, 14 targets).",
+        f"Load average at start: {os.getloadavg()[0]:.1f} (other sessions share the 2 cores).",
+        "",
+        "## /predict latency by fleet size (24 h of 5-min history per server)",
+        "",
+        "| servers | rows | full path | body MB | p50 s | p99 s | ms / server (p50) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['servers']} | {r['rows']:,} | {'yes' if r['path'] else 'no'} | {r['mb']:.1f} | {r['p50']:.2f} | "
+              f"{r['p99']:.2f} | {r['per_server_ms']:.1f} |" for r in sizes]  # fmt: skip
+    lines += [
+        "",
+        "## Service overhead (90 servers, 24 h each)",
+        "",
+        "| path | p50 s | p99 s |",
+        "|---|---|---|",
+        f"| pyfunc in-process (`registry.load_production().predict`) | {in_process[0]:.2f} | {in_process[1]:.2f} |",
+        f"| POST /predict, no full path | {service_90['p50']:.2f} | {service_90['p99']:.2f} |",
+        "",
+        "## 8 concurrent clients",
+        "",
+        "| endpoint | seconds | requests | req/s | p50 s | p99 s | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {c['endpoint']} | {c['seconds']:g} | {c['requests']} | {c['rps']:.1f} | {c['p50']:.3f} | "
+              f"{c['p99']:.3f} | {c['errors']} |" for c in concurrent]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="9,90,300,900")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--concurrent-servers", type=int, default=9, help="Fleet size of the concurrent /predict.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service.md")
+    args = parser.parse_args()
+    from tftmon.io import write_bytes_atomic
+
+    with tempfile.TemporaryDirectory(prefix="tftmon-bench-") as tmp:
+        env = _setup(Path(tmp))
+        process, url = _serve(env, Path(tmp) / "serve.log")
+        try:
+            sizes = bench_sizes(url, [int(s) for s in args.sizes.split(",")], args.repeats, args.hours)
+            fleet_90 = _history(90, args.hours)
+            in_process = bench_in_process(fleet_90, args.repeats)
+            service_90 = next(r for r in sizes if r["servers"] == 90 and not r["path"])
+            _feed_fleet(url, fleet_90)
+            concurrent = [
+                bench_concurrent(url, "/predictions/current", None, 8, args.duration),
+                bench_concurrent(url, "/predict", _body(_history(args.concurrent_servers, 7), False), 8, args.duration),
+            ]
+            concurrent[1]["endpoint"] = f"/predict ({args.concurrent_servers} servers, 7 h)"
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+    command = "python benchmarks/bench_service.py " + " ".join(sys.argv[1:])
+    write_bytes_atomic(args.out, report(sizes, concurrent, in_process, service_90, command.strip()).encode())
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The service's state classes on their own: rolling windows, alert hysteresis, unknown-server rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tftmon.contract import METRICS, PROFILE, SERVER_NAME, TIMESTAMP
+from tftmon.live import AlertBook, LiveWindows, UnknownTracker, utcnow
+
+
+def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFrame:
+    frame = pd.DataFrame({TIMESTAMP: pd.date_range(start, periods=count, freq=every, tz="UTC"), SERVER_NAME: name})
+    for metric in METRICS:
+        frame[metric] = 1.0
+    return frame
+
+
+def test_windows_are_bounded_and_report_warm_up() -> None:
+    windows = LiveWindows(max_servers=2)
+    windows.set_encoder_steps(12)
+    result = windows.append(pd.concat([ticks("ppweb001", "2026-01-05", 100), ticks("ppdb001", "2026-01-05", 3)]))
+    assert result.accepted == 103
+    assert windows.append(ticks("ppweb001", "2026-01-05", 5)).ignored_stale == 5  # not newer: dropped
+    history, warming = windows.snapshot(encoder_steps=12)
+    assert set(history[SERVER_NAME]) == {"ppweb001"} and len(history) == 13  # encoder + 1 steps kept
+    assert history[PROFILE].iloc[0] == "web_api"
+    assert warming == [{"server_name": "ppdb001", "have_steps": 3, "need_steps": 9, "need_minutes": 45}]
+    assert windows.append(ticks("ppetl001", "2026-01-05", 1)).refused_servers == ["ppetl001"]
+    # 5 s ticks for a day: rows stay bounded by the span, not by what was sent.
+    windows.append(ticks("ppdb001", "2026-01-06", 17280, every="5s"))
+    history, _ = windows.snapshot(encoder_steps=12)
+    assert (history[SERVER_NAME] == "ppdb001").sum() <= 13 * 60 + 1
+
+
+def record(name: str, severity: str, risk: float, origin: str = "2026-01-05T00:00:00+00:00") -> dict:
+    return {"server_name": name, "profile": "web_api", "severity": severity, "risk": risk, "metric": "cpu_iowait_pct",
+            "reason": "r", "prediction_time": origin, "model_version": "1", "_value": 35.0, "_quantile": "p50",
+            "_minutes_ahead": 40}  # fmt: skip
+
+
+def test_alerts_raise_escalate_and_resolve_with_hysteresis() -> None:
+    book = AlertBook(history=3, resolve_after=2)
+    now = utcnow()
+    book.update([record("a", "warning", 0.4)], now)
+    book.update([record("a", "critical", 0.8, "2026-01-05T00:05:00+00:00")], now)
+    assert book.active["a"]["since"] == "2026-01-05T00:00:00+00:00" and book.counts() == {"warning": 0, "critical": 1}
+    assert book.active["a"]["predicted_for"] == "2026-01-05T00:45:00+00:00"
+    book.update([record("a", "healthy", 0.0)], now)
+    assert "a" in book.active  # one healthy forecast does not resolve (no flapping)
+    book.update([record("a", "warning", 0.5)], now)
+    book.update([record("a", "healthy", 0.0)], now)
+    book.update([record("a", "healthy", 0.0)], now)
+    assert "a" not in book.active
+    assert [t["kind"] for t in book.history] == ["raised", "escalated", "resolved"]
+
+
+def test_unknown_rate_over_a_window() -> None:
+    tracker = UnknownTracker(window_seconds=10, max_names=1)
+    known = frozenset({"ppweb001"})
+    assert tracker.record(["ppweb001", "x1", "x2"], known, now=0.0) == 2
+    assert np.isclose(tracker.rate(now=1.0), 2 / 3) and len(tracker.names) == 1  # bounded memory
+    tracker.record(["ppweb001"], known, now=20.0)
+    assert tracker.rate(now=20.0) == 0.0

@@ -1,0 +1,284 @@
+"""The real service over HTTP: every endpoint, bad input, live feed -> cache -> alerts, hot reload, admin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+
+from tests.service.conftest import ADMIN_TOKEN, Served, register_version
+from tftmon.config import SimulationConfig
+from tftmon.contract import HORIZONS, METRICS, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, STATE
+from tftmon.simulate import simulate
+
+ENDPOINTS = ("/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
+             "/admin/reload", "/metrics")  # fmt: skip
+
+
+def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Contract frame -> JSON rows as a client sends them (no state, no server_id)."""
+    clean = frame.drop(columns=[STATE, SERVER_ID], errors="ignore")
+    return json.loads(clean.to_json(orient="records", date_format="iso"))
+
+
+def recent(history: pd.DataFrame, servers: list[str], hours: float = 1.5) -> pd.DataFrame:
+    picked = history[history[SERVER_NAME].isin(servers)]
+    return picked[picked["timestamp"] > picked["timestamp"].max() - pd.Timedelta(hours=hours)]
+
+
+def assert_clean_error(response: requests.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert body["error"]
+    return body
+
+
+def test_openapi_lists_every_endpoint(service: Served) -> None:
+    paths = requests.get(f"{service.url}/docs.json", timeout=10).json()["paths"]
+    assert set(ENDPOINTS) <= set(paths)
+
+
+def test_health_and_status(service: Served, model_store: dict) -> None:
+    assert requests.get(f"{service.url}/health", timeout=5).json() == {"status": "ok", "model_loaded": True}
+    status = requests.get(f"{service.url}/status", timeout=5).json()
+    assert status["model_version"] == model_store["version"]
+    assert status["servers_known"] == len(model_store["servers"])
+    assert status["contract_version"] and status["loaded_at"] and status["uptime_seconds"] > 0
+
+
+def test_predict_known_and_unknown_servers(service: Served, fleet_history: pd.DataFrame, model_store: dict) -> None:
+    known = model_store["servers"][:2]
+    history = recent(fleet_history, known)
+    # Two strangers with the same profile and the same data: two forecasts, never merged.
+    strangers = [recent(fleet_history, known[:1]).assign(server_name=name) for name in ("ppdb901", "ppdb902")]
+    body = {"rows": rows(pd.concat([history, *strangers]))}
+    response = requests.post(f"{service.url}/predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    by_name = {p["server_name"]: p for p in result["predictions"]}
+    assert set(by_name) == {*known, "ppdb901", "ppdb902"}
+    assert [by_name[n]["cold_start"] for n in (*known, "ppdb901", "ppdb902")] == [False, False, True, True]
+    record = by_name[known[0]]
+    assert record["model_version"] == model_store["version"] == result["model_version"]
+    assert set(record["horizons"]) == set(HORIZONS)
+    assert set(record["horizons"]["8h"]) == set(METRICS)
+    assert set(record["horizons"]["1h"][METRICS[0]]) == set(QUANTILE_NAMES)
+    assert len(record["path"][METRICS[0]]["p50"]) == PREDICTION_STEPS
+    assert 0 <= record["risk"] <= 1 and record["severity"] in {"healthy", "warning", "critical"}
+    assert pd.Timestamp(record["prediction_time"]) == history["timestamp"].max().floor("5min")
+    status = requests.get(f"{service.url}/status", timeout=5).json()
+    assert status["unknown_servers"] >= 2 and status["unknown_rate"] > 0
+
+
+def test_predict_resamples_any_interval(service: Served) -> None:
+    fast = simulate(SimulationConfig(fleet=[("ppweb950", None)], hours=1.3, interval="10s", seed=5))
+    response = requests.post(f"{service.url}/predict", json={"rows": rows(fast), "include_path": False}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert "path" not in response.json()["predictions"][0]
+
+
+def _one_row(fleet_history: pd.DataFrame) -> dict[str, Any]:
+    return rows(fleet_history.head(1))[0]
+
+
+BAD_ROWS = {
+    "missing column": (lambda r: r.pop(METRICS[0]), "Field required"),
+    "unknown column": (lambda r: r.update(bogus=1.0), "unknown column"),
+    "deprecated column": (lambda r: r.update(cpu_pct=5.0), "cpu_user_pct"),
+    "refused state": (lambda r: r.update(state="healthy"), "ground truth"),
+    "wrong type": (lambda r: r.update({METRICS[0]: "high"}), "valid number"),
+    "int as float": (lambda r: r.update(uptime_days=2.5), "integer"),
+    "out of range": (lambda r: r.update({METRICS[0]: 140.0}), "less than or equal"),
+    "negative": (lambda r: r.update(net_in_mb_s=-1.0), "greater than or equal"),
+    "bad profile": (lambda r: r.update(profile="mainframe"), "Input should be"),
+    "bad hostname": (lambda r: r.update(server_name="web 01; drop"), "pattern"),
+    "bad timestamp": (lambda r: r.update(timestamp="yesterday"), "datetime"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_rows_are_4xx_with_field_rule_fix(service: Served, fleet_history: pd.DataFrame, case: str) -> None:
+    change, expected = BAD_ROWS[case]
+    row = _one_row(fleet_history)
+    change(row)
+    for endpoint in ("/predict", "/feed"):
+        body = assert_clean_error(requests.post(f"{service.url}{endpoint}", json={"rows": [row]}, timeout=10), 422)
+        problem = body["problems"][0]
+        assert problem["field"].startswith("rows.0") and problem["fix"]
+        assert expected in problem["rule"], problem
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_inf_refused(service: Served, fleet_history: pd.DataFrame, literal: str) -> None:
+    row = _one_row(fleet_history)
+    row[METRICS[0]] = "__X__"
+    text = json.dumps({"rows": [row]}).replace('"__X__"', literal)
+    response = requests.post(f"{service.url}/predict", data=text, headers={"Content-Type": "application/json"},
+                             timeout=10)  # fmt: skip
+    body = assert_clean_error(response, 422)
+    assert "finite" in body["problems"][0]["rule"] and body["problems"][0]["field"] == f"rows.0.{METRICS[0]}"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [("", "body"), ("{not json", "JSON"), ("[]", "body"), ('{"rows": []}', "rows")],
+    ids=["empty", "malformed", "array", "no rows"],
+)
+def test_malformed_bodies(service: Served, data: str, expected: str) -> None:
+    response = requests.post(f"{service.url}/predict", data=data, headers={"Content-Type": "application/json"},
+                             timeout=10)  # fmt: skip
+    body = assert_clean_error(response, 422)
+    assert expected in json.dumps(body["problems"])
+
+
+def test_too_little_history(service: Served, fleet_history: pd.DataFrame, model_store: dict) -> None:
+    short = recent(fleet_history, model_store["servers"][:1], hours=0.4)
+    body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": rows(short)}, timeout=30), 422)
+    assert "too little history" in body["error"] and "1 h" in body["fix"]
+
+
+def test_too_fast_samples(service: Served) -> None:
+    fast = simulate(SimulationConfig(fleet=[("ppweb951", None)], hours=0.05, interval="5s"))
+    payload = rows(fast)
+    for i, row in enumerate(payload):  # 2 s apart
+        row["timestamp"] = (pd.Timestamp("2026-01-05T00:00:00Z") + pd.Timedelta(seconds=2 * i)).isoformat()
+    body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": payload}, timeout=10), 422)
+    assert "minimum interval" in body["error"]
+
+
+def test_request_limits(service: Served, fleet_history: pd.DataFrame) -> None:
+    row = _one_row(fleet_history)
+    many_servers = [{**row, "server_name": f"ppgen{i:03d}"} for i in range(21)]
+    body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": many_servers}, timeout=10), 422)
+    assert "split the request" in body["problems"][0]["rule"]
+    too_many_rows = [row] * 3001
+    body = assert_clean_error(requests.post(f"{service.url}/feed", json={"rows": too_many_rows}, timeout=30), 422)
+    assert "3000" in body["problems"][0]["fix"]
+
+
+def _wait(url: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = requests.get(url, timeout=10).json()
+        if ready(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.3)
+
+
+def test_feed_then_current_predictions_then_alerts(service: Served, fleet_history: pd.DataFrame) -> None:
+    live = recent(fleet_history, sorted(fleet_history[SERVER_NAME].unique())[:3], hours=1.5)
+    for _, tick in live.groupby("timestamp"):
+        response = requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10)
+        assert response.status_code == 200, response.text
+    warming = fleet_history[fleet_history[SERVER_NAME] == fleet_history[SERVER_NAME].iloc[0]].tail(2)
+    feed = requests.post(f"{service.url}/feed", json={"rows": rows(warming.assign(server_name="ppetl950"))}, timeout=10)
+    assert feed.json()["accepted"] == 2
+    again = requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10).json()
+    assert again["ignored_stale"] == len(tick)  # already seen: not appended twice
+
+    def ready(body: dict[str, Any]) -> bool:
+        return len(body["predictions"]) >= 3 and any(w["server_name"] == "ppetl950" for w in body["warming_up"])
+
+    current = _wait(f"{service.url}/predictions/current", ready)
+    assert {p["server_name"] for p in current["predictions"]} >= set(live[SERVER_NAME])
+    warm = next(w for w in current["warming_up"] if w["server_name"] == "ppetl950")
+    assert warm["need_steps"] > 0 and warm["need_minutes"] == 5 * warm["need_steps"]
+    # Served from the cache: the same body until the next refresh, no model run per GET.
+    assert requests.get(f"{service.url}/predictions/current", timeout=5).json()["computed_at"] == current["computed_at"]
+
+    alerts = requests.get(f"{service.url}/alerts/active", timeout=5).json()
+    assert set(alerts["counts"]) == {"warning", "critical"}
+    for alert in alerts["alerts"]:
+        assert alert["severity"] in {"warning", "critical"} and alert["since"] and alert["model_version"]
+    history = requests.get(f"{service.url}/alerts/history", timeout=5).json()["transitions"]
+    assert len(history) >= len(alerts["alerts"])
+    assert {t["kind"] for t in history} <= {"raised", "escalated", "resolved"}
+    metrics = requests.get(f"{service.url}/metrics", timeout=5).text
+    for name in ("tftmon_predictions_total", "tftmon_http_requests_total", "tftmon_http_request_seconds_bucket",
+                 "tftmon_unknown_servers", "tftmon_model_info", "tftmon_alerts_active"):  # fmt: skip
+        assert name in metrics, name
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
+def test_admin_rejects_missing_or_wrong_token(service: Served, headers: dict[str, str]) -> None:
+    assert_clean_error(requests.post(f"{service.url}/admin/reload", headers=headers, timeout=10), 401)
+
+
+def test_hot_reload_while_a_client_keeps_calling(service: Served, fleet_history: pd.DataFrame,
+                                                 model_store: dict) -> None:  # fmt: skip
+    from tftmon import registry
+
+    body = {"rows": rows(recent(fleet_history, model_store["servers"][:2])), "include_path": False}
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            response = requests.post(f"{service.url}/predict", json=body, timeout=60)
+            answers.append((response.status_code, response.json().get("model_version")))
+
+    old = model_store["version"]
+    new = register_version(model_store["model_dir"], fleet_history)
+    registry.promote(new, reason="hot reload test")
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        reload = requests.post(f"{service.url}/admin/reload", headers=auth, timeout=120)
+        assert reload.status_code == 200, reload.text
+        assert reload.json() | {"loaded_at": None} == {
+            "previous_version": old, "model_version": new, "changed": True, "loaded_at": None}
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert answers and all(code == 200 for code, _ in answers), answers
+    assert {v for _, v in answers} <= {old, new} and answers[-1][1] == new
+    assert requests.get(f"{service.url}/status", timeout=5).json()["model_version"] == new
+    again = requests.post(f"{service.url}/admin/reload", headers=auth, timeout=60).json()
+    assert again["changed"] is False
+
+
+def test_without_model_or_token(bare_service: Served, fleet_history: pd.DataFrame) -> None:
+    url = bare_service.url
+    assert requests.get(f"{url}/health", timeout=5).json() == {"status": "ok", "model_loaded": False}
+    body = assert_clean_error(requests.post(f"{url}/predict", json={"rows": rows(fleet_history.head(3))}, timeout=10),
+                              503)  # fmt: skip
+    assert "tftmon promote" in body["fix"]
+    body = assert_clean_error(
+        requests.post(f"{url}/admin/reload", headers={"Authorization": "Bearer anything"}, timeout=10), 403
+    )
+    assert "TFTMON_ADMIN_TOKEN" in body["fix"]
+    assert requests.get(f"{url}/status", timeout=5).json()["model_version"] is None
+
+
+def test_schemathesis_finds_no_server_error(service: Served, tmp_path: Path) -> None:
+    """Property-based calls of every operation in the published spec (bounded): never a 5xx."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/docs.json", "--checks",
+         "not_a_server_error", "--max-examples", "15", "--phases", "examples,fuzzing", "--no-color"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_feeder_streams_simulator_ticks(service: Served) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tftmon.cli", "feed", "--url", service.url, "--servers", "3", "--scenario", "critical",
+         "--backfill-hours", "1.2", "--ticks", "20", "--speed", "3000"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sent 20 ticks" in result.stdout or "sent" in result.stdout
+    status = requests.get(f"{service.url}/status", timeout=5).json()
+    assert status["servers_live"] >= 3

@@ -1,0 +1,504 @@
+"""The service's state, kept out of the HTTP layer so it can be tested on its own.
+
+- `ModelSlot`: the loaded Production model; a reload loads and smoke-tests the new one beside the old
+  and swaps one reference, so a request that already took the old model finishes on it.
+- `LiveWindows`: a bounded rolling window of raw ticks per server (servers x encoder span).
+- `AlertBook`: alert state per server with hysteresis (raise/escalate at once, resolve after N healthy
+  forecasts) and a bounded transition history.
+- `UnknownTracker`: unknown-server count and prediction rate over a rolling window.
+- `payloads`: the model's tidy forecast + `risk.score` -> one JSON-ready record per server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tftmon.contract import (
+    HORIZONS,
+    METRICS,
+    MODEL_STEP,
+    PROFILE,
+    QUANTILE_NAMES,
+    SERVER_NAME,
+    TIMESTAMP,
+    profile_of,
+)
+from tftmon.model import ForecastModel, forecast
+from tftmon.risk import ORIGIN, SEVERITY_LABELS, Severity, score
+
+_STEP_NS = int(MODEL_STEP.total_seconds() * 1e9)
+STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
+_SEVERITY_RANK = {Severity.HEALTHY.value: 0, Severity.WARNING.value: 1, Severity.CRITICAL.value: 2}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model slot
+# ---------------------------------------------------------------------------------------------
+
+
+class SmokeTestFailed(RuntimeError):
+    """A newly loaded model did not forecast finite values for a known and an unknown server."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    model: ForecastModel
+    loaded_at: datetime
+
+    @property
+    def known_servers(self) -> frozenset[str]:
+        return frozenset(self.model.training_info.get("servers", []))
+
+    @property
+    def encoder_steps(self) -> int:
+        return self.model.config.encoder_steps
+
+
+def smoke_test(loaded: LoadedModel) -> None:
+    """Forecast a known server and a stranger from simulated history; raise unless all values are finite."""
+    from tftmon.registry import smoke_history
+
+    servers = [*sorted(loaded.known_servers)[:1], "ppgen999-smoke-coldstart"]
+    history = smoke_history(servers, hours=(loaded.encoder_steps + 2) * STEP_MINUTES / 60)
+    result = forecast(loaded.model, history)
+    values = result[list(QUANTILE_NAMES)].to_numpy(dtype=float)
+    if set(result[SERVER_NAME]) != set(servers) or not np.isfinite(values).all():
+        raise SmokeTestFailed(f"version {loaded.version} did not forecast finite values for {servers}")
+
+
+class ModelSlot:
+    """Holds the current model; reloads are serialised, inference runs one forecast at a time (2 cores)."""
+
+    def __init__(self, loader: Callable[[], LoadedModel | None]) -> None:
+        self._loader = loader
+        self._current: LoadedModel | None = None
+        self._reload_lock = threading.Lock()
+        self._infer_lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def reload(self) -> tuple[LoadedModel | None, LoadedModel | None]:
+        """Load what the loader resolves now, smoke-test it, then swap; on any error the old model stays."""
+        with self._reload_lock:
+            previous = self._current
+            candidate = self._loader()
+            if candidate is None:
+                return previous, previous
+            if previous is not None and candidate.version == previous.version:
+                return previous, previous
+            smoke_test(candidate)
+            self._current = candidate
+            return previous, candidate
+
+    def forecast(self, loaded: LoadedModel, history: pd.DataFrame) -> pd.DataFrame:
+        with self._infer_lock:
+            return forecast(loaded.model, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rolling windows of live ticks
+# ---------------------------------------------------------------------------------------------
+
+
+class _Series:
+    """One server's raw ticks, oldest first, in arrays compacted on growth (amortised O(1) per tick)."""
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+        self.ts = np.empty(0, dtype=np.int64)
+        self.values = np.empty((0, len(METRICS)))
+        self.start = 0
+        self.end = 0
+
+    @property
+    def last_ts(self) -> int | None:
+        return int(self.ts[self.end - 1]) if self.end > self.start else None
+
+    def append(self, ts: np.ndarray, values: np.ndarray, keep_ns: int, max_rows: int) -> int:
+        """Append ticks newer than the last one; returns how many were older and dropped."""
+        received = len(ts)
+        last = self.last_ts
+        if last is not None:
+            newer = ts > last
+            ts, values = ts[newer], values[newer]
+        if len(ts) > 1:  # sorted by the caller: drop repeated timestamps within one request
+            increasing = np.concatenate([[True], ts[1:] > ts[:-1]])
+            ts, values = ts[increasing], values[increasing]
+        dropped = received - len(ts)
+        n, k = self.end - self.start, len(ts)
+        if self.end + k > len(self.ts):
+            capacity = max(2 * (n + k), 64)
+            new_ts, new_values = np.empty(capacity, dtype=np.int64), np.empty((capacity, len(METRICS)))
+            new_ts[:n], new_values[:n] = self.ts[self.start : self.end], self.values[self.start : self.end]
+            self.ts, self.values, self.start, self.end = new_ts, new_values, 0, n
+        self.ts[self.end : self.end + k], self.values[self.end : self.end + k] = ts, values
+        self.end += k
+        if self.end > self.start:
+            cutoff = self.ts[self.end - 1] - keep_ns
+            self.start += int(np.searchsorted(self.ts[self.start : self.end], cutoff, side="right"))
+            self.start = max(self.start, self.end - max_rows)
+        return dropped
+
+    def span_steps(self) -> int:
+        """Model steps from the first to the last bin, inclusive (as features.inference_frame counts)."""
+        if self.end == self.start:
+            return 0
+        return int(self.ts[self.end - 1] // _STEP_NS - self.ts[self.start] // _STEP_NS + 1)
+
+
+@dataclass
+class FeedResult:
+    accepted: int
+    ignored_stale: int
+    refused_servers: list[str] = field(default_factory=list)
+
+
+class LiveWindows:
+    """Per-server rolling windows; memory is bounded by max_servers x (encoder span / 5 s) rows."""
+
+    def __init__(self, max_servers: int) -> None:
+        self.max_servers = max_servers
+        self._series: dict[str, _Series] = {}
+        self._lock = threading.Lock()
+        self.steps = 0
+        self.rows_appended = 0
+
+    def set_encoder_steps(self, encoder_steps: int) -> None:
+        """Keep one step more than the encoder needs (the newest bin is usually still filling)."""
+        self.steps = encoder_steps + 1
+
+    @property
+    def _keep_ns(self) -> int:
+        return self.steps * _STEP_NS
+
+    @property
+    def _max_rows(self) -> int:
+        from tftmon.contract import MIN_RAW_INTERVAL
+
+        return int(self.steps * MODEL_STEP / MIN_RAW_INTERVAL) + 1
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def append(self, frame: pd.DataFrame) -> FeedResult:
+        """Append contract rows (timestamp UTC, server_name, optional profile, every metric)."""
+        ts_all = pd.to_datetime(frame[TIMESTAMP], utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
+        values_all = frame[list(METRICS)].to_numpy(dtype=np.float64)
+        names = frame[SERVER_NAME].to_numpy()
+        profiles = frame[PROFILE].to_numpy() if PROFILE in frame.columns else None
+        result = FeedResult(0, 0)
+        codes, uniques = pd.factorize(names)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        with self._lock:
+            for i, name in enumerate(uniques):
+                rows = order[bounds[i] : bounds[i + 1]]
+                series = self._series.get(name)
+                if series is None:
+                    if len(self._series) >= self.max_servers:
+                        result.refused_servers.append(str(name))
+                        continue
+                    given = profiles[rows[0]] if profiles is not None else None
+                    series = self._series[name] = _Series(given if isinstance(given, str) else profile_of(name))
+                ts, values = ts_all[rows], values_all[rows]
+                sort = np.argsort(ts, kind="stable")
+                dropped = series.append(ts[sort], values[sort], self._keep_ns, self._max_rows)
+                result.ignored_stale += dropped
+                result.accepted += len(rows) - dropped
+            self.rows_appended += result.accepted
+        return result
+
+    def snapshot(self, encoder_steps: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """History of servers with a full encoder window, and the servers still warming up."""
+        warming: list[dict[str, Any]] = []
+        parts: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+        with self._lock:
+            for name, series in self._series.items():
+                have = series.span_steps()
+                if have >= encoder_steps:
+                    s, e = series.start, series.end
+                    parts.append((name, series.profile, series.ts[s:e].copy(), series.values[s:e].copy()))
+                else:
+                    need = encoder_steps - have
+                    warming.append(
+                        {"server_name": name, "have_steps": have, "need_steps": need,
+                         "need_minutes": need * STEP_MINUTES}
+                    )
+        if not parts:
+            return pd.DataFrame(), warming
+        lengths = [len(p[2]) for p in parts]
+        history = pd.DataFrame(np.concatenate([p[3] for p in parts]), columns=list(METRICS))
+        history.insert(0, TIMESTAMP, pd.to_datetime(np.concatenate([p[2] for p in parts]), unit="ns", utc=True))
+        history.insert(1, SERVER_NAME, np.repeat(np.array([p[0] for p in parts], dtype=object), lengths))
+        history.insert(2, PROFILE, np.repeat(np.array([p[1] for p in parts], dtype=object), lengths))
+        return history, warming
+
+    def latest_ns(self) -> int | None:
+        with self._lock:
+            times = [s.last_ts for s in self._series.values() if s.last_ts is not None]
+        return max(times) if times else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Forecast -> per-server records
+# ---------------------------------------------------------------------------------------------
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def payloads(
+    tidy: pd.DataFrame, loaded: LoadedModel, include_path: bool = True, decimals: int = 3
+) -> list[dict[str, Any]]:
+    """One JSON-ready record per server from the model's tidy forecast, scored by tftmon.risk."""
+    tidy = tidy.sort_values([SERVER_NAME, "metric", "step"], kind="stable").reset_index(drop=True)
+    tidy[ORIGIN] = tidy[TIMESTAMP] - MODEL_STEP * tidy["step"]
+    scored = score(tidy).set_index(SERVER_NAME)
+    metrics = list(pd.unique(tidy["metric"]))
+    n_steps = int(tidy["step"].max())
+    servers = list(pd.unique(tidy[SERVER_NAME]))
+    cube = tidy[list(QUANTILE_NAMES)].to_numpy(dtype=float).round(decimals)
+    cube = cube.reshape(len(servers), len(metrics), n_steps, len(QUANTILE_NAMES))
+    known = loaded.known_servers
+    records: list[dict[str, Any]] = []
+    for i, name in enumerate(servers):
+        row = scored.loc[name]
+        values = cube[i]
+        horizons = {
+            h: {m: dict(zip(QUANTILE_NAMES, values[j, step - 1].tolist(), strict=True)) for j, m in enumerate(metrics)}
+            for h, step in HORIZONS.items()
+        }
+        record: dict[str, Any] = {
+            "server_name": name,
+            "profile": row[PROFILE],
+            "prediction_time": row[ORIGIN].isoformat(),
+            "cold_start": name not in known,
+            "model_version": loaded.version,
+            "risk": round(float(row["risk"]), 4),
+            "severity": row["severity"],
+            "severity_label": SEVERITY_LABELS[Severity(row["severity"])],
+            "colour": row["colour"],
+            "metric": row["metric"] if isinstance(row["metric"], str) else None,
+            "reason": row["reason"],
+            "drivers": [d for d in str(row["drivers"]).split("; ") if d],
+            "horizons": horizons,
+            "step_minutes": STEP_MINUTES,
+            # Alert details (kept for AlertBook; not part of the public forecast record).
+            "_value": _finite_or_none(row["value"]),
+            "_quantile": row["quantile"] if isinstance(row["quantile"], str) and row["quantile"] else None,
+            "_minutes_ahead": int(row["minutes_ahead"]),
+        }
+        if include_path:
+            record["path"] = {
+                m: {q: values[j, :, k].tolist() for k, q in enumerate(QUANTILE_NAMES)} for j, m in enumerate(metrics)
+            }
+        records.append(record)
+    return records
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without the alert-only fields."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts
+# ---------------------------------------------------------------------------------------------
+
+
+class AlertBook:
+    """Active alerts per server with hysteresis, and a bounded history of transitions."""
+
+    def __init__(self, history: int, resolve_after: int) -> None:
+        self.resolve_after = resolve_after
+        self.active: dict[str, dict[str, Any]] = {}
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self._healthy_streak: dict[str, int] = {}
+
+    def _transition(self, kind: str, record: dict[str, Any], previous: str, now: datetime) -> None:
+        self.history.append(
+            {
+                "kind": kind,
+                "server_name": record["server_name"],
+                "severity": record["severity"],
+                "previous_severity": previous,
+                "metric": record["metric"],
+                "reason": record["reason"],
+                "data_time": record["prediction_time"],
+                "at": now.isoformat(),
+            }
+        )
+
+    def update(self, records: Iterable[dict[str, Any]], now: datetime) -> None:
+        for record in records:
+            name, severity = record["server_name"], record["severity"]
+            alert = self.active.get(name)
+            if severity == Severity.HEALTHY.value:
+                if alert is None:
+                    continue
+                streak = self._healthy_streak.get(name, 0) + 1
+                self._healthy_streak[name] = streak
+                if streak >= self.resolve_after:
+                    self._transition("resolved", record, alert["severity"], now)
+                    del self.active[name]
+                    self._healthy_streak.pop(name, None)
+                continue
+            self._healthy_streak.pop(name, None)
+            if alert is None:
+                self.active[name] = self._alert(record, since=record["prediction_time"], raised_at=now)
+                self._transition("raised", record, Severity.HEALTHY.value, now)
+            else:
+                if _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert["severity"]]:
+                    self._transition("escalated", record, alert["severity"], now)
+                # Same alert: keep when it started, refresh what it predicts now.
+                self.active[name] = self._alert(record, since=alert["since"], raised_at=alert["raised_at"])
+
+    @staticmethod
+    def _alert(record: dict[str, Any], since: str, raised_at: datetime | str) -> dict[str, Any]:
+        minutes = record["_minutes_ahead"]
+        origin = pd.Timestamp(record["prediction_time"])
+        return {
+            "server_name": record["server_name"],
+            "profile": record["profile"],
+            "severity": record["severity"],
+            "risk": record["risk"],
+            "metric": record["metric"],
+            "value": record["_value"],
+            "quantile": record["_quantile"],
+            "minutes_ahead": minutes,
+            "predicted_for": (origin + pd.Timedelta(minutes=minutes)).isoformat() if minutes else None,
+            "reason": record["reason"],
+            "since": since,
+            "raised_at": raised_at.isoformat() if isinstance(raised_at, datetime) else raised_at,
+            "model_version": record["model_version"],
+        }
+
+    def counts(self) -> dict[str, int]:
+        counts = {Severity.WARNING.value: 0, Severity.CRITICAL.value: 0}
+        for alert in self.active.values():
+            counts[alert["severity"]] += 1
+        return counts
+
+    def sorted_active(self) -> list[dict[str, Any]]:
+        return sorted(self.active.values(), key=lambda a: (-a["risk"], a["server_name"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown servers
+# ---------------------------------------------------------------------------------------------
+
+
+class UnknownTracker:
+    """Distinct unknown hostnames (bounded) and the unknown share of predictions over a rolling window."""
+
+    def __init__(self, window_seconds: float, max_names: int) -> None:
+        self.window = window_seconds
+        self.max_names = max_names
+        self.names: set[str] = set()
+        self._events: deque[tuple[float, int, int]] = deque()
+        self._lock = threading.Lock()
+
+    def record(self, names: Iterable[str], known: frozenset[str], now: float | None = None) -> int:
+        """Count one prediction per name; returns how many were unknown."""
+        now = time.monotonic() if now is None else now
+        names = list(names)
+        unknown = [n for n in names if n not in known]
+        with self._lock:
+            for name in unknown:
+                if len(self.names) < self.max_names:
+                    self.names.add(name)
+            self._events.append((now, len(names), len(unknown)))
+            self._trim(now)
+        return len(unknown)
+
+    def _trim(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self.window:
+            self._events.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            total = sum(e[1] for e in self._events)
+            unknown = sum(e[2] for e in self._events)
+        return unknown / total if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The live fleet: windows -> forecast once per step -> cached records and alerts
+# ---------------------------------------------------------------------------------------------
+
+
+class LiveFleet:
+    """Forecasts the live fleet when due and caches the result; GET endpoints only read the cache."""
+
+    def __init__(
+        self,
+        slot: ModelSlot,
+        windows: LiveWindows,
+        alerts: AlertBook,
+        unknown: UnknownTracker,
+        every_seconds: float,
+        on_forecast: Callable[[list[dict[str, Any]], LoadedModel], None] | None = None,
+    ) -> None:
+        self.slot, self.windows, self.alerts, self.unknown = slot, windows, alerts, unknown
+        self.every_seconds = every_seconds
+        self.on_forecast = on_forecast
+        self.cache: dict[str, Any] = {"model_version": None, "computed_at": None, "predictions": [], "warming_up": []}
+        self._rows_seen = 0
+        self._data_ns: int | None = None
+        self._wall = float("-inf")
+        self._version: str | None = None
+        #: Bumped whenever the cache and alerts change, so encoded views are rebuilt only then.
+        self.generation = 0
+
+    def due(self, now: float) -> bool:
+        """New rows and (a new model step of data, or a new model, or every_seconds of wall clock)."""
+        loaded = self.slot.current
+        if loaded is None or self.windows.rows_appended == self._rows_seen:
+            return False
+        latest = self.windows.latest_ns()
+        new_step = latest is not None and (self._data_ns is None or latest // _STEP_NS > self._data_ns // _STEP_NS)
+        return new_step or loaded.version != self._version or now - self._wall >= self.every_seconds
+
+    def refresh(self, now: float | None = None) -> bool:
+        """Forecast every ready server now (if due); returns whether the cache changed."""
+        now = time.monotonic() if now is None else now
+        if not self.due(now):
+            return False
+        loaded = self.slot.current
+        assert loaded is not None  # due() checked it
+        self._rows_seen = self.windows.rows_appended
+        self._data_ns = self.windows.latest_ns()
+        history, warming = self.windows.snapshot(loaded.encoder_steps)
+        records = payloads(self.slot.forecast(loaded, history), loaded) if len(history) else []
+        self._wall, self._version = now, loaded.version
+        self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
+        self.alerts.update(records, utcnow())
+        self.cache = {
+            "model_version": loaded.version,
+            "computed_at": utcnow().isoformat(),
+            "predictions": [public(r) for r in records],
+            "warming_up": warming,
+        }
+        self.generation += 1
+        if self.on_forecast is not None:
+            self.on_forecast(records, loaded)
+        return True

@@ -1,0 +1,463 @@
+"""The BentoML service: HTTP in, the registry's Production model out. An edge only.
+
+`bentoml serve tftmon.service:Tftmon` (or `tftmon serve`) resolves `models:/tftmon@production`,
+imports that version into the BentoML model store with `bentoml.mlflow.import_model` (tag
+`tftmon:v<version>`) and loads it from there. Every endpoint is a FastAPI route mounted on the service,
+so all of them, with their status codes and schemas, are in the OpenAPI spec BentoML publishes
+(`/docs.json`). State (live windows, cache, alerts) lives in one process: the service runs one worker.
+State logic is in tftmon.live; request and response models in tftmon.schemas.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import bentoml
+import pandas as pd
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+
+from tftmon.config import ServiceConfig, Settings, TrainConfig
+from tftmon.contract import (
+    CONTRACT_VERSION,
+    METRICS,
+    MIN_RAW_INTERVAL,
+    MODEL_STEP,
+    PROFILE,
+    PROFILE_NAMES,
+    SERVER_NAME,
+    TIMESTAMP,
+    profile_of,
+)
+from tftmon.features import InsufficientHistory
+from tftmon.live import (
+    AlertBook,
+    LiveFleet,
+    LiveWindows,
+    LoadedModel,
+    ModelSlot,
+    UnknownTracker,
+    payloads,
+    public,
+    utcnow,
+)
+from tftmon.schemas import (
+    ActiveAlerts,
+    AlertHistory,
+    CurrentPredictions,
+    ErrorResponse,
+    FeedRequest,
+    FeedResponse,
+    Health,
+    PredictRequest,
+    PredictResponse,
+    ReloadResponse,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+CONFIG = ServiceConfig()
+SETTINGS = Settings()
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus metrics (our own registry, appended to BentoML's /metrics by __metrics__)
+# ---------------------------------------------------------------------------------------------
+
+METRICS_REGISTRY = CollectorRegistry()
+REQUESTS = Counter("tftmon_http_requests", "HTTP requests", ["endpoint", "method", "code"], registry=METRICS_REGISTRY)
+LATENCY = Histogram(
+    "tftmon_http_request_seconds", "HTTP request latency", ["endpoint"], registry=METRICS_REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+PREDICTIONS = Counter(
+    "tftmon_predictions", "Server forecasts produced", ["source", "cold_start"], registry=METRICS_REGISTRY
+)
+UNKNOWN_SERVERS = Gauge("tftmon_unknown_servers", "Distinct hostnames the model never saw", registry=METRICS_REGISTRY)
+UNKNOWN_RATE = Gauge("tftmon_unknown_server_rate", "Unknown share of predictions (window)", registry=METRICS_REGISTRY)
+MODEL_INFO = Gauge("tftmon_model_info", "Loaded model version (value 1)", ["version"], registry=METRICS_REGISTRY)
+MODEL_LOADED = Gauge("tftmon_model_loaded", "1 when a Production model is loaded", registry=METRICS_REGISTRY)
+ALERTS = Gauge("tftmon_alerts_active", "Active alerts", ["severity"], registry=METRICS_REGISTRY)
+RELOADS = Counter("tftmon_model_reloads", "Admin reloads", ["outcome"], registry=METRICS_REGISTRY)
+FORECAST_SECONDS = Histogram(
+    "tftmon_forecast_seconds", "Model time per forecast call", ["source"], registry=METRICS_REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+ROUTES = frozenset(
+    {"/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
+     "/admin/reload"}
+)  # fmt: skip
+
+NO_MODEL_FIX = "promote a version with `tftmon promote`, then POST /admin/reload (or restart the service)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the Production model through the BentoML model store
+# ---------------------------------------------------------------------------------------------
+
+
+def load_production() -> LoadedModel | None:
+    """The version alias `production` points at now, imported into the BentoML store once per version."""
+    from tftmon import registry
+
+    version = registry.production_version()
+    if version is None:
+        return None
+    tag = f"{SETTINGS.tftmon_model_name}:v{version}"
+    try:
+        bento_model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        bento_model = bentoml.mlflow.import_model(
+            tag,
+            model_uri=f"models:/{SETTINGS.tftmon_model_name}/{version}",
+            labels={"mlflow_version": version, "contract_version": CONTRACT_VERSION},
+            metadata={"tracking_uri": SETTINGS.mlflow_tracking_uri},
+        )
+    pyfunc = bentoml.mlflow.load_model(bento_model)
+    return LoadedModel(version, pyfunc.unwrap_python_model().model, utcnow())
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: always JSON with the rule and the fix, never a traceback
+# ---------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, fix: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.fix = status, error, fix
+
+
+def _fix(error: dict[str, Any]) -> str:
+    """How to repair one pydantic error, in words."""
+    kind, loc, ctx = error["type"], error.get("loc", ()), error.get("ctx") or {}
+    field = str(loc[-1]) if loc else "body"
+    if kind == "missing":
+        if tuple(loc) == ("body",):
+            return 'send a JSON object {"rows": [...]} with Content-Type: application/json'
+        return f"add {field}: every contract metric is required in every row (see /docs.json)"
+    fixes = {
+        "json_invalid": "send valid JSON (double-quoted keys, no trailing commas)",
+        "finite_number": "send a finite number: drop samples whose value is NaN or infinite",
+        "greater_than_equal": f"send a value of at least {ctx.get('ge')} (the contract's range)",
+        "less_than_equal": f"send a value of at most {ctx.get('le')} (the contract's range)",
+        "too_short": "send at least one row",
+        "too_long": f"split the request: at most {ctx.get('max_length')} rows per request",
+        "literal_error": f"use one of {', '.join(PROFILE_NAMES)}, or leave profile out to infer it",
+        "string_pattern_mismatch": "send a hostname of letters, digits, '.', '-' and '_'",
+        "extra_forbidden": f"remove {field}; the request takes only the fields in its schema",
+        "model_type": "send a JSON object",
+        "list_type": "send a JSON array of rows",
+    }
+    if kind in fixes:
+        return fixes[kind]
+    if kind.startswith(("datetime", "timestamp")):
+        return "send an ISO 8601 timestamp, e.g. 2026-01-05T12:00:00Z"
+    if kind in {"deprecated_column", "refused_column", "unknown_column", "too_many_servers"}:
+        return "as the rule says"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"send {field} as a JSON {kind.split('_')[0]} (not a string or other type)"
+    return "see the request schema at /docs.json"
+
+
+def _error_body(error: str, fix: str | None = None, problems: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return ErrorResponse(error=error, fix=fix, problems=problems or []).model_dump()
+
+
+app = FastAPI(
+    title="tftmon",
+    version=CONTRACT_VERSION,
+    description="Forecasts, risk and alerts from the Production TFT model. Errors: {error, fix, problems}.",
+)
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)}
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    problems = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "rule": str(e.get("msg", "")),
+         "fix": _fix(e)}
+        for e in errors[:50]
+    ]
+    return JSONResponse(_error_body(f"{len(errors)} problem(s) in the request", problems=problems), status_code=422)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(_error_body(exc.error, exc.fix), status_code=exc.status, headers=headers)
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    fix = "see /docs.json for the endpoints and their methods" if exc.status_code in (404, 405) else None
+    return JSONResponse(_error_body(str(exc.detail), fix), status_code=exc.status_code)
+
+
+@app.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s", request.url.path)
+    return JSONResponse(_error_body("internal error; the service log has the details"), status_code=500)
+
+
+@app.middleware("http")
+async def _count(request: Request, call_next: Any) -> Response:
+    started = time.perf_counter()
+    endpoint = request.url.path if request.url.path in ROUTES else "other"
+    code = 500
+    try:
+        response = await call_next(request)
+        code = response.status_code
+        return response
+    finally:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        REQUESTS.labels(endpoint, request.method, str(code)).inc()
+
+
+_bearer = HTTPBearer(auto_error=False, description="TFTMON_ADMIN_TOKEN")
+
+
+def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Admin needs the configured bearer token; with none configured admin is disabled, not open."""
+    token = SETTINGS.tftmon_admin_token
+    if not token:
+        raise ApiError(403, "admin endpoints are disabled", "set TFTMON_ADMIN_TOKEN and restart the service")
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise ApiError(401, "missing or wrong bearer token", "send Authorization: Bearer $TFTMON_ADMIN_TOKEN")
+
+
+def _json(body: Any) -> Response:
+    return Response(json.dumps(body, allow_nan=False, separators=(",", ":")), media_type="application/json")
+
+
+def _frame(rows: list[Any]) -> pd.DataFrame:
+    """Validated rows -> a contract-shaped frame (profile inferred where a row has none)."""
+    columns = (TIMESTAMP, SERVER_NAME, PROFILE, *METRICS)
+    frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in columns})
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    missing = frame[PROFILE].isna()
+    if missing.any():
+        frame.loc[missing, PROFILE] = frame.loc[missing, SERVER_NAME].map(profile_of)
+    return frame
+
+
+def _check_interval(frame: pd.DataFrame) -> None:
+    """Samples closer than the contract's minimum interval (median per server) are refused."""
+    ts = frame[[SERVER_NAME, TIMESTAMP]].drop_duplicates().sort_values([SERVER_NAME, TIMESTAMP])
+    gaps = ts.groupby(SERVER_NAME)[TIMESTAMP].diff().dropna()
+    if gaps.empty:
+        return
+    median = gaps.groupby(ts.loc[gaps.index, SERVER_NAME]).median()
+    fast = median[median < pd.Timedelta(MIN_RAW_INTERVAL)]
+    if len(fast):
+        detail = ", ".join(f"{name} every {gap.total_seconds():g} s" for name, gap in fast.head(5).items())
+        raise ApiError(
+            422,
+            f"samples come faster than the minimum interval of {MIN_RAW_INTERVAL.total_seconds():g} s: {detail}",
+            f"aggregate to {MIN_RAW_INTERVAL.total_seconds():g} s or more per sample",
+        )
+
+
+@bentoml.service(name="tftmon", workers=1, traffic={"timeout": 300})
+@bentoml.asgi_app(app, path="/")
+class Tftmon:
+    """Forecasts, risk and alerts for the fleet from the registry's Production model."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.slot = ModelSlot(load_production)
+        self.unknown = UnknownTracker(CONFIG.unknown_rate_window_seconds, CONFIG.max_unknown_names)
+        self.windows = LiveWindows(CONFIG.max_live_servers)
+        self.windows.set_encoder_steps(TrainConfig().encoder_steps)
+        self.live = LiveFleet(
+            self.slot,
+            self.windows,
+            AlertBook(CONFIG.alert_history, CONFIG.resolve_after),
+            self.unknown,
+            CONFIG.forecast_every_seconds or MODEL_STEP.total_seconds(),
+            on_forecast=self._counted("feed"),
+        )
+        self.last_prediction: datetime | None = None
+        self._encoded: dict[str, tuple[int, bytes]] = {}
+        try:
+            self._installed(self.slot.reload()[1])
+        except Exception as exc:  # the service starts without a model; /health tells
+            log.error("no model loaded at start-up: %s", exc)
+        if self.slot.current is None:
+            log.warning("no Production model: forecast endpoints answer 503 until %s", NO_MODEL_FIX)
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._refresh_loop, name="tftmon-live", daemon=True)
+        self._loop.start()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _installed(self, loaded: LoadedModel | None) -> None:
+        MODEL_INFO.clear()
+        MODEL_LOADED.set(0 if loaded is None else 1)
+        if loaded is not None:
+            MODEL_INFO.labels(loaded.version).set(1)
+            self.windows.set_encoder_steps(loaded.encoder_steps)
+            log.info("serving %s version %s", SETTINGS.tftmon_model_name, loaded.version)
+
+    def _counted(self, source: str) -> Any:
+        def count(records: list[dict[str, Any]], loaded: LoadedModel) -> None:
+            cold = sum(r["cold_start"] for r in records)
+            PREDICTIONS.labels(source, "true").inc(cold)
+            PREDICTIONS.labels(source, "false").inc(len(records) - cold)
+            self.last_prediction = utcnow()
+            for severity, n in self.live.alerts.counts().items():
+                ALERTS.labels(severity).set(n)
+
+        return count
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(CONFIG.refresh_seconds):
+            try:
+                started = time.perf_counter()
+                if self.live.refresh():
+                    FORECAST_SECONDS.labels("feed").observe(time.perf_counter() - started)
+            except Exception:  # keep the loop alive; the next tick retries
+                log.exception("live forecast failed")
+
+    def _model(self) -> LoadedModel:
+        loaded = self.slot.current
+        if loaded is None:
+            raise ApiError(503, "no Production model is loaded", NO_MODEL_FIX)
+        return loaded
+
+    def _cached(self, key: str, build: Any) -> Response:
+        """Encode a cached view once per live refresh; GETs never re-run the model."""
+        generation = self.live.generation
+        hit = self._encoded.get(key)
+        if hit is None or hit[0] != generation:
+            body = json.dumps(build(), allow_nan=False, separators=(",", ":")).encode()
+            hit = self._encoded[key] = (generation, body)
+        return Response(hit[1], media_type="application/json")
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+
+    def __metrics__(self, content: str) -> str:
+        UNKNOWN_SERVERS.set(len(self.unknown.names))
+        UNKNOWN_RATE.set(self.unknown.rate())
+        return content + generate_latest(METRICS_REGISTRY).decode()
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    @app.get("/health", response_model=Health, tags=["tftmon"])
+    def health(self) -> Health:
+        """Liveness and whether a model is loaded (the service runs without one)."""
+        return Health(model_loaded=self.slot.current is not None)
+
+    @app.get("/status", response_model=Status, tags=["tftmon"])
+    def status(self) -> Status:
+        """Model, uptime, fleet knowledge and unknown-server rate."""
+        loaded = self.slot.current
+        return Status(
+            model_name=SETTINGS.tftmon_model_name,
+            model_version=None if loaded is None else loaded.version,
+            contract_version=CONTRACT_VERSION,
+            model_contract_version=None if loaded is None else loaded.model.training_info.get("contract_version"),
+            loaded_at=None if loaded is None else loaded.loaded_at,
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+            servers_known=0 if loaded is None else len(loaded.known_servers),
+            servers_live=len(self.windows),
+            servers_warming_up=len(self.live.cache["warming_up"]),
+            unknown_servers=len(self.unknown.names),
+            unknown_rate=self.unknown.rate(),
+            unknown_rate_window_seconds=self.unknown.window,
+            last_prediction_time=self.last_prediction,
+        )
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["tftmon"])
+    def predict(self, request: PredictRequest) -> Response:
+        """Forecast, risk and severity per server from the posted history (resampled to the model step)."""
+        loaded = self._model()
+        frame = _frame(request.rows)
+        _check_interval(frame)
+        started = time.perf_counter()
+        try:
+            tidy = self.slot.forecast(loaded, frame)
+        except InsufficientHistory as exc:
+            hours = loaded.encoder_steps * MODEL_STEP.total_seconds() / 3600
+            raise ApiError(422, str(exc), f"send at least {hours:g} h of history for every server") from None
+        FORECAST_SECONDS.labels("predict").observe(time.perf_counter() - started)
+        records = payloads(tidy, loaded, include_path=request.include_path)
+        self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
+        self._counted("predict")(records, loaded)
+        return _json({"model_version": loaded.version, "predictions": [public(r) for r in records]})
+
+    @app.post("/feed", response_model=FeedResponse, responses=ERRORS, tags=["tftmon"])
+    def feed(self, request: FeedRequest) -> FeedResponse:
+        """Append live ticks to each server's rolling window; the background loop forecasts them."""
+        result = self.windows.append(_frame(request.rows))
+        if result.refused_servers:
+            raise ApiError(
+                409,
+                f"live window limit of {CONFIG.max_live_servers} servers reached; refused "
+                f"{', '.join(result.refused_servers[:5])}",
+                "raise TFTMON_SERVICE_MAX_LIVE_SERVERS or restart to forget retired servers",
+            )
+        return FeedResponse(
+            accepted=result.accepted,
+            ignored_stale=result.ignored_stale,
+            servers_live=len(self.windows),
+            servers_warming_up=len(self.live.cache["warming_up"]),
+        )
+
+    @app.get("/predictions/current", response_model=CurrentPredictions, tags=["tftmon"])
+    def predictions_current(self) -> Response:
+        """The latest live forecast of every fed server (cached; refreshed once per model step)."""
+        return self._cached("current", lambda: self.live.cache)
+
+    @app.get("/alerts/active", response_model=ActiveAlerts, tags=["tftmon"])
+    def alerts_active(self) -> Response:
+        """Servers whose forecast crosses a warning or critical level, worst first."""
+        alerts = self.live.alerts
+        return self._cached(
+            "alerts",
+            lambda: {"computed_at": self.live.cache["computed_at"], "counts": alerts.counts(),
+                     "alerts": alerts.sorted_active()},
+        )
+
+    @app.get("/alerts/history", response_model=AlertHistory, tags=["tftmon"])
+    def alerts_history(self) -> Response:
+        """Alert transitions (raised, escalated, resolved), newest last; bounded."""
+        return self._cached("history", lambda: {"transitions": list(self.live.alerts.history)})
+
+    @app.post(
+        "/admin/reload", response_model=ReloadResponse, responses=ERRORS, tags=["admin"],
+        dependencies=[Depends(require_admin)],
+    )  # fmt: skip
+    def admin_reload(self) -> ReloadResponse:
+        """Swap to the version `production` points at now; the old model serves until the new one passed."""
+        try:
+            previous, current = self.slot.reload()
+        except Exception as exc:
+            RELOADS.labels("failed").inc()
+            serving = self.slot.current.version if self.slot.current else "no model"
+            log.error("reload failed: %s", exc)
+            raise ApiError(409, f"reload failed, still serving {serving}: {exc}", "check the registry") from None
+        if current is None:
+            RELOADS.labels("no_model").inc()
+            raise ApiError(409, "the registry has no Production model", NO_MODEL_FIX)
+        RELOADS.labels("ok").inc()
+        self._installed(current)
+        return ReloadResponse(
+            previous_version=None if previous is None else previous.version,
+            model_version=current.version,
+            changed=previous is None or previous.version != current.version,
+            loaded_at=current.loaded_at,
+        )
+
