@@ -123,8 +123,9 @@ def _known_profiles(table: dict[str, Levels]) -> dict[str, Levels]:
 
 
 #: Load average is judged per core, but telemetry carries no core count: nominal cores per profile, with
-#: per-core levels high enough that a healthy host twice the nominal size is not flagged (CPU used is
-#: the direct saturation signal; load adds run-queue pressure on top).
+#: per-core levels high enough that a healthy host twice the nominal size is not flagged even when busy
+#: (its load per nominal core reaches 2 only at full CPU; CPU used is the direct saturation signal, load
+#: adds run-queue pressure on top).
 ASSUMED_CORES: dict[str, int] = _known_profiles(
     {
         "web_api": 16,
@@ -136,7 +137,7 @@ ASSUMED_CORES: dict[str, int] = _known_profiles(
         "conductor_mgmt": 16,
     }
 )
-LOAD_PER_CORE: Levels = (1.5, 2.0, 3.0)
+LOAD_PER_CORE: Levels = (2.0, 3.0, 4.0)
 
 
 def _per_core(cores: int) -> Levels:
@@ -225,7 +226,11 @@ _COMPLEMENT = np.array([r.complement for r in RISK_METRICS])
 
 
 def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Tidy forecast -> (one row per server×origin, values [quantile, group, metric, step]) without loops."""
+    """Tidy forecast -> (one row per server×origin, values [quantile, group, metric, step]) without loops.
+
+    The step axis ends at the longest step present, so short forecasts (the next hour, one step) score
+    in proportion to their length rather than always as PREDICTION_STEPS.
+    """
     missing = set(FORECAST_COLUMNS) - set(forecast.columns)
     if missing:
         raise ValueError(f"forecast lacks columns {sorted(missing)}; expected {list(FORECAST_COLUMNS)}")
@@ -235,7 +240,8 @@ def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     metric = pd.Categorical(forecast[METRIC], categories=METRICS).codes
     step = forecast[STEP].to_numpy(dtype=np.int64)
     ok = (metric >= 0) & (step >= 1) & (step <= PREDICTION_STEPS)
-    cube = np.full((len(QUANTILE_NAMES), len(keys), len(METRICS), PREDICTION_STEPS), np.nan)
+    n_steps = int(step[ok].max(initial=1))
+    cube = np.full((len(QUANTILE_NAMES), len(keys), len(METRICS), n_steps), np.nan)
     values = forecast[list(QUANTILE_NAMES)].to_numpy(dtype=float)
     cube[:, group[ok], metric[ok], step[ok] - 1] = values[ok].T
     return keys, cube
@@ -260,7 +266,7 @@ def metric_risk(forecast: pd.DataFrame) -> pd.DataFrame:
     values[:, :, _COMPLEMENT, :] = 100.0 - values[::-1][:, :, _COMPLEMENT, :]
     thresholds = _THRESHOLDS[_profile_codes(keys[PROFILE])]  # [g, r, level]
     level = (values[..., None] >= thresholds[None, :, :, None, :]).sum(axis=-1)  # NaN compares False
-    score = LEVEL_SCORES[level] * _soonness(PREDICTION_STEPS)  # [q, g, r, s]
+    score = LEVEL_SCORES[level] * _soonness(values.shape[-1])  # [q, g, r, s]
     best_step = score.argmax(axis=-1)  # first step with the highest score
     best = np.take_along_axis(score, best_step[..., None], axis=-1)[..., 0] * LIKELIHOOD[:, None, None]
     best_q = best.argmax(axis=0)  # [g, r]; ties go to the surer (lower) quantile

@@ -124,21 +124,26 @@ class ProfileParams:
     inc_user: float
     inc_sys: float
     inc_iowait: float
-    inc_mem: float
+    inc_mem: float  # share of the free memory taken (> 1: memory runs out whatever the baseline)
     inc_net: float  # relative rise of network traffic
     inc_back_cw: float
     inc_front_cw: float
 
 
-# Incident signatures per profile: iowait for databases, CPU/memory for compute, connections for web.
+# Incident signatures per profile, calibrated against tftmon.risk (tests/model/test_calibration.py): at full
+# intensity (critical_issue) at least one key metric clearly crosses the profile's *critical* threshold,
+# while the ramp's peak (FORCED_PEAK of it) mostly stays at elevated/high:
+#   web_api: front CLOSE_WAIT ~700 (critical >= 500); database: iowait ~70 % and CPU saturated;
+#   ml_compute / risk_analytics: memory runs out (>= 97 %) and swap >= 50 %; data_ingest / generic: CPU
+#   saturated with iowait 30-45 %; conductor_mgmt: back-end CLOSE_WAIT ~250 (critical >= 200).
 PROFILE_PARAMS: dict[str, ProfileParams] = {
-    "web_api": ProfileParams(18, 6, 1.5, 0.6, 45, 40, 60, 4, 12, 16, 0.0, 1.0, 20, 12, 3, 12, 1.5, 60, 250),
-    "ml_compute": ProfileParams(45, 5, 1.0, 0.8, 60, 15, 8, 1, 1, 64, 0.35, 1.2, 40, 6, 2, 32, 0.3, 5, 2),
-    "database": ProfileParams(14, 8, 7.0, 0.05, 70, 25, 30, 2, 8, 32, 0.2, 1.0, 8, 10, 38, 18, 0.5, 10, 60),
-    "data_ingest": ProfileParams(25, 9, 5.0, 0.85, 50, 70, 30, 3, 3, 24, 0.5, 1.8, 25, 8, 22, 20, 1.5, 25, 10),
-    "risk_analytics": ProfileParams(35, 4, 1.5, 0.7, 55, 10, 5, 1, 1, 48, 0.9, 1.2, 40, 5, 4, 30, 0.3, 5, 2),
-    "generic": ProfileParams(12, 5, 2.0, 0.3, 40, 8, 8, 1, 2, 8, 0.0, 1.0, 25, 8, 12, 20, 0.8, 15, 15),
-    "conductor_mgmt": ProfileParams(15, 6, 2.0, 0.5, 45, 12, 12, 3, 4, 16, 0.3, 1.0, 18, 6, 6, 18, 0.8, 40, 20),
+    "web_api": ProfileParams(18, 6, 1.5, 0.6, 45, 40, 60, 4, 12, 16, 0.0, 1.0, 30, 18, 3, 0.25, 1.5, 150, 700),
+    "ml_compute": ProfileParams(38, 5, 1.0, 0.8, 60, 15, 8, 1, 1, 64, 0.35, 1.2, 45, 6, 2, 1.1, 0.3, 5, 2),
+    "database": ProfileParams(14, 8, 7.0, 0.05, 70, 25, 30, 2, 8, 32, 0.2, 1.0, 15, 20, 70, 0.5, 0.5, 10, 60),
+    "data_ingest": ProfileParams(25, 9, 5.0, 0.85, 50, 70, 30, 3, 3, 24, 0.5, 1.8, 50, 15, 45, 0.4, 1.5, 25, 10),
+    "risk_analytics": ProfileParams(35, 4, 1.5, 0.7, 55, 10, 5, 1, 1, 48, 0.9, 1.2, 40, 5, 4, 1.1, 0.3, 5, 2),
+    "generic": ProfileParams(12, 5, 2.0, 0.3, 40, 8, 8, 1, 2, 8, 0.0, 1.0, 35, 10, 40, 0.4, 0.8, 15, 15),
+    "conductor_mgmt": ProfileParams(15, 6, 2.0, 0.5, 45, 12, 12, 3, 4, 16, 0.3, 1.0, 25, 8, 30, 0.35, 0.8, 250, 60),
 }
 if set(PROFILE_PARAMS) != set(PROFILE_NAMES):
     raise ImportError("PROFILE_PARAMS must cover exactly contract.PROFILES")
@@ -163,7 +168,18 @@ PROBLEM_ESCALATION = 0.65
 FORCED_RAMP = 7200.0
 FORCED_CRITICAL = 1800.0
 FORCED_RECOVERY = 1800.0
-FORCED_PEAK = 0.8
+#: Intensity a ramp reaches before escalating to critical (1.0): far enough below it that the ramp reads
+#: as warning and the incident as critical despite the noise (also the end of the "degrading" scenario).
+FORCED_PEAK = 0.7
+#: Peak intensity of a ramp that does not escalate: uniform in [HEAVY_PEAK, HEAVY_PEAK + HEAVY_PEAK_SPAN].
+HEAVY_PEAK = 0.4
+HEAVY_PEAK_SPAN = 0.2
+#: Relative noise of CLOSE_WAIT counts (sd): larger would blur a ramp's high level into critical.
+CW_NOISE = 0.15
+#: Swap starts filling above this memory use, this many points per point of memory: only memory that an
+#: operator would already call elevated (>= 85 % on memory-heavy profiles) pushes pages out.
+SWAP_KNEE = 85.0
+SWAP_PER_PCT = 4.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,8 +541,8 @@ class FleetSimulator:
             "ramp_end": ramp_end,
             "crit_end": ramp_end + np.where(kind == OUTAGE, 0.0, crit),
             "end": end,
-            "peak": np.where(escalate, FORCED_PEAK, 0.45 + 0.25 * u(_T_PEAK)),
-            "top": np.where(escalate, 1.0, 0.45 + 0.25 * u(_T_PEAK)),
+            "peak": np.where(escalate, FORCED_PEAK, HEAVY_PEAK + HEAVY_PEAK_SPAN * u(_T_PEAK)),
+            "top": np.where(escalate, 1.0, HEAVY_PEAK + HEAVY_PEAK_SPAN * u(_T_PEAK)),
         }
         return kmin, fields
 
@@ -751,7 +767,7 @@ class FleetSimulator:
             user += pr["inc_user"] * inc
             sys += pr["inc_sys"] * inc + CASCADE_SYS * cas
             iowait += pr["inc_iowait"] * inc + CASCADE_IOWAIT * cas + 5.0 * in_maint
-            mem += pr["inc_mem"] * inc
+            mem += pr["inc_mem"] * inc * (100.0 - mem)
             traffic *= 1 + pr["inc_net"] * inc
             open_cw = ~in_maint
             back = (back + pr["inc_back_cw"] * inc + CASCADE_BACK_CW * cas) * open_cw
@@ -776,13 +792,14 @@ class FleetSimulator:
         np.minimum(np.round(java, DECIMALS, out=java), user + sys, out=java)
         mem += 2.5 * n[MEM]
         np.clip(mem, 2.0, 99.5, out=mem)
-        swap = np.minimum(sp["swap_base"] + 3.0 * np.maximum(mem - 80.0, 0.0), 100.0)
+        swap = np.minimum(sp["swap_base"] + SWAP_PER_PCT * np.maximum(mem - SWAP_KNEE, 0.0), 100.0)
         disk += 0.3 * n[MEM]
         np.clip(disk, 1.0, 97.0, out=disk)
         net_in = pr["net_in"] * traffic * np.maximum(1 + 0.2 * burst * n[NET_IN], 0.05)
         net_out = pr["net_out"] * traffic * np.maximum(1 + 0.2 * burst * n[NET_OUT], 0.05)
-        back_cw = np.rint(np.maximum(back * (1 + 0.3 * n[BACK_CW]), 0.0)).astype(np.int64)
-        front_cw = np.rint(np.maximum(front * (1 + 0.2 * n[BACK_CW] + 0.2 * n[NET_IN]), 0.0)).astype(np.int64)
+        back_cw = np.rint(np.maximum(back * (1 + CW_NOISE * n[BACK_CW]), 0.0)).astype(np.int64)
+        front_noise = 1 + CW_NOISE * (n[BACK_CW] + n[NET_IN]) / math.sqrt(2)
+        front_cw = np.rint(np.maximum(front * front_noise, 0.0)).astype(np.int64)
         cores = pr["cores"] * sp["cores_scale"]
         load = cores * ((user + sys) * 0.01 + 0.012 * iowait)
         if cas is not None:
