@@ -134,6 +134,11 @@ CPU_PARTS: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct", "cpu_iowait_pct", "
 CPU_IDLE = "cpu_idle_pct"
 CPU_IOWAIT = "cpu_iowait_pct"
 MEM_USED = "mem_used_pct"
+SWAP_USED = "swap_used_pct"
+DISK_USAGE = "disk_usage_pct"
+LOAD_AVERAGE = "load_average"
+BACK_CLOSE_WAIT = "back_close_wait"
+FRONT_CLOSE_WAIT = "front_close_wait"
 CPU_SUM_TOLERANCE = 0.01
 #: java_cpu_pct must not exceed the sum of these.
 JAVA_CPU = "java_cpu_pct"

@@ -27,9 +27,15 @@ import numpy as np
 import pandas as pd
 
 from tftmon.contract import (
+    BACK_CLOSE_WAIT,
     CPU_IDLE,
+    CPU_IOWAIT,
+    DISK_USAGE,
     FALLBACK_PROFILE,
+    FRONT_CLOSE_WAIT,
     HORIZONS,
+    LOAD_AVERAGE,
+    MEM_USED,
     METRICS,
     MODEL_STEP,
     PREDICTION_STEPS,
@@ -37,6 +43,7 @@ from tftmon.contract import (
     PROFILE_NAMES,
     QUANTILE_NAMES,
     SERVER_NAME,
+    SWAP_USED,
     TIMESTAMP,
 )
 
@@ -109,12 +116,6 @@ if len(LIKELIHOOD) != len(QUANTILE_NAMES) or len(SOONNESS_AT_HORIZONS) != len(HO
     raise RuntimeError("LIKELIHOOD / SOONNESS_AT_HORIZONS must match the contract's quantiles / horizons")
 
 
-def _known_metric(name: str) -> str:
-    if name not in METRICS:
-        raise RuntimeError(f"risk table names {name!r}, which is not a contract metric")
-    return name
-
-
 def _known_profiles(table: dict[str, Levels]) -> dict[str, Levels]:
     unknown = set(table) - set(PROFILE_NAMES)
     if unknown:
@@ -172,28 +173,28 @@ _WEB_CONNECTIONS = _known_profiles({"web_api": (100.0, 250.0, 500.0)})
 # Per risk metric: (elevated, high, critical) by default and for the profiles that differ.
 RISK_METRICS: tuple[RiskMetric, ...] = (
     RiskMetric(
-        _known_metric("cpu_iowait_pct"), "I/O wait", " %", 1.0, (10.0, 20.0, 30.0),
+        CPU_IOWAIT, "I/O wait", " %", 1.0, (10.0, 20.0, 30.0),
         _known_profiles(
             {"database": (20.0, 35.0, 50.0), "data_ingest": (15.0, 25.0, 40.0), "ml_compute": (5.0, 10.0, 20.0)}
         ),
     ),
     RiskMetric(
-        _known_metric(CPU_IDLE), "CPU used", " %", 0.85, (80.0, 90.0, 95.0),
+        CPU_IDLE, "CPU used", " %", 0.85, (80.0, 90.0, 95.0),
         _known_profiles({"ml_compute": (90.0, 95.0, 98.0), "risk_analytics": (90.0, 95.0, 98.0)}),
         complement=True,
     ),
     RiskMetric(
-        _known_metric("mem_used_pct"), "Memory", " %", 0.9, (80.0, 90.0, 95.0),
+        MEM_USED, "Memory", " %", 0.9, (80.0, 90.0, 95.0),
         _known_profiles({p: (85.0, 92.0, 97.0) for p in ("database", "ml_compute", "risk_analytics")}),
     ),
-    RiskMetric(_known_metric("swap_used_pct"), "Swap", " %", 0.8, (10.0, 30.0, 50.0), {}),
-    RiskMetric(_known_metric("disk_usage_pct"), "Disk", " %", 0.9, (80.0, 90.0, 95.0), {}),
+    RiskMetric(SWAP_USED, "Swap", " %", 0.8, (10.0, 30.0, 50.0), {}),
+    RiskMetric(DISK_USAGE, "Disk", " %", 0.9, (80.0, 90.0, 95.0), {}),
     RiskMetric(
-        _known_metric("load_average"), "Load average", "", 0.8, _per_core(ASSUMED_CORES[FALLBACK_PROFILE]),
+        LOAD_AVERAGE, "Load average", "", 0.8, _per_core(ASSUMED_CORES[FALLBACK_PROFILE]),
         {p: _per_core(n) for p, n in ASSUMED_CORES.items()},
     ),
-    RiskMetric(_known_metric("back_close_wait"), "Back-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
-    RiskMetric(_known_metric("front_close_wait"), "Front-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
+    RiskMetric(BACK_CLOSE_WAIT, "Back-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
+    RiskMetric(FRONT_CLOSE_WAIT, "Front-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
 )  # fmt: skip
 RISK_METRICS_BY_KEY: dict[str, RiskMetric] = {r.key: r for r in RISK_METRICS}
 
