@@ -49,6 +49,7 @@ def _setup_logging(verbose: bool) -> None:
         ".*LeafSpec.*",
         ".*is an instance of `nn.Module` and is already saved.*",
         ".*unknown classes which were set to NaN.*",
+        ".*NumPy array is not writable.*",
     ):
         warnings.filterwarnings("ignore", message=message)
 
