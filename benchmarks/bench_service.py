@@ -1,6 +1,8 @@
-"""Service latency and throughput: /predict by fleet size, 8 concurrent clients, overhead vs in-process pyfunc.
+"""Service latency and throughput: /predict by fleet size, where its time goes (stages in-process), 8
+concurrent clients, overhead vs the in-process pyfunc.
 
-Run: `python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]`.
+Run: `timeout 1500 python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]`
+(about 9 minutes on 2 cores).
 Self-contained: trains a default-architecture model for one batch (inference cost depends on the
 architecture, not on training), registers and promotes it in a temporary MLflow store, starts
 `bentoml serve` on a free port, measures, and writes benchmarks/results/service.md atomically.
@@ -19,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,8 +110,8 @@ def bench_sizes(url: str, sizes: list[int], repeats: int, hours: float) -> list[
             _post(url, body)  # warm-up
             times = [_post(url, body) for _ in range(repeats if size <= 300 else max(2, repeats // 2))]
             p50, p99 = _percentiles(times)
-            rows.append({"servers": size, "path": include_path, "rows": len(frame), "mb": len(body) / 1e6,
-                         "p50": p50, "p99": p99, "per_server_ms": 1000 * p50 / size})  # fmt: skip
+            rows.append({"servers": size, "path": include_path, "rows": len(frame), "mb": len(body) / 1e6, "p50": p50,
+                         "p99": p99, "per_server_ms": 1000 * p50 / size, "load": os.getloadavg()[0]})  # fmt: skip
             print(rows[-1], flush=True)
     return rows
 
@@ -144,7 +147,8 @@ def bench_concurrent(url: str, path: str, body: bytes | None, clients: int, dura
         thread.join()
     p50, p99 = _percentiles(times or [float("nan")])
     return {"endpoint": path, "clients": clients, "seconds": duration, "requests": len(times),
-            "rps": len(times) / duration, "p50": p50, "p99": p99, "errors": errors}  # fmt: skip
+            "rps": len(times) / duration, "p50": p50, "p99": p99, "errors": errors,
+            "load": os.getloadavg()[0]}  # fmt: skip
 
 
 def bench_in_process(frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
@@ -163,6 +167,45 @@ def bench_in_process(frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
     return _percentiles(times)
 
 
+def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
+    """Median seconds of each /predict stage, run in-process with the service's own functions."""
+    import torch
+    from pydantic_core import to_json
+
+    from tftmon import registry
+    from tftmon.config import ServiceConfig
+    from tftmon.live import LoadedModel, payloads, public, utcnow
+    from tftmon.model import forecast
+    from tftmon.schemas import PredictRequest
+    from tftmon.service import _check_interval, _encoder_span, _frame, _validated
+
+    torch.set_num_threads(ServiceConfig().torch_threads)
+    model = registry.load_production().unwrap_python_model().model
+    loaded = LoadedModel("bench", model, utcnow())
+    body = _body(frame)
+    stages: dict[str, list[float]] = {}
+
+    def prepared(valid: Any) -> pd.DataFrame:
+        history = _frame(valid)
+        _check_interval(history)
+        return _encoder_span(history, model.config.encoder_steps)
+
+    def timed(name: str, call: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        result = call(*args)
+        stages.setdefault(name, []).append(time.perf_counter() - started)
+        return result
+
+    for _ in range(repeats + 1):  # the first is a warm-up, dropped below
+        data = timed("JSON parse (stdlib, as FastAPI)", json.loads, body)
+        valid = timed("validate rows (column-wise)", _validated, data, PredictRequest)
+        history = timed("frame, interval check, encoder span", prepared, valid)
+        tidy = timed("model.forecast", forecast, model, history)
+        records = timed("risk + records (payloads)", payloads, tidy, loaded)
+        timed("encode response", to_json, {"model_version": "bench", "predictions": [public(r) for r in records]})
+    return {name: float(np.median(values[1:])) for name, values in stages.items()}
+
+
 def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
     """Fill the live windows so /predictions/current serves a 90-server cache."""
     for _, chunk in frame.groupby(pd.Grouper(key="timestamp", freq="2h")):
@@ -175,22 +218,31 @@ def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
         time.sleep(1)
 
 
-def report(sizes: list[dict], concurrent: list[dict], in_process: tuple[float, float], service_90: dict,
-           command: str) -> str:  # fmt: skip
+def report(sizes: list[dict], stages: dict[str, float], concurrent: list[dict], in_process: tuple[float, float],
+           service_90: dict, command: str, load: float) -> str:  # fmt: skip
+    torch_threads = os.environ.get("TFTMON_SERVICE_TORCH_THREADS", "1")
     lines = [
         "# Service benchmarks (2-core CPU, torch 2.13 CPU, one BentoML worker)",
         "",
-        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden 16, 14 targets).",
-        f"Load average at start: {os.getloadavg()[0]:.1f} (other sessions share the 2 cores).",
+        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden 16, 14 targets), torch threads "
+        f"{torch_threads}. Load average (1 min) at start: {load:.1f}; per row below as measured (other sessions "
+        "share the 2 cores, so times are upper bounds).",
         "",
         "## /predict latency by fleet size (24 h of 5-min history per server)",
         "",
-        "| servers | rows | full path | body MB | p50 s | p99 s | ms / server (p50) |",
-        "|---|---|---|---|---|---|---|",
+        "| servers | rows | full path | body MB | p50 s | p99 s | ms / server (p50) | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['servers']} | {r['rows']:,} | {'yes' if r['path'] else 'no'} | {r['mb']:.1f} | {r['p50']:.2f} | "
-              f"{r['p99']:.2f} | {r['per_server_ms']:.1f} |" for r in sizes]  # fmt: skip
+              f"{r['p99']:.2f} | {r['per_server_ms']:.1f} | {r['load']:.1f} |" for r in sizes]  # fmt: skip
     lines += [
+        "",
+        f"## Where the time goes (90 servers, 24 h, full path; in-process median, load {stages.pop('load'):.1f})",
+        "",
+        "| stage | s |",
+        "|---|---|",
+        *(f"| {name} | {seconds:.3f} |" for name, seconds in stages.items()),
+        f"| **sum** | **{sum(stages.values()):.3f}** |",
         "",
         "## Service overhead (90 servers, 24 h each)",
         "",
@@ -201,11 +253,11 @@ def report(sizes: list[dict], concurrent: list[dict], in_process: tuple[float, f
         "",
         "## 8 concurrent clients",
         "",
-        "| endpoint | seconds | requests | req/s | p50 s | p99 s | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| endpoint | seconds | requests | req/s | p50 s | p99 s | errors | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {c['endpoint']} | {c['seconds']:g} | {c['requests']} | {c['rps']:.1f} | {c['p50']:.3f} | "
-              f"{c['p99']:.3f} | {c['errors']} |" for c in concurrent]  # fmt: skip
+              f"{c['p99']:.3f} | {c['errors']} | {c['load']:.1f} |" for c in concurrent]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -218,14 +270,20 @@ def main() -> None:
     parser.add_argument("--concurrent-servers", type=int, default=9, help="Fleet size of the concurrent /predict.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service.md")
     args = parser.parse_args()
+    import torch
+
+    from tftmon.config import ServiceConfig
     from tftmon.io import write_bytes_atomic
 
+    load = os.getloadavg()[0]
+    torch.set_num_threads(ServiceConfig().torch_threads)  # in-process figures with the service's setting
     with tempfile.TemporaryDirectory(prefix="tftmon-bench-") as tmp:
         env = _setup(Path(tmp))
         process, url = _serve(env, Path(tmp) / "serve.log")
         try:
             sizes = bench_sizes(url, [int(s) for s in args.sizes.split(",")], args.repeats, args.hours)
             fleet_90 = _history(90, args.hours)
+            stages = {**bench_stages(fleet_90, args.repeats), "load": os.getloadavg()[0]}
             in_process = bench_in_process(fleet_90, args.repeats)
             service_90 = next(r for r in sizes if r["servers"] == 90 and not r["path"])
             _feed_fleet(url, fleet_90)
@@ -238,8 +296,9 @@ def main() -> None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
     command = "python benchmarks/bench_service.py " + " ".join(sys.argv[1:])
-    write_bytes_atomic(args.out, report(sizes, concurrent, in_process, service_90, command.strip()).encode())
-    print(args.out.read_text())
+    text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load)
+    write_bytes_atomic(args.out, text.encode())
+    print(text)
 
 
 if __name__ == "__main__":

@@ -368,7 +368,8 @@ def serve(host: str, port: int) -> None:
 @click.option("--interval", default="5min", show_default=True, help="Tick interval (any duration >= 5s).")
 @click.option("--backfill-hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
               help="History sent at once first, so forecasts start immediately.")
-@click.option("--ticks", type=click.IntRange(min=1), default=None, help="Stop after this many ticks (default: never).")
+@click.option("--ticks", type=click.IntRange(min=1), default=None,
+              help="Stop after N live ticks after the back-fill (default: never).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
 def feed(url: str, servers: int, scenario: str, speed: float, interval: str, backfill_hours: float,
          ticks: int | None, seed: int) -> None:

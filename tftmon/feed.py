@@ -32,7 +32,7 @@ class FeedOptions:
     backfill_hours: float = 6.0
     #: Rows per /feed request while back-filling (below the service's max_feed_rows).
     batch_rows: int = 5000
-    #: Stop after this many ticks (None = forever).
+    #: Stop after this many live ticks after the back-fill (None = forever).
     max_ticks: int | None = None
     timeout: float = 60.0
 
@@ -86,24 +86,25 @@ def _batches(ticks: Iterator[pd.DataFrame], until: datetime, batch_rows: int) ->
 
 
 def run(config: SimulationConfig, options: FeedOptions) -> int:
-    """Back-fill, then stream paced ticks; returns how many ticks were sent."""
+    """Back-fill, then stream paced ticks (max_ticks of them, after the back-fill); returns ticks sent."""
     from tftmon.simulate import FleetSimulator
 
     ticks = FleetSimulator(config).ticks()
     session = requests.Session()
-    sent = 0
+    backfilled = 0
     now = pd.Timestamp(datetime.now(UTC))
     for rows in _batches(ticks, now - pd.Timedelta(config.interval), options.batch_rows):
         _post(session, options, rows)
-        sent += len({r["timestamp"] for r in rows})
-    log.info("back-filled %d ticks; streaming at %gx", sent, options.speed)
+        backfilled += len({r["timestamp"] for r in rows})
+    log.info("back-filled %d ticks; streaming at %gx", backfilled, options.speed)
     pause = config.interval / timedelta(seconds=1) / options.speed
     next_at = time.monotonic()
+    streamed = 0
     for tick in ticks:
-        if options.max_ticks is not None and sent >= options.max_ticks:
+        if options.max_ticks is not None and streamed >= options.max_ticks:
             break
         _post(session, options, _rows(tick))
-        sent += 1
+        streamed += 1
         next_at += pause
         time.sleep(max(0.0, next_at - time.monotonic()))
-    return sent
+    return backfilled + streamed

@@ -134,6 +134,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     """
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
+    # Object, not Arrow, strings: the dataset's label encoders iterate them element by element.
+    frame = frame.astype({SERVER_ID: object, PROFILE: object})
     dataset = features.build_dataset(model.dataset_parameters, frame, predict=True)
     network = model.network.eval()
     # Decoded here, not by x_to_index: pytorch-forecasting's NaNLabelEncoder(add_nan=True) skips a code
@@ -166,8 +168,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     )
     first = np.repeat(first_step, n_targets * n_steps) + out["step"].to_numpy() - 1
     out[TIMESTAMP] = pd.to_datetime(first * step_ns, unit="ns", utc=True)
-    out[SERVER_NAME] = identity.loc[out[SERVER_ID], SERVER_NAME].to_numpy()
-    out[PROFILE] = identity.loc[out[SERVER_ID], PROFILE].to_numpy()
+    for column in (SERVER_NAME, PROFILE):  # looked up once per server; rows are server-major
+        out[column] = np.repeat(identity.loc[server_ids, column].to_numpy(), n_targets * n_steps)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.
     flat = np.sort(values.reshape(-1, len(QUANTILES)), axis=1)
     for q, name in enumerate(QUANTILE_NAMES):

@@ -7,10 +7,24 @@ reaches the API, its validation and its OpenAPI schema without an edit here. Lim
 
 from __future__ import annotations
 
+import operator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from itertools import repeat
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+import numpy as np
+import pandas as pd
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tftmon.config import ServiceConfig
@@ -18,6 +32,7 @@ from tftmon.contract import (
     DEPRECATED_COLUMNS,
     HORIZONS,
     METRIC_COLUMNS,
+    METRICS,
     PROFILE,
     PROFILE_NAMES,
     QUANTILE_NAMES,
@@ -55,11 +70,14 @@ ProfileName = Literal[PROFILE_NAMES]  # type: ignore[valid-type]
 OPEN_MAX = 1e9
 
 
+def _upper(column: Column) -> float:
+    return column.max if column.max is not None else (int(OPEN_MAX) if column.type == "int" else OPEN_MAX)
+
+
 def _metric_field(column: Column) -> tuple[Any, Any]:
     """A contract metric as a strict, range-checked, finite number field."""
     unit = f" [{column.unit}]" if column.unit else ""
-    upper = column.max if column.max is not None else (int(OPEN_MAX) if column.type == "int" else OPEN_MAX)
-    common: dict[str, Any] = {"ge": column.min, "le": upper, "description": f"{column.description}{unit}"}
+    common: dict[str, Any] = {"ge": column.min, "le": _upper(column), "description": f"{column.description}{unit}"}
     if column.type == "int":
         return int, Field(..., strict=True, **common)
     return float, Field(..., strict=True, allow_inf_nan=False, **common)
@@ -103,11 +121,13 @@ MetricRow: type[BaseModel] = create_model(
 )
 
 
-class _RowsRequest(BaseModel):
+class RowsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: The most rows one request may carry (the schema's maxItems).
+    max_rows: ClassVar[int]
 
     @model_validator(mode="after")
-    def _server_limit(self) -> _RowsRequest:
+    def _server_limit(self) -> RowsRequest:
         servers = {getattr(row, SERVER_NAME) for row in self.rows}  # type: ignore[attr-defined]
         if len(servers) > LIMITS.max_servers_per_request:
             raise PydanticCustomError(
@@ -119,17 +139,118 @@ class _RowsRequest(BaseModel):
         return self
 
 
-class PredictRequest(_RowsRequest):
+class PredictRequest(RowsRequest):
     """Recent metrics of one or many servers, at any interval of 5 s or more, covering the encoder window."""
 
-    rows: list[MetricRow] = Field(..., min_length=1, max_length=LIMITS.max_rows_per_request)  # type: ignore[valid-type]
+    max_rows: ClassVar[int] = LIMITS.max_rows_per_request
+    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)  # type: ignore[valid-type]
     include_path: bool = Field(True, description="Also return the full per-step forecast path (96 steps).")
 
 
-class FeedRequest(_RowsRequest):
+class FeedRequest(RowsRequest):
     """Live ticks of one or many servers; appended to each server's rolling window."""
 
-    rows: list[MetricRow] = Field(..., min_length=1, max_length=LIMITS.max_feed_rows)  # type: ignore[valid-type]
+    max_rows: ClassVar[int] = LIMITS.max_feed_rows
+    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)  # type: ignore[valid-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validated rows as columns
+# ---------------------------------------------------------------------------------------------
+
+#: Keys every row must have (profile is optional).
+_REQUIRED = (TIMESTAMP, SERVER_NAME, *METRICS)
+#: Per metric: (integer?, min, max), the same bounds as the pydantic fields.
+_BOUNDS = {c.name: (c.type == "int", c.min, _upper(c)) for c in METRIC_COLUMNS}
+_TIMESTAMPS = TypeAdapter(list[UtcTimestamp])
+_HOSTNAMES = TypeAdapter(list[Hostname])
+_PROFILES = TypeAdapter(list[ProfileName | None])
+
+
+@dataclass(frozen=True)
+class ValidRows:
+    """A validated rows request as columns: timestamp (UTC), server_name (normalised), profile (None where
+    the row had none) and every metric; `options` holds the request's other fields."""
+
+    frame: pd.DataFrame
+    options: dict[str, Any]
+
+    @classmethod
+    def from_request(cls, request: RowsRequest) -> ValidRows:
+        rows = request.rows  # type: ignore[attr-defined]
+        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in (TIMESTAMP, SERVER_NAME, PROFILE, *METRICS)})
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        return cls(frame, request.model_dump(exclude={"rows"}))
+
+
+def fast_rows(data: Any, model: type[RowsRequest]) -> ValidRows | None:
+    """Validate the plain case column by column: the models' rules, ~20x faster than a model per row.
+
+    Returns None unless the request is plainly valid (string timestamps and hostnames, JSON booleans,
+    every number in range); the caller then validates with the pydantic model, which accepts the rare
+    valid outliers (numeric timestamps, lax booleans) and words every error. What this accepts the model
+    accepts, with the same values: identity values are validated by the same annotated types, once each.
+    """
+    fields = model.model_fields
+    if type(data) is not dict or "rows" not in data or not data.keys() <= fields.keys():
+        return None
+    options = {k: f.default for k, f in fields.items() if k != "rows"}
+    for key, value in data.items():
+        if key != "rows":
+            if fields[key].annotation is not bool or type(value) is not bool:
+                return None
+            options[key] = value
+    rows = data["rows"]
+    if type(rows) is not list or not 1 <= len(rows) <= model.max_rows or set(map(type, rows)) != {dict}:
+        return None
+    with_profile = sum(map(operator.contains, rows, repeat(PROFILE)))
+    if sum(map(len, rows)) != len(_REQUIRED) * len(rows) + with_profile:
+        return None  # a row with a key beyond the contract's (or a missing one: caught below)
+    try:
+        columns = {c: list(map(operator.itemgetter(c), rows)) for c in _REQUIRED}
+    except KeyError:
+        return None
+    frame: dict[str, Any] = {}
+    for name, (integer, low, high) in _BOUNDS.items():
+        values = columns[name]
+        if not set(map(type, values)) <= ({int} if integer else {int, float}):
+            return None
+        try:
+            array = np.array(values, dtype=np.int64 if integer else np.float64)
+        except OverflowError:
+            return None
+        if not (np.isfinite(array).all() and (low is None or array.min() >= low) and array.max() <= high):
+            return None
+        frame[name] = array
+    identity = _identity(columns[TIMESTAMP], columns[SERVER_NAME], list(map(dict.get, rows, repeat(PROFILE))))
+    if identity is None:
+        return None
+    return ValidRows(pd.DataFrame({**identity, **frame}), options)
+
+
+def _identity(timestamps: list[Any], names: list[Any], profiles: list[Any]) -> dict[str, Any] | None:
+    """Timestamps, hostnames and profiles validated per distinct value (a request repeats them)."""
+    if set(map(type, timestamps)) != {str} or set(map(type, names)) != {str}:
+        return None
+    if not set(map(type, profiles)) <= {str, type(None)}:
+        return None
+    ts_codes, ts_unique = pd.factorize(np.array(timestamps, dtype=object))
+    name_codes, name_unique = pd.factorize(np.array(names, dtype=object))
+    profile_codes, profile_unique = pd.factorize(np.array(profiles, dtype=object))
+    try:
+        ns = pd.DatetimeIndex(_TIMESTAMPS.validate_python(list(ts_unique))).as_unit("ns").asi8
+        hostnames = _HOSTNAMES.validate_python(list(name_unique))
+        known = _PROFILES.validate_python(list(profile_unique))
+    except (ValidationError, pd.errors.OutOfBoundsDatetime):
+        return None
+    if len(set(hostnames)) > LIMITS.max_servers_per_request:
+        return None
+    profile = np.asarray([*known, None], dtype=object)[profile_codes]  # code -1 (no profile) -> None
+    return {
+        TIMESTAMP: pd.to_datetime(ns[ts_codes], unit="ns", utc=True),
+        SERVER_NAME: np.asarray(hostnames, dtype=object)[name_codes],
+        PROFILE: profile,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
