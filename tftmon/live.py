@@ -469,6 +469,7 @@ class LiveFleet:
         self.on_forecast = on_forecast
         self.cache: dict[str, Any] = {"model_version": None, "computed_at": None, "predictions": [], "warming_up": []}
         self._rows_seen = 0
+        self._servers_seen = 0
         self._data_ns: int | None = None
         self._wall = float("-inf")
         self._version: str | None = None
@@ -476,13 +477,14 @@ class LiveFleet:
         self.generation = 0
 
     def due(self, now: float) -> bool:
-        """New rows and (a new model step of data, or a new model, or every_seconds of wall clock)."""
+        """New rows and (a new model step of data, a server that joined, a new model, or every_seconds)."""
         loaded = self.slot.current
         if loaded is None or self.windows.rows_appended == self._rows_seen:
             return False
         latest = self.windows.latest_ns()
         new_step = latest is not None and (self._data_ns is None or latest // _STEP_NS > self._data_ns // _STEP_NS)
-        return new_step or loaded.version != self._version or now - self._wall >= self.every_seconds
+        joined = len(self.windows) != self._servers_seen
+        return new_step or joined or loaded.version != self._version or now - self._wall >= self.every_seconds
 
     def refresh(self, now: float | None = None) -> bool:
         """Forecast every ready server now (if due); returns whether the cache changed."""
@@ -492,6 +494,7 @@ class LiveFleet:
         loaded = self.slot.current
         assert loaded is not None  # due() checked it
         self._rows_seen = self.windows.rows_appended
+        self._servers_seen = len(self.windows)
         self._data_ns = self.windows.latest_ns()
         history, warming = self.windows.snapshot(loaded.encoder_steps)
         records = payloads(self.slot.forecast(loaded, history), loaded) if len(history) else []
