@@ -74,12 +74,25 @@ def default_docs_dir(path: Path) -> Path:
     return Path("reports") / "validation" / Path(path).name
 
 
-def run_validate(path: Path, suite: str = "auto", strict: bool = False, docs_dir: Path | None = None):
-    """Validate a dataset; inside an MLflow run, log the report, Data Docs and `validation_success`."""
-    from tftmon.validate import validate_path
+def run_validate(
+    path: Path,
+    suite: str = "auto",
+    strict: bool = False,
+    docs_dir: Path | None = None,
+    frame: pd.DataFrame | None = None,
+):
+    """Validate a dataset; inside an MLflow run, log the report, Data Docs and `validation_success`.
+
+    `frame`: the dataset at `path` already in memory (training reads it once for both uses).
+    """
+    from tftmon.validate import validate_frame, validate_path
 
     docs_dir = docs_dir or default_docs_dir(path)
-    report = validate_path(path, suite=suite, strict=strict, docs_dir=docs_dir)
+    if frame is None:
+        report = validate_path(path, suite=suite, strict=strict, docs_dir=docs_dir)
+    else:
+        report = validate_frame(frame, suite=suite, strict=strict, docs_dir=docs_dir)
+        report.source = str(path)
     if tracking.inside_mlflow_run():
         with tracking.job_run("validate", tags={"tftmon.contract_version": CONTRACT_VERSION}):
             mlflow.log_params({"validate.path": str(path), "validate.suite": report.suite, "validate.strict": strict})
@@ -207,12 +220,14 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
     with tracking.job_run("train", tags={"tftmon.contract_version": CONTRACT_VERSION}) as run:
         mlflow.log_params({f"train.{k}": str(v) for k, v in config.model_dump(mode="json").items()})
         mlflow.log_params({f"eval.{k}": str(v) for k, v in eval_config.model_dump(mode="json").items()})
-        report = run_validate(path, strict=False)
+        raw = read_metrics(path)
+        report = run_validate(path, strict=False, frame=raw)
         if not report.success:
             mlflow.set_tag("tftmon.refused", "invalid data")
             raise TrainingRefused(f"refusing to train on invalid data:\n{report.to_text()}")
 
-        frame = resample_to_model_step(read_metrics(path))
+        frame = resample_to_model_step(raw)
+        del raw
         fingerprint = data_fingerprint(path, frame)
         mlflow.log_params(fingerprint)
         mlflow.set_tag("tftmon.dataset_path", str(Path(path).resolve()))
