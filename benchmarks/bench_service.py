@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _history(servers: int, hours: float) -> pd.DataFrame:
     from tftmon.config import SimulationConfig
-    from tftmon.simulate import simulate
+    from tftmon.data.simulate import simulate
 
     return simulate(SimulationConfig(servers=servers, hours=hours, seed=11))
 
@@ -47,10 +47,10 @@ def _setup(root: Path) -> dict[str, str]:
     """A default-architecture model, promoted in a temporary store; returns the store's environment."""
     import mlflow
 
-    from tftmon import registry, tracking
     from tftmon.config import TrainConfig
-    from tftmon.model import save_model
-    from tftmon.train import fit
+    from tftmon.model.network import save_model
+    from tftmon.model.train import fit
+    from tftmon.ops import registry, tracking
 
     env = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
@@ -76,7 +76,8 @@ def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "tftmon.service:Tftmon", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon",
+         "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env={**os.environ, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -153,8 +154,8 @@ def bench_concurrent(url: str, path: str, body: bytes | None, clients: int, dura
 
 def bench_in_process(frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
     """The registered pyfunc called in-process on the same history (no HTTP, no JSON)."""
-    from tftmon import registry
-    from tftmon.pyfunc_model import to_model_input
+    from tftmon.model.pyfunc import to_model_input
+    from tftmon.ops import registry
 
     pyfunc = registry.load_production()
     data = to_model_input(frame)
@@ -172,12 +173,12 @@ def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
     import torch
     from pydantic_core import to_json
 
-    from tftmon import registry
     from tftmon.config import ServiceConfig
-    from tftmon.live import LoadedModel, payloads, public, utcnow
-    from tftmon.model import forecast
-    from tftmon.schemas import PredictRequest
-    from tftmon.service import _check_interval, _encoder_span, _frame, _validated
+    from tftmon.model.network import forecast
+    from tftmon.ops import registry
+    from tftmon.serve.live import LoadedModel, payloads, public, utcnow
+    from tftmon.serve.schemas import PredictRequest
+    from tftmon.serve.service import _check_interval, _encoder_span, _frame, _validated
 
     torch.set_num_threads(ServiceConfig().torch_threads)
     model = registry.load_production().unwrap_python_model().model

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tftmon.config import SimulationConfig
-from tftmon.simulate import write_dataset
+from tftmon.data.simulate import write_dataset
 
 
 def main() -> None:

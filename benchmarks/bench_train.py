@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tftmon import features
 from tftmon.config import TrainConfig
 from tftmon.contract import INTEGER_METRICS, METRICS, PROFILE, PROFILES, SERVER_NAME, STATE, TIMESTAMP
-from tftmon.train import fit
+from tftmon.model import features
+from tftmon.model.train import fit
 
 START = pd.Timestamp("2026-01-05", tz="UTC")
 

@@ -1,4 +1,4 @@
-"""Benchmark tftmon.validate on a large synthetic contract dataset (target: ≤ 1 s per million rows).
+"""Benchmark tftmon.data.validate on a large synthetic contract dataset (target: ≤ 1 s per million rows).
 
 Run: python benchmarks/bench_validate.py --rows 10000000 [--parquet]
 The frame is built with numpy/pyarrow (valid by construction: CPU split sums to 100, java <= user+sys,
@@ -83,10 +83,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    from tftmon import validate
+    from tftmon.data import validate
 
     validate.build_suite("simulated")  # imports Great Expectations
-    print(f"import tftmon.validate + Great Expectations: {time.perf_counter() - start:.2f} s")
+    print(f"import tftmon.data.validate + Great Expectations: {time.perf_counter() - start:.2f} s")
 
     start = time.perf_counter()
     frame = synthetic_frame(args.rows)

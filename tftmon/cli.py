@@ -134,8 +134,8 @@ def main(verbose: bool) -> None:
 def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> None:
     """Simulate a fleet: Parquet + metrics_metadata.json + server_mapping.json under --out."""
     from tftmon.config import SimulationConfig
-    from tftmon.jobs import run_generate
-    from tftmon.simulate import load_fleet_file
+    from tftmon.data.simulate import load_fleet_file
+    from tftmon.ops.jobs import run_generate
 
     if not options["start"]:
         options.pop("start")
@@ -174,7 +174,7 @@ def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_jso
     """Validate a dataset against the contract's Great Expectations suites; exit 1 on failure."""
     import json
 
-    from tftmon.jobs import run_validate
+    from tftmon.ops.jobs import run_validate
 
     report = run_validate(path, suite=suite, strict=strict, docs_dir=docs_dir)
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.to_text())
@@ -215,7 +215,7 @@ def train(
 
     Numeric options left out (or empty, as MLproject passes them) keep TrainConfig's defaults.
     """
-    from tftmon.jobs import TrainingRefused, run_train
+    from tftmon.ops.jobs import TrainingRefused, run_train
 
     try:
         config = TrainConfig(
@@ -244,8 +244,8 @@ def train(
 @click.option("--version", default=None, help="Registered version (default: production).")
 def evaluate(path: Path, version: str | None) -> None:
     """Evaluate a registered model version on PATH against last-value, seasonal-naive and drift baselines."""
-    from tftmon.jobs import run_evaluate
-    from tftmon.registry import PromotionRefused
+    from tftmon.ops.jobs import run_evaluate
+    from tftmon.ops.registry import PromotionRefused
 
     try:
         outcome = run_evaluate(path, version)
@@ -260,8 +260,8 @@ def evaluate(path: Path, version: str | None) -> None:
 @click.option("--reason", default="", help="Why; recorded as a tag on the version.")
 def promote(version: str | None, force: bool, reason: str) -> None:
     """Gate a version (contract, files, forecasts for every server, vs champion), then make it production."""
-    from tftmon.registry import PromotionRefused
-    from tftmon.registry import promote as promote_version
+    from tftmon.ops.registry import PromotionRefused
+    from tftmon.ops.registry import promote as promote_version
 
     try:
         report = promote_version(version, force=force, reason=reason)
@@ -275,8 +275,8 @@ def promote(version: str | None, force: bool, reason: str) -> None:
 @click.option("--reason", default="rollback", show_default=True, help="Recorded as a tag on the version.")
 def rollback(reason: str) -> None:
     """Put the previous champion back into production."""
-    from tftmon.registry import PromotionRefused
-    from tftmon.registry import rollback as rollback_version
+    from tftmon.ops.registry import PromotionRefused
+    from tftmon.ops.registry import rollback as rollback_version
 
     try:
         version = rollback_version(reason)
@@ -295,7 +295,7 @@ def rollback(reason: str) -> None:
 )
 def demo(out: Path) -> None:
     """The whole pipeline on a small fleet: generate -> validate -> train -> evaluate -> promote."""
-    from tftmon.jobs import run_demo
+    from tftmon.ops.jobs import run_demo
 
     outcome = run_demo(out)
     click.echo(outcome["summary"])
@@ -321,11 +321,11 @@ def demo(out: Path) -> None:
 )
 def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> None:
     """Print the data contract, or regenerate the docs and GE suites generated from it."""
-    from tftmon.jobs import contract_outputs
+    from tftmon.ops.jobs import contract_outputs
 
     outputs = contract_outputs(root, markdown=markdown, expectations=expectations)
     if not outputs:
-        from tftmon.contract_doc import render_markdown
+        from tftmon.data.contract_doc import render_markdown
 
         click.echo(render_markdown())
         return
@@ -353,28 +353,70 @@ def serve(host: str, port: int) -> None:
     """
     import subprocess
 
-    command = [sys.executable, "-m", "bentoml", "serve", "tftmon.service:Tftmon", "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "tftmon.serve.service:Tftmon",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     sys.exit(subprocess.call(command))
 
 
 @main.command()
 @click.option("--url", default="http://127.0.0.1:3000", show_default=True, help="The service.")
-@click.option("--servers", type=click.IntRange(min=1), default=DEFAULT_FLEET_SIZE, show_default=True,
-              help="Fleet size (default proportions of profiles).")
-@click.option("--scenario", type=click.Choice(SCENARIOS), default="normal", show_default=True,
-              help="healthy / degrading / critical: the feeder owns the scenario.")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Simulated seconds per wall-clock second.")
+@click.option(
+    "--servers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_FLEET_SIZE,
+    show_default=True,
+    help="Fleet size (default proportions of profiles).",
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIOS),
+    default="normal",
+    show_default=True,
+    help="healthy / degrading / critical: the feeder owns the scenario.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Simulated seconds per wall-clock second.",
+)
 @click.option("--interval", default="5min", show_default=True, help="Tick interval (any duration >= 5s).")
-@click.option("--backfill-hours", type=click.FloatRange(min=0), default=6.0, show_default=True,
-              help="History sent at once first, so forecasts start immediately.")
-@click.option("--ticks", type=click.IntRange(min=1), default=None,
-              help="Stop after N live ticks after the back-fill (default: never).")
+@click.option(
+    "--backfill-hours",
+    type=click.FloatRange(min=0),
+    default=6.0,
+    show_default=True,
+    help="History sent at once first, so forecasts start immediately.",
+)
+@click.option(
+    "--ticks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after N live ticks after the back-fill (default: never).",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
-def feed(url: str, servers: int, scenario: str, speed: float, interval: str, backfill_hours: float,
-         ticks: int | None, seed: int) -> None:
+def feed(
+    url: str,
+    servers: int,
+    scenario: str,
+    speed: float,
+    interval: str,
+    backfill_hours: float,
+    ticks: int | None,
+    seed: int,
+) -> None:
     """Stream live simulator ticks (the batch simulator's code path) into the service's /feed."""
-    from tftmon.feed import FeedOptions, live_config, run
+    from tftmon.serve.feed import FeedOptions, live_config, run
 
     try:
         config = live_config(servers, scenario, interval, backfill_hours, seed)

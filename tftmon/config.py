@@ -152,7 +152,7 @@ class TrainConfig(BaseModel):
 
 
 class EvaluationConfig(BaseModel):
-    """Parameters and targets of a backtest against baselines (tftmon.evaluate)."""
+    """Parameters and targets of a backtest against baselines (tftmon.evaluation.evaluate)."""
 
     #: The last part of time held out from training (for every server) and scored.
     holdout_hours: float = Field(32.0, gt=8.0)

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tftmon import contract as c
-from tftmon.contract_doc import render_markdown
+from tftmon.data.contract_doc import render_markdown
 
 
 def test_horizons_derive_from_the_model_step() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tftmon import contract as c
 from tftmon.config import EvaluationConfig
-from tftmon.evaluate import (
+from tftmon.evaluation.evaluate import (
     BASELINES,
     LAST_VALUE,
     LINEAR_DRIFT,

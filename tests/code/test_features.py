@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tftmon import features
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     INTEGER_METRICS,
@@ -23,6 +22,7 @@ from tftmon.contract import (
     UPTIME,
     profile_of,
 )
+from tftmon.model import features
 
 START = pd.Timestamp("2026-01-09 00:00", tz="UTC")  # a Friday: the weekend starts a day later
 

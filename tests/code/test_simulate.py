@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tftmon import simulate as sim_mod
 from tftmon.config import SimulationConfig
 from tftmon.contract import (
     COLUMNS,
@@ -35,9 +34,10 @@ from tftmon.contract import (
     TIMESTAMP,
     UPTIME,
 )
+from tftmon.data import simulate as sim_mod
+from tftmon.data.simulate import FleetSimulator, build_fleet, load_fleet_file, simulate, write_dataset
 from tftmon.encoding import ServerMapping, server_id
 from tftmon.io import MAPPING_FILE, METADATA_FILE, METRICS_DIR, METRICS_FILE, read_json, read_metrics
-from tftmon.simulate import FleetSimulator, build_fleet, load_fleet_file, simulate, write_dataset
 
 HEAVY, CRITICAL, RECOVERY = STATES[3], INCIDENT_STATE, STATES[5]
 EPISODE_STATES = (HEAVY, CRITICAL, RECOVERY, MAINTENANCE_STATE, OFFLINE_STATE)

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tftmon import tracking
+from tftmon.ops import tracking
 
 
 def test_standalone_job_gets_its_own_run_in_the_tftmon_experiment(mlflow_store: str) -> None:

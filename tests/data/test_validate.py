@@ -1,4 +1,4 @@
-"""tftmon.validate against real Great Expectations and real Parquet files: good data passes, each kind of
+"""tftmon.data.validate against real Great Expectations and real Parquet files: good data passes, each kind of
 bad data fails with a message that names the column, the rule and the fix."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tftmon.contract import (
     TIMESTAMP,
     deprecation_message,
 )
-from tftmon.validate import (
+from tftmon.data.validate import (
     EXPECTATIONS_DIR,
     SUITES,
     Finding,
@@ -89,10 +89,10 @@ def test_telemetry_without_state_passes_telemetry_suite(make_frame: Callable, wr
 
 
 def test_simulated_dataset_passes_strict_validation() -> None:
-    if importlib.util.find_spec("tftmon.simulate") is None:
-        pytest.skip("tftmon.simulate is not written yet: nothing to simulate")
+    if importlib.util.find_spec("tftmon.data.simulate") is None:
+        pytest.skip("tftmon.data.simulate is not written yet: nothing to simulate")
     from tftmon.config import SimulationConfig
-    from tftmon.simulate import simulate
+    from tftmon.data.simulate import simulate
 
     data = simulate(SimulationConfig(servers=12, hours=12, seed=7, scenario="critical"))
     report = validate_frame(data, strict=True)

@@ -8,8 +8,8 @@ import pytest
 
 from tftmon.config import TrainConfig
 from tftmon.contract import INTEGER_METRICS, METRICS, PROFILE, PROFILES, SERVER_NAME, STATE, TIMESTAMP
-from tftmon.model import ForecastModel
-from tftmon.train import TrainingResult, fit
+from tftmon.model.network import ForecastModel
+from tftmon.model.train import TrainingResult, fit
 
 START = pd.Timestamp("2026-01-05", tz="UTC")
 #: The pattern repeats every 2 h, so an encoder of 2 h sees a whole period.

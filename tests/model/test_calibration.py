@@ -29,9 +29,9 @@ from tftmon.contract import (
     TIMESTAMP,
     steps,
 )
-from tftmon.features import resample_to_model_step
+from tftmon.data.simulate import simulate
+from tftmon.model.features import resample_to_model_step
 from tftmon.risk import FORECAST_COLUMNS, METRIC, ORIGIN, STEP, Severity, score
-from tftmon.simulate import simulate
 
 NORMAL_STATES = STATES[:3]  # healthy, idle, morning_spike
 MORNING_SPIKE, HEAVY_LOAD = STATES[2], STATES[3]

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tftmon import features
 from tftmon.contract import HORIZONS, METRICS, MODEL_STEP, PROFILE, QUANTILE_NAMES, SERVER_NAME, TIMESTAMP
 from tftmon.encoding import ServerMapping
-from tftmon.model import ForecastModel, at_horizons, forecast, load_model, save_model
-from tftmon.train import TrainingResult, fit
+from tftmon.model.network import ForecastModel, at_horizons, features, forecast, load_model, save_model
+from tftmon.model.train import TrainingResult, fit
 
 from .conftest import periodic_fleet, tiny_config
 

@@ -19,14 +19,14 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.model.conftest import tiny_config
-from tftmon import registry
 from tftmon.config import EvaluationConfig, SimulationConfig
 from tftmon.contract import CPU_PARTS, MODEL_STEP, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_NAME, TIMESTAMP
+from tftmon.data.simulate import write_dataset
 from tftmon.io import METRICS_FILE, read_metrics
-from tftmon.jobs import TrainingRefused, run_train
-from tftmon.model import forecast, load_model
-from tftmon.pyfunc_model import to_model_input
-from tftmon.simulate import write_dataset
+from tftmon.model.network import forecast, load_model
+from tftmon.model.pyfunc import to_model_input
+from tftmon.ops import registry
+from tftmon.ops.jobs import TrainingRefused, run_train
 
 EVAL = EvaluationConfig(holdout_hours=10, calibration_origins=50)
 
@@ -78,8 +78,8 @@ def test_promoted_model_loads_in_a_fresh_process_and_forecasts_the_future(store:
     script = """
 import json, sys
 import mlflow, numpy as np, pandas as pd
-from tftmon.pyfunc_model import to_model_input
-from tftmon.registry import smoke_history
+from tftmon.model.pyfunc import to_model_input
+from tftmon.ops.registry import smoke_history
 history = smoke_history(["ppweb001", "ppdb001", "never-seen-host-1", "never-seen-host-2"], hours=3)
 model = mlflow.pyfunc.load_model("models:/tftmon@production")
 out = model.predict(to_model_input(history))

@@ -51,8 +51,8 @@ def store_env(root: Path) -> dict[str, str]:
 
 def register_version(model_dir: Path, history: pd.DataFrame) -> str:
     """Register the model directory as a new version (inside its own run), as a training job does."""
-    from tftmon import registry, tracking
-    from tftmon.model import load_model
+    from tftmon.model.network import load_model
+    from tftmon.ops import registry, tracking
 
     model = load_model(model_dir)
     example = history[history["server_name"] == history["server_name"].iloc[0]].tail(model.config.encoder_steps)
@@ -62,7 +62,7 @@ def register_version(model_dir: Path, history: pd.DataFrame) -> str:
 
 @pytest.fixture(scope="session")
 def fleet_history() -> pd.DataFrame:
-    from tftmon.simulate import simulate
+    from tftmon.data.simulate import simulate
 
     return simulate(FLEET)
 
@@ -72,9 +72,9 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, fleet_history: pd.Data
     """Train, register and promote a tiny model in a fresh sqlite store; yields its env and model dir."""
     import mlflow
 
-    from tftmon import registry
-    from tftmon.model import save_model
-    from tftmon.train import fit
+    from tftmon.model.network import save_model
+    from tftmon.model.train import fit
+    from tftmon.ops import registry
 
     root = tmp_path_factory.mktemp("store")
     env = store_env(root)
@@ -105,7 +105,7 @@ class Served:
         full = {**os.environ, **LIMITS, **env}
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "tftmon.service:Tftmon", "--host", "127.0.0.1",
+            [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon", "--host", "127.0.0.1",
              "--port", str(self.port)],
             cwd=ROOT, env=full, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from tftmon.contract import METRICS, PROFILE, SERVER_NAME, STATE, TIMESTAMP
-from tftmon.schemas import FeedRequest, PredictRequest, RowsRequest, ValidRows, fast_rows
-from tftmon.service import _encoder_span, _frame
+from tftmon.serve.schemas import FeedRequest, PredictRequest, RowsRequest, ValidRows, fast_rows
+from tftmon.serve.service import _encoder_span, _frame
 
 Change = Callable[[dict[str, Any]], None]
 
@@ -119,7 +119,7 @@ def test_feed_takes_no_include_path(body: dict[str, Any]) -> None:
 def test_encoder_span_forecasts_as_the_full_history(fleet_history: pd.DataFrame, model_store: dict) -> None:
     """Gaps across and inside the window, shuffled rows, a profile that differs on a server's earliest rows
     (resampling takes the earliest): the same forecast."""
-    from tftmon.model import forecast, load_model
+    from tftmon.model.network import forecast, load_model
 
     model = load_model(model_store["model_dir"])
     servers = sorted(fleet_history[SERVER_NAME].unique())[:3]

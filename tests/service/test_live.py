@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from tftmon.contract import METRICS, PROFILE, SERVER_NAME, TIMESTAMP
-from tftmon.live import AlertBook, LiveWindows, UnknownTracker, utcnow
+from tftmon.serve.live import AlertBook, LiveWindows, UnknownTracker, utcnow
 
 
 def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFrame:

@@ -17,7 +17,7 @@ import requests
 from tests.service.conftest import ADMIN_TOKEN, Served, register_version
 from tftmon.config import SimulationConfig
 from tftmon.contract import HORIZONS, METRICS, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, STATE
-from tftmon.simulate import simulate
+from tftmon.data.simulate import simulate
 
 ENDPOINTS = ("/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
              "/admin/reload", "/metrics")  # fmt: skip
@@ -215,7 +215,7 @@ def test_admin_rejects_missing_or_wrong_token(service: Served, headers: dict[str
 
 def test_hot_reload_while_a_client_keeps_calling(service: Served, fleet_history: pd.DataFrame,
                                                  model_store: dict) -> None:  # fmt: skip
-    from tftmon import registry
+    from tftmon.ops import registry
 
     body = {"rows": rows(recent(fleet_history, model_store["servers"][:2])), "include_path": False}
     answers: list[tuple[int, str | None]] = []

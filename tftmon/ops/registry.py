@@ -23,9 +23,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tftmon import tracking
 from tftmon.config import Settings
 from tftmon.contract import COLUMNS, CONTRACT_VERSION, PROFILE, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, TIMESTAMP
+from tftmon.ops import tracking
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def version_files(version: str) -> Path:
     """Download (or locate) a version's model directory: config, weights, training_info, mapping."""
     from mlflow.models import Model
 
-    from tftmon.pyfunc_model import MODEL_DIR_ARTIFACT
+    from tftmon.model.pyfunc import MODEL_DIR_ARTIFACT
 
     _, name = _client()
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
@@ -119,7 +119,7 @@ def version_score(version: str) -> float | None:
 def smoke_history(server_names: list[str], hours: float, seed: int = 7) -> pd.DataFrame:
     """Recent contract-shaped history for the given servers, from the simulator (no data files needed)."""
     from tftmon.config import SimulationConfig
-    from tftmon.simulate import simulate
+    from tftmon.data.simulate import simulate
 
     config = SimulationConfig(fleet=[(s, None) for s in server_names], hours=hours, seed=seed)
     return simulate(config)
@@ -155,7 +155,7 @@ def model_signature(targets: list[str]) -> Any:
 
 def register(model_dir: Path, targets: list[str], input_example: pd.DataFrame, tags: dict[str, str]) -> str:
     """Log the pyfunc (models from code + the model directory) in the active run and register a version."""
-    from tftmon import pyfunc_model
+    from tftmon.model import pyfunc as pyfunc_model
 
     settings = tracking.configure()
     input_example = pyfunc_model.to_model_input(input_example)
@@ -185,7 +185,7 @@ def _requirements() -> list[str]:
 
 def gate(version: str, force: bool = False) -> GateReport:
     """Check a candidate: files and contract, weights load, every server (and a stranger) forecasts."""
-    from tftmon.pyfunc_model import to_model_input
+    from tftmon.model.pyfunc import to_model_input
 
     report = GateReport(version)
     try:

@@ -21,10 +21,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from pytorch_forecasting import TimeSeriesDataSet
 
-from tftmon import features
 from tftmon.config import TrainConfig
 from tftmon.contract import MODEL_STEP, SERVER_ID, SERVER_NAME
-from tftmon.model import ForecastModel, build_network, training_info
+from tftmon.model.network import ForecastModel, build_network, features, training_info
 
 
 @dataclass

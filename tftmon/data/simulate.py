@@ -76,7 +76,7 @@ if (
     or {BACK_CW, FRONT_CW, UP} != set(INTEGER_METRICS)
     or (STATES[CRITICAL], STATES[MAINT], STATES[OFFLINE]) != (INCIDENT_STATE, MAINTENANCE_STATE, OFFLINE_STATE)
 ):
-    raise ImportError("tftmon.simulate is out of step with the order of contract.METRICS / STATES")
+    raise ImportError("tftmon.data.simulate is out of step with the order of contract.METRICS / STATES")
 
 #: Ticks per generation block (1 h at 5 s); shorter intervals would only add per-block overhead.
 BLOCK_TICKS = 720
@@ -994,7 +994,7 @@ def _metadata(sim: FleetSimulator, files: list[str], counts: np.ndarray) -> dict
     n = sim.n_ticks or 0
     return {
         "contract_version": CONTRACT_VERSION,
-        "generator": "tftmon.simulate",
+        "generator": "tftmon.data.simulate",
         "seed": cfg.seed,
         "interval_seconds": sim.interval_s,
         "start": start.isoformat(),

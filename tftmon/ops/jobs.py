@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import pandas as pd
 
-from tftmon import tracking
 from tftmon.config import DemoConfig, EvaluationConfig, SimulationConfig, TrainConfig
 from tftmon.contract import CONTRACT_VERSION, MODEL_STEP, SERVER_NAME, TIMESTAMP
 from tftmon.io import MAPPING_FILE, METADATA_FILE
+from tftmon.ops import tracking
 
 if TYPE_CHECKING:
-    from tftmon.evaluate import EvaluationResults
-    from tftmon.model import ForecastModel
+    from tftmon.evaluation.evaluate import EvaluationResults
+    from tftmon.model.network import ForecastModel
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ SAMPLE_ROWS = 1000
 
 def run_generate(config: SimulationConfig, out: Path, progress: bool = True) -> dict:
     """Simulate a dataset; inside an MLflow run, log its parameters, metadata, mapping and a sample."""
-    from tftmon.simulate import write_dataset
+    from tftmon.data.simulate import write_dataset
 
     started = time.perf_counter()
     metadata = write_dataset(config, out, progress=progress)
@@ -85,7 +85,7 @@ def run_validate(
 
     `frame`: the dataset at `path` already in memory (training reads it once for both uses).
     """
-    from tftmon.validate import validate_frame, validate_path
+    from tftmon.data.validate import validate_frame, validate_path
 
     docs_dir = docs_dir or default_docs_dir(path)
     if frame is None:
@@ -109,11 +109,11 @@ def contract_outputs(root: Path, markdown: bool, expectations: bool) -> dict[Pat
     """Files generated from the contract, keyed by path under `root`, with their expected text."""
     outputs: dict[Path, str] = {}
     if markdown:
-        from tftmon.contract_doc import render_markdown
+        from tftmon.data.contract_doc import render_markdown
 
         outputs[Path(root) / "docs" / "DATA_CONTRACT.md"] = render_markdown()
     if expectations:
-        from tftmon.validate import expectation_files
+        from tftmon.data.validate import expectation_files
 
         outputs.update({Path(root) / "expectations" / name: text for name, text in expectation_files().items()})
     return outputs
@@ -166,8 +166,8 @@ def evaluate_model(
     model: ForecastModel, frame: pd.DataFrame, holdout_start: pd.Timestamp, seen: list[str], config: EvaluationConfig
 ) -> tuple[EvaluationResults, pd.DataFrame]:
     """Backtest a model from hourly origins in the held-out time, against baselines on the same origins."""
-    from tftmon import evaluate
-    from tftmon.model import forecast
+    from tftmon.evaluation import evaluate
+    from tftmon.model.network import forecast
 
     at = evaluate.origins(frame, holdout_start, config.origin_every)
     history = MODEL_STEP * (model.config.encoder_steps + 1)
@@ -177,8 +177,8 @@ def evaluate_model(
 
 def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame: pd.DataFrame) -> str:
     """Metrics, tables, plots and the markdown summary of an evaluation into the active run."""
-    from tftmon import evaluate
-    from tftmon.registry import SCORE_METRIC
+    from tftmon.evaluation import evaluate
+    from tftmon.ops.registry import SCORE_METRIC
 
     metrics: dict[str, float] = {}
     for row in results.aggregate.itertuples(index=False):
@@ -210,11 +210,11 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
 
 def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Validate, train, evaluate, log and register a version of the model; returns ids and the summary."""
-    from tftmon import registry
-    from tftmon.features import resample_to_model_step
     from tftmon.io import read_metrics
-    from tftmon.model import save_model
-    from tftmon.train import fit
+    from tftmon.model.features import resample_to_model_step
+    from tftmon.model.network import save_model
+    from tftmon.model.train import fit
+    from tftmon.ops import registry
 
     eval_config = eval_config or EvaluationConfig()
     with tracking.job_run("train", tags={"tftmon.contract_version": CONTRACT_VERSION}) as run:
@@ -261,10 +261,10 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
 
 def run_evaluate(path: Path, version: str | None = None, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Evaluate a registered version (default: production) on a dataset against the baselines."""
-    from tftmon import registry
-    from tftmon.features import resample_to_model_step
     from tftmon.io import read_metrics
-    from tftmon.model import load_model
+    from tftmon.model.features import resample_to_model_step
+    from tftmon.model.network import load_model
+    from tftmon.ops import registry
 
     eval_config = eval_config or EvaluationConfig()
     version = version or registry.production_version()
@@ -283,7 +283,7 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
 
 def run_demo(out: Path, config: DemoConfig | None = None) -> dict[str, Any]:
     """generate -> validate -> train (+ evaluate) -> promote, each a child run of one `demo` run."""
-    from tftmon import registry
+    from tftmon.ops import registry
 
     config = config or DemoConfig()
     with tracking.job_run("demo") as parent:

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 SuiteKind = Literal["simulated", "telemetry"]
 SUITES: tuple[SuiteKind, ...] = ("simulated", "telemetry")
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 
 #: Samples of bad values per failure: enough to recognise the problem, short enough for a terminal.
 MAX_SAMPLES = 5

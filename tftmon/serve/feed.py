@@ -87,7 +87,7 @@ def _batches(ticks: Iterator[pd.DataFrame], until: datetime, batch_rows: int) ->
 
 def run(config: SimulationConfig, options: FeedOptions) -> int:
     """Back-fill, then stream paced ticks (max_ticks of them, after the back-fill); returns ticks sent."""
-    from tftmon.simulate import FleetSimulator
+    from tftmon.data.simulate import FleetSimulator
 
     ticks = FleetSimulator(config).ticks()
     session = requests.Session()

@@ -32,7 +32,7 @@ from tftmon.contract import (
     TIMESTAMP,
     profile_of,
 )
-from tftmon.model import ForecastModel, forecast
+from tftmon.model.network import ForecastModel, forecast
 from tftmon.risk import ORIGIN, SEVERITY_LABELS, Severity, score
 
 _STEP_NS = int(MODEL_STEP.total_seconds() * 1e9)
@@ -70,7 +70,7 @@ class LoadedModel:
 
 def smoke_test(loaded: LoadedModel) -> None:
     """Forecast a known server and a stranger from simulated history; raise unless all values are finite."""
-    from tftmon.registry import smoke_history
+    from tftmon.ops.registry import smoke_history
 
     servers = [*sorted(loaded.known_servers)[:1], "ppgen999-smoke-coldstart"]
     history = smoke_history(servers, hours=(loaded.encoder_steps + 2) * STEP_MINUTES / 60)

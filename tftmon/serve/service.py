@@ -1,11 +1,11 @@
 """The BentoML service: HTTP in, the registry's Production model out. An edge only.
 
-`bentoml serve tftmon.service:Tftmon` (or `tftmon serve`) resolves `models:/tftmon@production`,
+`bentoml serve tftmon.serve.service:Tftmon` (or `tftmon serve`) resolves `models:/tftmon@production`,
 imports that version into the BentoML model store with `bentoml.mlflow.import_model` (tag
 `tftmon:v<version>`) and loads it from there. Every endpoint is a FastAPI route mounted on the service,
 so all of them, with their status codes and schemas, are in the OpenAPI spec BentoML publishes
 (`/docs.json`). State (live windows, cache, alerts) lives in one process: the service runs one worker.
-State logic is in tftmon.live; request and response models in tftmon.schemas.
+State logic is in tftmon.serve.live; request and response models in tftmon.serve.schemas.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from tftmon.contract import (
     TIMESTAMP,
     profile_of,
 )
-from tftmon.features import InsufficientHistory
-from tftmon.live import (
+from tftmon.model.features import InsufficientHistory
+from tftmon.serve.live import (
     AlertBook,
     LiveFleet,
     LiveWindows,
@@ -53,7 +53,7 @@ from tftmon.live import (
     public,
     utcnow,
 )
-from tftmon.schemas import (
+from tftmon.serve.schemas import (
     ActiveAlerts,
     AlertHistory,
     CurrentPredictions,
@@ -112,7 +112,7 @@ NO_MODEL_FIX = "promote a version with `tftmon promote`, then POST /admin/reload
 
 def load_production() -> LoadedModel | None:
     """The version alias `production` points at now, imported into the BentoML store once per version."""
-    from tftmon import registry
+    from tftmon.ops import registry
 
     version = registry.production_version()
     if version is None:

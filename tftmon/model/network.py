@@ -19,7 +19,6 @@ import torch
 from pytorch_forecasting import TemporalFusionTransformer, TimeSeriesDataSet
 from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
 
-from tftmon import features
 from tftmon.config import ModelConfig
 from tftmon.contract import (
     CONTRACT_VERSION,
@@ -36,6 +35,7 @@ from tftmon.contract import (
 )
 from tftmon.encoding import ServerMapping
 from tftmon.io import MAPPING_FILE, atomic_directory, read_json, write_bytes_atomic, write_json_atomic
+from tftmon.model import features
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -1,0 +1,1 @@
+"""Data in: the fleet simulator, Great Expectations validation and the generated contract docs."""

@@ -1,0 +1,1 @@
+"""Honest accuracy: backtests of the model against plain baselines, metrics, incident warnings, reports."""
