@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import pandas as pd
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Where the results file's hand-written part begins (kept when the tables are rewritten).
+HAND_WRITTEN = "\n---\n"
 
 
 def _history(servers: int, hours: float) -> pd.DataFrame:
@@ -48,6 +51,7 @@ def _setup(root: Path) -> dict[str, str]:
     import mlflow
 
     from tftmon.config import TrainConfig
+    from tftmon.contract import MODEL_STEP, PREDICTION_STEPS
     from tftmon.model.network import save_model
     from tftmon.model.train import fit
     from tftmon.ops import registry, tracking
@@ -59,9 +63,11 @@ def _setup(root: Path) -> dict[str, str]:
     }
     os.environ.update(env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    data = _history(7, 40)
     config = TrainConfig(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, progress_bar=False,
                          accelerator="cpu", devices=1)  # fmt: skip
+    # Enough for one training window and the validation hold-out (plus an hour's slack).
+    forecast_hours = PREDICTION_STEPS * MODEL_STEP / timedelta(hours=1)
+    data = _history(7, config.encoder_hours + forecast_hours + config.validation_hours + 1)
     model, _ = fit(data, config)
     save_model(model, root / "model_dir")
     example = data[data["server_name"] == data["server_name"].iloc[0]].tail(model.config.encoder_steps)
@@ -174,22 +180,18 @@ def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
     from pydantic_core import to_json
 
     from tftmon.config import ServiceConfig
+    from tftmon.model.features import check_interval
     from tftmon.model.network import forecast
     from tftmon.ops import registry
     from tftmon.serve.live import LoadedModel, payloads, public, utcnow
     from tftmon.serve.schemas import PredictRequest
-    from tftmon.serve.service import _check_interval, _encoder_span, _frame, _validated
+    from tftmon.serve.service import _validated
 
     torch.set_num_threads(ServiceConfig().torch_threads)
     model = registry.load_production().unwrap_python_model().model
     loaded = LoadedModel("bench", model, utcnow())
     body = _body(frame)
     stages: dict[str, list[float]] = {}
-
-    def prepared(valid: Any) -> pd.DataFrame:
-        history = _frame(valid)
-        _check_interval(history)
-        return _encoder_span(history, model.config.encoder_steps)
 
     def timed(name: str, call: Any, *args: Any) -> Any:
         started = time.perf_counter()
@@ -200,8 +202,8 @@ def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
     for _ in range(repeats + 1):  # the first is a warm-up, dropped below
         data = timed("JSON parse (stdlib, as FastAPI)", json.loads, body)
         valid = timed("validate rows (column-wise)", _validated, data, PredictRequest)
-        history = timed("frame, interval check, encoder span", prepared, valid)
-        tidy = timed("model.forecast", forecast, model, history)
+        timed("interval check", check_interval, valid.frame)
+        tidy = timed("model.forecast (encoder span, features, batch, network)", forecast, model, valid.frame)
         records = timed("risk + records (payloads)", payloads, tidy, loaded)
         timed("encode response", to_json, {"model_version": "bench", "predictions": [public(r) for r in records]})
     return {name: float(np.median(values[1:])) for name, values in stages.items()}
@@ -221,13 +223,16 @@ def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
 
 def report(sizes: list[dict], stages: dict[str, float], concurrent: list[dict], in_process: tuple[float, float],
            service_90: dict, command: str, load: float) -> str:  # fmt: skip
+    from tftmon.config import NetworkConfig
+
     torch_threads = os.environ.get("TFTMON_SERVICE_TORCH_THREADS", "1")
+    network = NetworkConfig()
     lines = [
         "# Service benchmarks (2-core CPU, torch 2.13 CPU, one BentoML worker)",
         "",
-        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden 16, 14 targets), torch threads "
-        f"{torch_threads}. Load average (1 min) at start: {load:.1f}; per row below as measured (other sessions "
-        "share the 2 cores, so times are upper bounds).",
+        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden {network.hidden_size}, 14 targets, "
+        f"{len(network.quantiles)} quantiles), torch threads {torch_threads}. Load average (1 min) at start: "
+        f"{load:.1f}; per row below as measured (other sessions share the 2 cores, so times are upper bounds).",
         "",
         "## /predict latency by fleet size (24 h of 5-min history per server)",
         "",
@@ -298,7 +303,10 @@ def main() -> None:
             process.wait(timeout=30)
     command = "python benchmarks/bench_service.py " + " ".join(sys.argv[1:])
     text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load)
-    write_bytes_atomic(args.out, text.encode())
+    # The hand-written sections after the first rule are kept; the tables above it are replaced.
+    previous = args.out.read_text() if args.out.exists() else ""
+    kept = previous[previous.index(HAND_WRITTEN) + 1 :] if HAND_WRITTEN in previous else ""
+    write_bytes_atomic(args.out, (text + ("\n" + kept if kept else "")).encode())
     print(text)
 
 

@@ -66,7 +66,7 @@ def bench_training(servers: int, days: float, batches: int) -> None:
             max_batches_per_epoch=batches,
             max_val_batches=5,
             encoder_hours=encoder_hours,
-            hidden_size=hidden,
+            model={"hidden_size": hidden},
             batch_size=64,
             progress_bar=False,
             accelerator="cpu",

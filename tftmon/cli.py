@@ -1,31 +1,111 @@
 """The `tftmon` command: a thin click layer that parses options and calls the pipeline modules.
 
-Heavy imports (pandas, GE, torch, MLflow) happen inside each command so `tftmon --help` stays instant.
+Heavy imports (GE, torch, MLflow) happen inside each command so `tftmon --help` stays instant. Defaults
+are read from the config classes (tftmon/config.py), so help texts and MLproject never drift from them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar, get_args
 
 import click
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from tftmon import __version__
-from tftmon.config import EvaluationConfig, TrainConfig
-from tftmon.contract import CONTRACT_VERSION, DEFAULT_FLEET_SIZE
+from tftmon.config import (
+    JOB_CONFIGS,
+    EvaluationConfig,
+    NetworkConfig,
+    Scenario,
+    ServiceConfig,
+    SimulationConfig,
+    TrainConfig,
+    error_text,
+)
+from tftmon.contract import CONTRACT_VERSION, METRICS
+from tftmon.data.validate import SUITES
+from tftmon.serve.feed import FeedOptions
 
 log = logging.getLogger("tftmon")
 
-SCENARIOS = ("normal", "healthy", "degrading", "critical")
+Config = TypeVar("Config", bound=BaseModel)
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+SCENARIOS: tuple[str, ...] = get_args(Scenario)
 
 
-def _default(field: str, model: type[BaseModel] = TrainConfig) -> str:
-    """'(default X)' read from the config class, so help texts never drift from the real defaults."""
-    return f"(default {model.model_fields[field].default})"
+def _duration(value: timedelta) -> str:
+    """5min rather than 0:05:00: the spelling duration options accept."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _field_default(model: type[BaseModel], field: str) -> Any:
+    """A config field's default in the form an option takes it."""
+    value = model.model_fields[field].default
+    if isinstance(value, timedelta):
+        return _duration(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _config_option(name: str, model: type[BaseModel], text: str, metavar: str) -> Decorator:
+    """--NAME for config field NAME: left out, or empty as MLproject passes it, it keeps the field's default,
+    which the help text reads from the config class so it never drifts."""
+    field = name.replace("-", "_")
+    return click.option(f"--{name}", field, metavar=metavar, help=f"{text} (default {_field_default(model, field)}).")
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options a user set: None (left out) and "" (MLproject's empty parameter) mean the config default."""
+    return {name: value for name, value in values.items() if value is not None and value != ""}
+
+
+def _build(model: type[Config], values: dict[str, Any]) -> Config:
+    """The config from option values; a bad value is a one-line usage error naming the field, no traceback."""
+    try:
+        return model(**_given(values))
+    except ValidationError as exc:
+        raise click.UsageError(error_text(exc)) from None
+
+
+def _dashes(name: str) -> str:
+    """MLflow passes an undeclared `-P name=value` as `--name value`: options also answer to snake_case."""
+    return name.replace("_", "-")
+
+
+class _Command(click.Command):
+    """A command whose unknown-option error lists every valid option (click's names only close matches), so a
+    typo, e.g. an MLproject `-P max_epoch=1`, says what would have been right."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            options = [
+                o for p in self.get_params(ctx) if isinstance(p, click.Option) for o in p.opts + p.secondary_opts
+            ]
+            message = f"{exc.format_message()} Valid options: {', '.join(options)}."
+            raise click.NoSuchOption(exc.option_name, message=message, ctx=ctx) from exc
+
+
+class _Group(_Command, click.Group):
+    """The `tftmon` group: its options and every command's list the valid ones on a typo."""
+
+    command_class = _Command
+    group_class = type  # subgroups are _Group too
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -54,7 +134,10 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "token_normalize_func": _dashes},
+)
 @click.version_option(__version__, message=f"%(prog)s %(version)s (contract {CONTRACT_VERSION})")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
@@ -67,62 +150,31 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--servers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_FLEET_SIZE,
-    show_default=True,
-    help="Fleet size; profiles keep the default proportions (90 = the default fleet).",
+@_config_option("servers", SimulationConfig, "Fleet size; profiles keep the default proportions", "N")
+@_config_option("hours", SimulationConfig, "Length of the simulated period", "H")
+@_config_option(
+    "interval",
+    SimulationConfig,
+    "Sample interval, any duration >= 5s (5s, 1min, 5min); training resamples to 5 min",
+    "T",
 )
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=720,
-    show_default=True,
-    help="Length of the simulated period.",
-)
-@click.option(
-    "--interval",
-    default="5min",
-    show_default=True,
-    help="Sample interval, any duration >= 5s (5s, 1min, 5min). Training resamples to 5 min.",
-)
-@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same data.")
-@click.option("--start", default=None, help="Start time, ISO 8601 (UTC if no zone). Default 2026-01-05T00:00Z.")
+@_config_option("seed", SimulationConfig, "Same seed, same data", "N")
+@_config_option("start", SimulationConfig, "Start time, ISO 8601 (UTC if no zone)", "TIME")
 @click.option(
     "--fleet",
     "fleet_file",
     default="",
     help="Exact fleet: a file of `server_name[,profile]` lines (profile inferred when blank).",
 )
-@click.option(
-    "--add-servers",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Drift scenario: add K new servers to the fleet.",
+@_config_option("add-servers", SimulationConfig, "Drift scenario: add K new servers to the fleet", "K")
+@_config_option("retire-servers", SimulationConfig, "Drift scenario: retire the last K servers of the fleet", "K")
+@_config_option(
+    "scenario",
+    SimulationConfig,
+    "healthy: no incidents; degrading/critical: force a share of servers onto that path",
+    f"[{'|'.join(SCENARIOS)}]",
 )
-@click.option(
-    "--retire-servers",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Drift scenario: retire the last K servers of the fleet.",
-)
-@click.option(
-    "--scenario",
-    type=click.Choice(SCENARIOS),
-    default="normal",
-    show_default=True,
-    help="healthy: no incidents; degrading/critical: force a share of servers onto that path.",
-)
-@click.option(
-    "--scenario-fraction",
-    type=click.FloatRange(0, 1),
-    default=0.3,
-    show_default=True,
-    help="Share of servers the scenario applies to.",
-)
+@_config_option("scenario-fraction", SimulationConfig, "Share of servers the scenario applies to", "F")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -131,19 +183,16 @@ def main(verbose: bool) -> None:
     help="Output directory (replaced atomically).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> None:
+def generate(out: Path, fleet_file: str, progress: bool, **options: str | None) -> None:
     """Simulate a fleet: Parquet + metrics_metadata.json + server_mapping.json under --out."""
-    from tftmon.config import SimulationConfig
     from tftmon.data.simulate import load_fleet_file
     from tftmon.ops.jobs import run_generate
 
-    if not options["start"]:
-        options.pop("start")
     try:
         fleet = load_fleet_file(Path(fleet_file)) if fleet_file else None
-        config = SimulationConfig(**options, fleet=fleet)
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from exc
+    config = _build(SimulationConfig, {**options, "fleet": fleet})
     started = time.perf_counter()
     metadata = run_generate(config, out, progress=progress)
     seconds = time.perf_counter() - started
@@ -158,7 +207,7 @@ def generate(out: Path, fleet_file: str, progress: bool, **options: object) -> N
 @click.option("--strict", is_flag=True, help="Also fail on unknown extra columns and require every column.")
 @click.option(
     "--suite",
-    type=click.Choice(["auto", "simulated", "telemetry"]),
+    type=click.Choice(["auto", *SUITES]),
     default="auto",
     show_default=True,
     help="auto: simulated when a `state` column exists, else telemetry.",
@@ -183,51 +232,37 @@ def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_jso
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--targets", default="", help="Comma-separated metrics to forecast (default: all 14).")
-@click.option(
-    "--max-epochs", metavar="N", help=f"Upper bound on epochs; early stopping may end sooner {_default('max_epochs')}."
-)
-@click.option(
-    "--max-batches-per-epoch", metavar="N", help=f"Bounds CPU time per epoch {_default('max_batches_per_epoch')}."
-)
-@click.option("--encoder-hours", metavar="H", help=f"History the model reads {_default('encoder_hours')}.")
-@click.option("--hidden-size", metavar="N", help=f"TFT hidden size {_default('hidden_size')}.")
-@click.option("--batch-size", metavar="N", help=f"Training batch size {_default('batch_size')}.")
-@click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu or auto.")
-@click.option("--devices", default="auto", show_default=True, help="Number of devices (or auto); >1 uses DDP.")
-@click.option("--seed", metavar="N", help=f"Random seed {_default('seed')}.")
-@click.option(
-    "--holdout-hours",
-    metavar="H",
-    help=f"Last part of time held out for evaluation {_default('holdout_hours', EvaluationConfig)}.",
-)
+@click.option("--targets", default="", help=f"Comma-separated metrics to forecast (default: all {len(METRICS)}).")
+@_config_option("max-epochs", TrainConfig, "Upper bound on epochs; early stopping may end sooner", "N")
+@_config_option("max-batches-per-epoch", TrainConfig, "Bounds CPU time per epoch", "N")
+@_config_option("encoder-hours", TrainConfig, "History the model reads", "H")
+@_config_option("hidden-size", NetworkConfig, "TFT hidden size", "N")
+@_config_option("batch-size", TrainConfig, "Training batch size", "N")
+@_config_option("incident-oversampling", TrainConfig, "Extra weight of windows before incidents (0: uniform)", "W")
+@_config_option("num-workers", TrainConfig, "Data-loader processes (spare cores speed up training)", "N")
+@_config_option("accelerator", TrainConfig, "cpu, gpu or auto", "NAME")
+@_config_option("devices", TrainConfig, "Number of devices, or auto; more than one trains with DDP", "N")
+@_config_option("seed", TrainConfig, "Random seed", "N")
+@_config_option("holdout-hours", EvaluationConfig, "Last part of time held out for evaluation", "H")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-def train(
-    path: Path,
-    targets: str,
-    accelerator: str,
-    devices: str,
-    progress: bool,
-    holdout_hours: str | None,
-    **options: str | None,
-) -> None:
+def train(path: Path, targets: str, progress: bool, holdout_hours: str | None, **options: str | None) -> None:
     """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version.
 
-    Numeric options left out (or empty, as MLproject passes them) keep TrainConfig's defaults.
+    Options left out (or empty, as MLproject passes them) keep the defaults of tftmon.config.TrainConfig.
     """
     from tftmon.ops.jobs import TrainingRefused, run_train
 
-    try:
-        config = TrainConfig(
-            **{k: v for k, v in options.items() if v},
-            targets=[t.strip() for t in targets.split(",") if t.strip()] or None,
-            accelerator=accelerator,
-            devices=int(devices) if devices.isdigit() else devices,
-            progress_bar=progress,
-        )
-        eval_config = EvaluationConfig(**({"holdout_hours": holdout_hours} if holdout_hours else {}))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    network = {name: options.pop(name) for name in NetworkConfig.model_fields if name in options}
+    config = _build(
+        TrainConfig,
+        {
+            **options,
+            "targets": [t.strip() for t in targets.split(",") if t.strip()] or None,
+            "model": _given(network),
+            "progress_bar": progress,
+        },
+    )
+    eval_config = _build(EvaluationConfig, {"holdout_hours": holdout_hours})
     try:
         outcome = run_train(path, config, eval_config)
     except (TrainingRefused, ValueError) as exc:
@@ -242,16 +277,35 @@ def train(
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--version", default=None, help="Registered version (default: production).")
-def evaluate(path: Path, version: str | None) -> None:
-    """Evaluate a registered model version on PATH against last-value, seasonal-naive and drift baselines."""
+@_config_option("holdout-hours", EvaluationConfig, "Last part of PATH's time scored (≥ 72 h for ~60 incidents)", "H")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation tables as JSON instead of markdown.")
+def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json: bool) -> None:
+    """Score a registered version on PATH (e.g. a held-out fleet it never saw) against the baselines.
+
+    Accuracy (MASE, coverage, cold start) and incident early warning side by side with last value, seasonal
+    naive, linear drift and the oracle; the model alerts at the threshold it fitted in training, each
+    baseline at one fitted the same way on PATH before the held-out period. Recipe: docs/BENCHMARKS.md.
+    """
+    import json
+
     from tftmon.ops.jobs import run_evaluate
     from tftmon.ops.registry import PromotionRefused
 
+    eval_config = _build(EvaluationConfig, {"holdout_hours": holdout_hours})
     try:
-        outcome = run_evaluate(path, version)
-    except PromotionRefused as exc:
+        outcome = run_evaluate(path, version, eval_config)
+    except (PromotionRefused, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(outcome["summary"])
+    if not as_json:
+        click.echo(outcome["summary"])
+        return
+    results = outcome["results"]
+    tables = {"ratio": results.ratio, "aggregate": results.aggregate, "cold_start": results.cold_start}
+    if results.warnings is not None:
+        tables["warnings"] = results.warnings.table
+    payload = {"version": outcome["version"], "run_id": outcome["run_id"]}
+    payload |= {name: None if t is None else t.to_dict(orient="records") for name, t in tables.items()}
+    click.echo(json.dumps(payload, indent=2, default=str))
 
 
 @main.command()
@@ -344,57 +398,59 @@ def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> Non
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="HTTP port.")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--host",
+    help=f"Interface to listen on (default $TFTMON_SERVICE_HOST, else {_field_default(ServiceConfig, 'host')}).",
+)
+@click.option(
+    "--port", type=int, help=f"HTTP port (default $TFTMON_SERVICE_PORT, else {_field_default(ServiceConfig, 'port')})."
+)
+def serve(host: str | None, port: int | None) -> None:
     """BentoML service of models:/tftmon@production (forecasts, risk, alerts, live feed, /metrics).
 
     Admin endpoints need TFTMON_ADMIN_TOKEN; limits are TFTMON_SERVICE_* variables (tftmon.config.ServiceConfig).
+    This process becomes the BentoML server, so one SIGTERM stops the whole tree.
     """
-    import subprocess
-
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "tftmon.serve.service:Tftmon",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    sys.exit(subprocess.call(command))
+    service = _build(ServiceConfig, {"host": host, "port": port})
+    argv = [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*argv, "--host", service.host, "--port", str(service.port)])
 
 
 @main.command()
-@click.option("--url", default="http://127.0.0.1:3000", show_default=True, help="The service.")
+@click.option("--url", help="The service (default: where `tftmon serve` listens, from TFTMON_SERVICE_HOST/PORT).")
 @click.option(
     "--servers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_FLEET_SIZE,
+    type=int,
+    default=_field_default(SimulationConfig, "servers"),
     show_default=True,
     help="Fleet size (default proportions of profiles).",
 )
 @click.option(
     "--scenario",
     type=click.Choice(SCENARIOS),
-    default="normal",
+    default=_field_default(SimulationConfig, "scenario"),
     show_default=True,
     help="healthy / degrading / critical: the feeder owns the scenario.",
 )
 @click.option(
     "--speed",
     type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
+    default=FeedOptions.speed,
     show_default=True,
     help="Simulated seconds per wall-clock second.",
 )
-@click.option("--interval", default="5min", show_default=True, help="Tick interval (any duration >= 5s).")
+@click.option(
+    "--interval",
+    default=_field_default(SimulationConfig, "interval"),
+    show_default=True,
+    help="Tick interval (any duration >= 5s).",
+)
 @click.option(
     "--backfill-hours",
     type=click.FloatRange(min=0),
-    default=6.0,
+    default=FeedOptions.backfill_hours,
     show_default=True,
     help="History sent at once first, so forecasts start immediately.",
 )
@@ -404,9 +460,11 @@ def serve(host: str, port: int) -> None:
     default=None,
     help="Stop after N live ticks after the back-fill (default: never).",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Simulator seed.")
+@click.option(
+    "--seed", type=int, default=_field_default(SimulationConfig, "seed"), show_default=True, help="Simulator seed."
+)
 def feed(
-    url: str,
+    url: str | None,
     servers: int,
     scenario: str,
     speed: float,
@@ -416,10 +474,15 @@ def feed(
     seed: int,
 ) -> None:
     """Stream live simulator ticks (the batch simulator's code path) into the service's /feed."""
-    from tftmon.serve.feed import FeedOptions, live_config, run
+    from tftmon.serve.feed import live_config, run
 
+    if url is None:
+        service = _build(ServiceConfig, {})
+        url = f"http://{service.host}:{service.port}"
     try:
         config = live_config(servers, scenario, interval, backfill_hours, seed)
+    except ValidationError as exc:
+        raise click.UsageError(error_text(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     options = FeedOptions(url=url.rstrip("/"), speed=speed, backfill_hours=backfill_hours, max_ticks=ticks)
@@ -428,6 +491,21 @@ def feed(
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"sent {sent} ticks for {servers} servers to {url}/feed")
+
+
+@main.command("config")
+@click.option(
+    "--schema",
+    "job",
+    type=click.Choice(list(JOB_CONFIGS)),
+    required=True,
+    help="Print the JSON schema of this job's config: every field with its type, default and bounds.",
+)
+def config_command(job: str) -> None:
+    """Show the configuration a command runs with (tftmon/config.py), e.g. `tftmon config --schema train`."""
+    import json
+
+    click.echo(json.dumps(JOB_CONFIGS[job].model_json_schema(), indent=2))
 
 
 if __name__ == "__main__":

@@ -2,23 +2,79 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tftmon.contract import DEFAULT_FLEET_SIZE, MIN_RAW_INTERVAL, PREDICTION_STEPS, steps
+from tftmon.contract import DEFAULT_FLEET_SIZE, MIN_RAW_INTERVAL, MODEL_QUANTILES, PREDICTION_STEPS, QUANTILES, steps
 
 Scenario = Literal["normal", "healthy", "degrading", "critical"]
 
 
-class Settings(BaseSettings):
-    """Process-wide settings from the environment (a remote tracking server is one variable away)."""
+def reject_unknown_fields(model: type[BaseModel], data: Any) -> Any:
+    """Refuse names `model` does not have, listing the valid ones: pydantic's own extra_forbidden error names
+    only the bad one, and a misspelt parameter must never run the job with a silent default instead."""
+    if not isinstance(data, dict):
+        return data
+    valid = list(model.model_fields)
+    unknown = [str(name) for name in data if name not in model.model_fields]
+    if unknown:
+        named = [
+            f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, valid, n=1)) else name
+            for name in unknown
+        ]
+        raise PydanticCustomError(
+            "unknown_field",
+            "unknown field {unknown} in {model}; valid fields: {valid}",
+            {"unknown": ", ".join(named), "model": model.__name__, "valid": ", ".join(valid)},
+        )
+    return data
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+def error_text(exc: ValidationError) -> str:
+    """A validation error as one line, `field: problem` per error (nested fields dotted), for the CLI."""
+    problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()]
+    return f"invalid {exc.title}: {'; '.join(problems)}"
+
+
+class StrictConfig(BaseModel):
+    """Base of every job's config: a typo is an error naming the valid fields, and a validated config cannot
+    change under the job that runs with it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        return reject_unknown_fields(cls, data)
+
+    def params(self, prefix: str) -> dict[str, str]:
+        """Every field as a flat `prefix.name` -> text pair (nested configs dotted): MLflow parameters are flat."""
+
+        def flat(name: str, value: Any) -> Iterator[tuple[str, str]]:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    yield from flat(f"{name}.{key}", item)
+            else:
+                yield name, str(value)
+
+        return dict(flat(prefix, self.model_dump(mode="json")))
+
+
+class Settings(BaseSettings):
+    """Process-wide settings from the environment (a remote tracking server is one variable away).
+
+    Unknown variables are ignored: with no prefix, every variable of the process environment is a candidate.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     #: Where runs of our own experiment keep artifacts when the store is local.
@@ -45,7 +101,7 @@ def parse_interval(text: str | timedelta) -> timedelta:
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: reproducible weekly pattern by default
 
 
-class SimulationConfig(BaseModel):
+class SimulationConfig(StrictConfig):
     """Parameters of one simulated dataset (mirrors `tftmon generate`)."""
 
     servers: int = Field(DEFAULT_FLEET_SIZE, ge=1)
@@ -84,45 +140,65 @@ class SimulationConfig(BaseModel):
         return int(timedelta(hours=self.hours) / self.interval)
 
 
-class ModelConfig(BaseModel):
-    """Every hyperparameter needed to rebuild the network; stored as config.json beside the weights."""
+class NetworkConfig(StrictConfig):
+    """The network's hyperparameters: what a user tunes, nested in TrainConfig as `model`."""
 
-    targets: list[str]
-    encoder_steps: int = Field(288, ge=2)
-    prediction_steps: int = Field(PREDICTION_STEPS, ge=1)
-    hidden_size: int = Field(16, ge=1)
+    hidden_size: int = Field(32, ge=1)
     attention_head_size: int = Field(2, ge=1)
     lstm_layers: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     hidden_continuous_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     reduce_on_plateau_patience: int = Field(3, ge=1)
+    #: Quantiles the network forecasts (ascending, including the published contract.QUANTILES): the tails
+    #: let risk read the probability of crossing a level (tftmon.risk.exceedance).
+    quantiles: tuple[float, ...] = MODEL_QUANTILES
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if list(value) != sorted(set(value)) or not set(QUANTILES) <= set(value) or not 0 < value[0] < value[-1] < 1:
+            raise ValueError(f"quantiles must be ascending, in (0, 1) and include {list(QUANTILES)}")
+        return value
+
+
+class ModelConfig(NetworkConfig):
+    """Everything needed to rebuild a trained network: its hyperparameters plus what training derived from the
+    data; stored flat as config.json beside the weights (the layout every saved model has)."""
+
+    targets: list[str]
+    encoder_steps: int = Field(288, ge=2)
+    prediction_steps: int = Field(PREDICTION_STEPS, ge=1)
     #: One weight per target: the loss is in each metric's own unit, so this evens out their scales.
     loss_weights: list[float] | None = None
+    #: Models saved before quantiles were a setting forecast exactly the published ones.
+    quantiles: tuple[float, ...] = QUANTILES
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictConfig):
     """Parameters of one training job (mirrors `tftmon train`)."""
 
     #: Metrics to forecast; None = all contract metrics.
     targets: list[str] | None = None
-    max_epochs: int = Field(4, ge=1)
+    #: With max_batches_per_epoch, sized to about 15 min of training on 2 CPU cores (docs/BENCHMARKS.md).
+    max_epochs: int = Field(20, ge=1)
     #: Bounds CPU time: each epoch draws at most this many random batches (None = all).
-    max_batches_per_epoch: int | None = Field(20, ge=1)
+    max_batches_per_epoch: int | None = Field(80, ge=1)
     max_val_batches: int | None = Field(5, ge=1)
     encoder_hours: float = Field(6.0, gt=0)
-    #: The last part of each server's history held out for validation (at least one forecast length).
-    validation_hours: float = Field(16.0, gt=0)
+    #: The last part of each server's history held out for validation: early stopping, and the origins the
+    #: alert threshold is fitted on (EvaluationConfig.alert_fit_hours + one forecast fit in 32 h).
+    validation_hours: float = Field(32.0, gt=0)
+    #: Windows whose forecast period holds an incident are drawn 1 + this many times as often (0: uniform).
+    incident_oversampling: float = Field(4.0, ge=0)
     #: Validation windows start every this many steps (adjacent windows are nearly identical).
     validation_stride: int = Field(12, ge=1)
-    hidden_size: int = Field(16, ge=1)
-    attention_head_size: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    hidden_continuous_size: int = Field(8, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
+    model: NetworkConfig = NetworkConfig()
     batch_size: int = Field(64, ge=1)
+    #: Data-loader worker processes (0: batches are built in the training process).
+    num_workers: int = Field(0, ge=0)
     gradient_clip_val: float = Field(0.1, gt=0)
-    early_stopping_patience: int = Field(3, ge=1)
+    early_stopping_patience: int = Field(4, ge=1)
     accelerator: str = "auto"
     devices: int | str = "auto"
     seed: int = 42
@@ -139,25 +215,21 @@ class TrainConfig(BaseModel):
         return steps(timedelta(hours=self.validation_hours))
 
     def to_model_config(self, targets: list[str], loss_weights: list[float] | None = None) -> ModelConfig:
+        """The config saved with a network trained by this job on `targets`."""
         return ModelConfig(
-            targets=targets,
-            encoder_steps=self.encoder_steps,
-            hidden_size=self.hidden_size,
-            attention_head_size=self.attention_head_size,
-            dropout=self.dropout,
-            hidden_continuous_size=self.hidden_continuous_size,
-            learning_rate=self.learning_rate,
-            loss_weights=loss_weights,
+            **self.model.model_dump(), targets=targets, encoder_steps=self.encoder_steps, loss_weights=loss_weights
         )
 
 
-class EvaluationConfig(BaseModel):
-    """Parameters and targets of a backtest against baselines (tftmon.evaluation.evaluate)."""
+class EvaluationConfig(StrictConfig):
+    """Parameters and targets of a backtest against baselines (tftmon.evaluation.backtest).
+
+    Every server is trained on; cold start is measured on a held-out fleet whose added servers no
+    training saw (`tftmon evaluate`, recipe in docs/BENCHMARKS.md).
+    """
 
     #: The last part of time held out from training (for every server) and scored.
     holdout_hours: float = Field(32.0, gt=8.0)
-    #: Share of servers never shown in training, scored as cold starts (at least one when there are 4+).
-    cold_start_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     #: Spacing of forecast origins in the held-out period.
     origin_every: timedelta = timedelta(hours=1)
     #: "at": score each horizon at exactly its step; "upto": average over steps 1..horizon.
@@ -169,24 +241,37 @@ class EvaluationConfig(BaseModel):
     calibration_origins: int = Field(2000, ge=0)
     #: An incident counts as warned when a critical alert came at least this long before it started.
     warning_lead: timedelta = timedelta(minutes=30)
+    #: Alert thresholds are fitted on validation origins every `alert_fit_every` over this many hours before
+    #: the held-out period, for at most `alert_budget` false alarms per server-day (counted at origins every
+    #: `origin_every`; below the target, so the held-out rate has room for noise).
+    alert_fit_hours: float = Field(24.0, gt=0)
+    alert_fit_every: timedelta = timedelta(minutes=30)
+    alert_budget: float = Field(0.8, gt=0)
+    target_false_alarms: float = Field(1.0, gt=0)
     target_mase_ratio: float = Field(0.85, gt=0)
     target_coverage: tuple[float, float] = (0.75, 0.85)
     target_cold_start_gap: float = Field(0.15, ge=0)
     target_recall: float = Field(0.8, ge=0, le=1)
 
 
-class DemoConfig(BaseModel):
+class DemoConfig(StrictConfig):
     """The small fleet `tftmon demo` runs end to end in minutes on 2 CPU cores."""
 
     simulation: SimulationConfig = SimulationConfig(servers=18, hours=7 * 24)
-    train: TrainConfig = TrainConfig()
+    #: A quarter of the default training: the demo model must still beat the baselines (docs/BENCHMARKS.md).
+    train: TrainConfig = TrainConfig(max_epochs=8, max_batches_per_epoch=40)
     evaluation: EvaluationConfig = EvaluationConfig(holdout_hours=32)
 
 
 class ServiceConfig(BaseSettings):
     """Limits and intervals of the HTTP service (env TFTMON_SERVICE_*): every bound is documented here."""
 
-    model_config = SettingsConfigDict(env_prefix="TFTMON_SERVICE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TFTMON_SERVICE_", extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        return reject_unknown_fields(cls, data)
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
@@ -213,3 +298,13 @@ class ServiceConfig(BaseSettings):
     #: Torch intra-op threads for inference. One: the network's tensors are small, and on a shared 2-core
     #: machine two threads spin against each other (90 servers: forward 0.2 s with one, 3-9 s with two).
     torch_threads: int = Field(1, ge=1)
+
+
+#: The config behind each command, for `tftmon config --schema JOB`.
+JOB_CONFIGS: dict[str, type[BaseModel]] = {
+    "generate": SimulationConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluationConfig,
+    "demo": DemoConfig,
+    "serve": ServiceConfig,
+}

@@ -8,9 +8,13 @@ imports nothing of tftmon's, so anything may depend on it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal, overload
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONTRACT_VERSION = "2.0.0"
 
@@ -102,17 +106,33 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("net_in_mb_s", "float", "metric", "MB/s", "Network ingress.", 0.0, aggregation="mean"),
     Column("net_out_mb_s", "float", "metric", "MB/s", "Network egress.", 0.0, aggregation="mean"),
     Column(
-        "back_close_wait", "int", "metric", "connections", "TCP CLOSE_WAIT to back ends.", 0.0,
+        "back_close_wait",
+        "int",
+        "metric",
+        "connections",
+        "TCP CLOSE_WAIT to back ends.",
+        0.0,
         aggregation="max",
     ),
     Column(
-        "front_close_wait", "int", "metric", "connections", "TCP CLOSE_WAIT from front ends.", 0.0,
+        "front_close_wait",
+        "int",
+        "metric",
+        "connections",
+        "TCP CLOSE_WAIT from front ends.",
+        0.0,
         aggregation="max",
     ),
     Column("load_average", "float", "metric", "", "1-minute load average.", 0.0, aggregation="mean"),
     Column(
-        "uptime_days", "int", "metric", "days", "Days since reboot; resets on reboot/maintenance.",
-        0.0, 30.0, aggregation="last",
+        "uptime_days",
+        "int",
+        "metric",
+        "days",
+        "Days since reboot; resets on reboot/maintenance.",
+        0.0,
+        30.0,
+        aggregation="last",
     ),
 )
 
@@ -197,8 +217,7 @@ def deprecation_message(name: str) -> str:
     """Human-readable fix for a deprecated column name."""
     d = DEPRECATED_COLUMNS[name]
     return (
-        f"column {name} is deprecated since contract {d.since}: "
-        f"replace it with {' / '.join(d.replacements)} ({d.note})"
+        f"column {name} is deprecated since contract {d.since}: replace it with {' / '.join(d.replacements)} ({d.note})"
     )
 
 
@@ -215,6 +234,18 @@ STATES: tuple[str, ...] = (
     "recovery",
     "maintenance",
     "offline",
+)
+#: States from least to most severe: a model-step bin takes its most severe state, so a critical minute
+#: inside a five-minute bin is never averaged away (incident warnings are scored against it).
+STATE_SEVERITY: tuple[str, ...] = (
+    "idle",
+    "healthy",
+    "morning_spike",
+    "recovery",
+    "heavy_load",
+    "maintenance",
+    "offline",
+    "critical_issue",
 )
 #: The state whose episodes incident early-warning is scored against.
 INCIDENT_STATE = "critical_issue"
@@ -266,8 +297,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
 
 # Longest prefixes first so 'pprisk' is never read as a shorter prefix.
 _HOSTNAME_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(rf"^{re.escape(p.prefix)}\d+$"), p.name)
-    for p in sorted(PROFILES, key=lambda p: -len(p.prefix))
+    (re.compile(rf"^{re.escape(p.prefix)}\d+$"), p.name) for p in sorted(PROFILES, key=lambda p: -len(p.prefix))
 )
 
 
@@ -290,6 +320,8 @@ def profile_of(hostname: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 MODEL_STEP = timedelta(minutes=5)
+STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
+STEP_NS = int(MODEL_STEP.total_seconds() * 1_000_000_000)
 #: Raw data may arrive at any interval at least this long; it is resampled to MODEL_STEP.
 MIN_RAW_INTERVAL = timedelta(seconds=5)
 
@@ -309,5 +341,67 @@ HORIZONS: dict[str, int] = {
 }
 #: The model forecasts this many steps ahead: the longest horizon.
 PREDICTION_STEPS = max(HORIZONS.values())
+
+
+def quantile_name(q: float) -> str:
+    """Column name of a forecast quantile: 0.1 -> p10, 0.02 -> p2, 0.975 -> p97.5."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile {q} is not strictly between 0 and 1")
+    return f"p{round(q * 100, 1):g}"
+
+
+#: The quantiles every forecast publishes (API, dashboard, accuracy tables).
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
-QUANTILE_NAMES: tuple[str, ...] = ("p10", "p50", "p90")
+QUANTILE_NAMES: tuple[str, ...] = tuple(quantile_name(q) for q in QUANTILES)
+#: The quantiles a model is trained on by default: the published ones plus tails, so risk can read the
+#: probability of crossing a level from the forecast distribution (tftmon.risk).
+MODEL_QUANTILES: tuple[float, ...] = (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98)
+if not set(QUANTILES) <= set(MODEL_QUANTILES):
+    raise RuntimeError("MODEL_QUANTILES must include the published QUANTILES")
+
+
+@overload
+def to_utc(ts: pd.Series) -> pd.Series: ...
+@overload
+def to_utc(ts: pd.DatetimeIndex) -> pd.DatetimeIndex: ...
+@overload
+def to_utc(ts: pd.Timestamp | datetime | str) -> pd.Timestamp: ...
+def to_utc(
+    ts: pd.Series | pd.DatetimeIndex | pd.Timestamp | datetime | str,
+) -> pd.Series | pd.DatetimeIndex | pd.Timestamp:
+    """Timestamps as timezone-aware UTC: naive values are taken as UTC, aware ones converted.
+
+    The one rule for time zones in tftmon (features, evaluation, serving and configs all call it).
+    """
+    import pandas as pd
+
+    if isinstance(ts, pd.Series):
+        out = pd.to_datetime(ts)
+        return out.dt.tz_localize("UTC") if out.dt.tz is None else out.dt.tz_convert("UTC")
+    if isinstance(ts, pd.DatetimeIndex):
+        return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    one = pd.Timestamp(ts)
+    return one.tz_localize("UTC") if one.tzinfo is None else one.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------------------------------------
+# The forecast table: what the model, the baselines and the risk scale exchange
+# ---------------------------------------------------------------------------------------------
+
+ORIGIN = "origin"
+STEP = "step"
+METRIC = "metric"
+HORIZON = "horizon"
+#: One row per server × origin × step × metric. Columns for further quantiles (contract.quantile_name,
+#: e.g. p2, p98) may follow; risk reads every quantile present.
+FORECAST_COLUMNS: tuple[str, ...] = (SERVER_NAME, PROFILE, ORIGIN, STEP, TIMESTAMP, METRIC, *QUANTILE_NAMES)
+
+
+def quantile_columns(columns: Iterable[str]) -> dict[float, str]:
+    """The forecast quantile columns among `columns`, by quantile level, ascending."""
+    found = {}
+    for name in columns:
+        match = re.fullmatch(r"p(\d+(?:\.\d+)?)", name)
+        if match and 0 < float(match.group(1)) < 100:
+            found[float(match.group(1)) / 100] = name
+    return dict(sorted(found.items()))

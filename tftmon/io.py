@@ -7,6 +7,7 @@ path in the same directory and an atomic rename.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -107,3 +108,21 @@ def read_metrics(path: Path, columns: list[str] | None = None, categories: list[
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def dataset_fingerprint(path: Path, frame: pd.DataFrame) -> dict[str, str | int]:
+    """What a model was trained on: a hash of the dataset's Parquet bytes, rows, servers and time span."""
+    from tftmon.contract import SERVER_NAME, TIMESTAMP
+
+    digest = hashlib.sha256()
+    for file in parquet_files(path):
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return {
+        "data_sha256": digest.hexdigest()[:16],
+        "data_rows": len(frame),
+        "data_servers": int(frame[SERVER_NAME].nunique()),
+        "data_start": str(frame[TIMESTAMP].min()),
+        "data_end": str(frame[TIMESTAMP].max()),
+    }

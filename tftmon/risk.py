@@ -1,21 +1,23 @@
-"""Risk and severity from the model's quantile forecasts: one scale, defined once, explained in words.
+"""Risk and severity from the model's forecast distribution: one scale, defined once, explained in words.
 
 Risk is computed from the forecast quantiles only (never from a heuristic on history), per server and
-forecast origin. For each risk metric the question is "which quantile crosses which level, how soon":
+forecast origin. For each risk metric the question is "how likely does it reach which level, how soon":
 
-    metric risk = weight(metric) × level(value) × likelihood(quantile) × soonness(step)
+    metric raw score = weight(metric) × max over levels and steps of level(ℓ) × P(metric ≥ ℓ at step) × soonness(step)
 
-maximised over quantiles and steps; the server's risk is the largest metric risk, so the reason shown to
-an operator is exactly the term that produced the number (no invented explanations).
+P is read from every quantile the forecast carries (the model's p2…p98, a baseline's p10/p50/p90) as a
+piecewise-linear distribution (`exceedance`); the server's raw score is the largest metric score, so the
+reason shown to an operator is exactly the term that produced the number (no invented explanations).
 
-- level: elevated 0.4, high 0.65, critical 1.0 against per-profile thresholds (THRESHOLDS below).
-- likelihood: p10 crossing = very likely (1.0), p50 = likely (0.85), p90 = possible (0.5).
+- level: elevated 0.4, high 0.65, critical 1.0 against per-profile thresholds (RISK_METRICS below).
 - soonness: 1.0 up to 30 min, 0.9 at 1 h, 0.75 at 8 h (contract.HORIZONS), log-linear in between.
 - weight: I/O wait 1.0 (the most telling bottleneck) down to 0.75 for CLOSE_WAIT counts.
 
-So a p50 critical crossing within 30 min of I/O wait scores 0.85 (critical), the same at 8 h 0.64
-(warning), a p90-only critical crossing within 30 min 0.5 (warning). Raising any forecast value (or
-lowering idle CPU) can only raise a level, hence never lowers risk.
+Risk is the raw score through the forecaster's `AlertCalibration`: the raw score at which its alerts
+should fire (fitted on validation origins for a chosen false-alarm budget) maps to the critical band's
+lower bound, so one severity scale serves every model. Uncalibrated, a certain critical crossing of I/O
+wait within 30 min scores 1.0, the same at 8 h 0.75, a 50 % one within 30 min 0.5. Raising any forecast
+quantile (or lowering idle CPU) can only raise a probability, hence never lowers risk.
 """
 
 from __future__ import annotations
@@ -32,28 +34,24 @@ from tftmon.contract import (
     CPU_IOWAIT,
     DISK_USAGE,
     FALLBACK_PROFILE,
+    FORECAST_COLUMNS,
     FRONT_CLOSE_WAIT,
     HORIZONS,
     LOAD_AVERAGE,
     MEM_USED,
+    METRIC,
     METRICS,
-    MODEL_STEP,
+    ORIGIN,
     PREDICTION_STEPS,
     PROFILE,
     PROFILE_NAMES,
-    QUANTILE_NAMES,
     SERVER_NAME,
+    STEP,
+    STEP_MINUTES,
     SWAP_USED,
-    TIMESTAMP,
+    quantile_columns,
+    quantile_name,
 )
-
-# Columns of the tidy forecast format (contract metrics are in METRIC, quantiles in QUANTILE_NAMES).
-ORIGIN = "origin"
-STEP = "step"
-METRIC = "metric"
-FORECAST_COLUMNS: tuple[str, ...] = (SERVER_NAME, PROFILE, ORIGIN, STEP, TIMESTAMP, METRIC, *QUANTILE_NAMES)
-
-STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
 
 # ---------------------------------------------------------------------------------------------
 # The severity scale: defined once, used by risk, alerts, evaluation and the dashboard
@@ -108,12 +106,10 @@ Levels = tuple[float, float, float]
 LEVEL_NAMES: tuple[str, ...] = ("elevated", "high", "critical")
 #: Score of reaching each level; index 0 = below elevated.
 LEVEL_SCORES = np.array([0.0, 0.4, 0.65, 1.0])
-#: How likely a crossing is, by which quantile crosses (ordered like QUANTILE_NAMES).
-LIKELIHOOD = np.array([1.0, 0.85, 0.5])
 #: Soonness at each contract horizon, shortest first; steps before the first horizon count as 1.0.
 SOONNESS_AT_HORIZONS: tuple[float, ...] = (1.0, 0.9, 0.75)
-if len(LIKELIHOOD) != len(QUANTILE_NAMES) or len(SOONNESS_AT_HORIZONS) != len(HORIZONS):
-    raise RuntimeError("LIKELIHOOD / SOONNESS_AT_HORIZONS must match the contract's quantiles / horizons")
+if len(SOONNESS_AT_HORIZONS) != len(HORIZONS):
+    raise RuntimeError("SOONNESS_AT_HORIZONS must match the contract's horizons")
 
 
 def _known_profiles(table: dict[str, Levels]) -> dict[str, Levels]:
@@ -222,19 +218,61 @@ _COMPLEMENT = np.array([r.complement for r in RISK_METRICS])
 
 
 # ---------------------------------------------------------------------------------------------
+# Calibration: where a forecaster's raw score becomes critical
+# ---------------------------------------------------------------------------------------------
+
+CRITICAL_RISK = next(b.lower for b in SEVERITY_BANDS if b.severity is Severity.CRITICAL)
+
+
+@dataclass(frozen=True)
+class AlertCalibration:
+    """The raw score at which a forecaster's alert (severity critical) fires.
+
+    Fitted on validation origins before any held-out period (tftmon.evaluation.alerting) and stored with
+    the model; the raw score is mapped piecewise-linearly so that 0 -> 0, `threshold` -> the critical band's
+    lower bound and 1 -> 1. The bands themselves never move, so "critical" means "alert" for every
+    calibrated forecaster, and the default (threshold = CRITICAL_RISK) leaves raw scores unchanged.
+    """
+
+    threshold: float = CRITICAL_RISK
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"alert threshold {self.threshold} must be in (0, 1]")
+
+    def risk(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated risk of raw scores (vectorised, monotone)."""
+        return np.interp(raw, [0.0, self.threshold, 1.0], [0.0, CRITICAL_RISK, 1.0])
+
+    @classmethod
+    def from_info(cls, info: dict[str, object] | None) -> AlertCalibration:
+        """The calibration stored in a model's training_info.json (`alert_threshold`), else the default."""
+        value = (info or {}).get(ALERT_THRESHOLD_KEY)
+        return cls(float(value)) if isinstance(value, int | float) else cls()
+
+
+#: Key of the fitted threshold in a model's training_info.json.
+ALERT_THRESHOLD_KEY = "alert_threshold"
+
+
+# ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------
 
+#: Groups (server × origin) scored at once: bounds memory on long backtests.
+_CHUNK = 1024
 
-def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Tidy forecast -> (one row per server×origin, values [quantile, group, metric, step]) without loops.
 
-    The step axis ends at the longest step present, so short forecasts (the next hour, one step) score
-    in proportion to their length rather than always as PREDICTION_STEPS.
+def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Tidy forecast -> (one row per server×origin, quantile levels, values [quantile, group, metric, step]).
+
+    Every quantile column present is used (contract.quantile_columns). The step axis ends at the longest
+    step present, so short forecasts (the next hour, one step) score in proportion to their length.
     """
     missing = set(FORECAST_COLUMNS) - set(forecast.columns)
     if missing:
         raise ValueError(f"forecast lacks columns {sorted(missing)}; expected {list(FORECAST_COLUMNS)}")
+    columns = quantile_columns(forecast.columns)
     group = forecast.groupby([SERVER_NAME, ORIGIN], sort=True).ngroup().to_numpy()
     keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].drop_duplicates([SERVER_NAME, ORIGIN])
     keys = keys.sort_values([SERVER_NAME, ORIGIN]).reset_index(drop=True)
@@ -242,10 +280,28 @@ def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     step = forecast[STEP].to_numpy(dtype=np.int64)
     ok = (metric >= 0) & (step >= 1) & (step <= PREDICTION_STEPS)
     n_steps = int(step[ok].max(initial=1))
-    cube = np.full((len(QUANTILE_NAMES), len(keys), len(METRICS), n_steps), np.nan)
-    values = forecast[list(QUANTILE_NAMES)].to_numpy(dtype=float)
+    cube = np.full((len(columns), len(keys), len(METRICS), n_steps), np.nan)
+    values = forecast[list(columns.values())].to_numpy(dtype=float)
     cube[:, group[ok], metric[ok], step[ok] - 1] = values[ok].T
-    return keys, cube
+    # Quantile heads are trained independently and may cross; a distribution needs them ordered.
+    return keys, np.array(list(columns)), np.sort(cube, axis=0)
+
+
+def exceedance(values: np.ndarray, levels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """P(X ≥ threshold) from quantile forecasts: `values` [quantile, ...] ascending, at `levels`.
+
+    The CDF is linear between the quantiles; beyond the outermost ones nothing is assumed (below the
+    lowest quantile the level is reached for certain, above the highest never), so raising any quantile
+    never lowers the probability. A NaN forecast (a metric the model does not forecast) gives 0.
+    """
+    q = np.asarray(levels, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        below = np.where(threshold >= values[0], q[0], 0.0) + np.where(threshold > values[-1], 1.0 - q[-1], 0.0)
+        for i in range(len(q) - 1):
+            width = values[i + 1] - values[i]
+            frac = np.where(width > 0, (threshold - values[i]) / width, (threshold >= values[i + 1]).astype(float))
+            below = below + (q[i + 1] - q[i]) * np.clip(frac, 0.0, 1.0)
+    return np.where(np.isnan(values).any(axis=0), 0.0, 1.0 - below)
 
 
 def _profile_codes(profiles: pd.Series) -> np.ndarray:
@@ -253,46 +309,81 @@ def _profile_codes(profiles: pd.Series) -> np.ndarray:
     return np.where(codes < 0, PROFILE_NAMES.index(FALLBACK_PROFILE), codes)
 
 
-def metric_risk(forecast: pd.DataFrame) -> pd.DataFrame:
+def _risk_values(cube: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Risk-metric forecasts [quantile, group, risk metric, step] ascending, and each one's levels
+    [risk metric, quantile]: CPU used = 100 - idle, so its quantiles are idle's reversed (p10 = 100 - p90)."""
+    values = cube[:, :, _SOURCE_INDEX, :].copy()
+    values[:, :, _COMPLEMENT, :] = 100.0 - values[::-1][:, :, _COMPLEMENT, :]
+    per_metric = np.where(_COMPLEMENT[:, None], 1.0 - levels[::-1][None, :], levels[None, :])
+    return values, per_metric
+
+
+def _metric_risk_chunk(
+    keys: pd.DataFrame, levels: np.ndarray, cube: np.ndarray, calibration: AlertCalibration
+) -> dict[str, np.ndarray]:
+    values, metric_levels = _risk_values(cube, levels)  # [q, g, r, s], [r, q]
+    thresholds = _THRESHOLDS[_profile_codes(keys[PROFILE])]  # [g, r, level]
+    n_q, n_g, n_r, n_s = values.shape
+    prob = np.zeros((n_g, n_r, n_s, len(LEVEL_NAMES)))
+    for r in range(n_r):
+        prob[:, r] = exceedance(values[:, :, r, :, None], metric_levels[r], thresholds[None, :, r, None, :])
+    score = prob * LEVEL_SCORES[1:] * _soonness(n_s)[:, None]  # [g, r, s, level]
+    flat = score.reshape(n_g, n_r, -1)
+    best = flat.argmax(axis=-1)  # first (soonest, then lowest level) of the highest scores
+    step_idx, level_idx = np.divmod(best, len(LEVEL_NAMES))
+    g_idx, r_idx = np.indices(best.shape)
+    raw = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0] * _WEIGHTS
+    p = prob[g_idx, r_idx, step_idx, level_idx]
+    crossed = p > 0
+    threshold = thresholds[g_idx, r_idx, level_idx]
+    at_step = values[:, g_idx, r_idx, step_idx]  # [q, g, r]
+    reaching = at_step >= threshold[None]
+    top_q = np.where(reaching.any(axis=0), n_q - 1 - reaching[::-1].argmax(axis=0), -1)
+    names = np.asarray([quantile_name(x) for x in levels], dtype=object)
+    median = np.abs(levels - 0.5).argmin()
+    return {
+        "raw": raw,
+        "risk": calibration.risk(raw),
+        "probability": np.where(crossed, p, 0.0),
+        "value": np.where(crossed, at_step[median], np.nan),
+        "quantile": np.where(crossed & (top_q >= 0), names[np.maximum(top_q, 0)], ""),
+        STEP: np.where(crossed, step_idx + 1, 0),
+        "level": np.where(crossed, np.asarray(LEVEL_NAMES, dtype=object)[level_idx], ""),
+        "threshold": np.where(crossed, threshold, np.nan),
+    }
+
+
+def metric_risk(forecast: pd.DataFrame, calibration: AlertCalibration | None = None) -> pd.DataFrame:
     """Risk of every risk metric for every server×origin, with what drove it (the explainable terms).
 
-    Columns: server_name, profile, origin, risk_metric, risk, value, quantile, step, minutes_ahead, level,
-    threshold. `value` is the forecast of the risk metric (CPU used, not idle) at the driving step and
-    quantile; `value`/`threshold` are NaN, `quantile`/`level` empty and `step` 0 when nothing reaches an
-    elevated level.
+    metric raw score = weight × max over levels and steps of level score × P(metric ≥ level at that step)
+    × soonness(step), with P read from every forecast quantile (`exceedance`); risk = the calibrated raw
+    score. Columns: server_name, profile, origin, risk_metric, raw, risk, probability, value (the p50 of
+    the risk metric, CPU used not idle, at the driving step), quantile (the highest quantile reaching the
+    level there, '' if only the tails' extension does), step, minutes_ahead, level, threshold.
+    `value`/`threshold` are NaN, `level` empty and `step` 0 when no level can be reached.
     """
-    keys, cube = _cube(forecast)
-    values = cube[:, :, _SOURCE_INDEX, :]  # [q, g, r, s]
-    # CPU used = 100 - idle; its p10 is 100 - idle's p90, so reverse the quantile axis too.
-    values[:, :, _COMPLEMENT, :] = 100.0 - values[::-1][:, :, _COMPLEMENT, :]
-    thresholds = _THRESHOLDS[_profile_codes(keys[PROFILE])]  # [g, r, level]
-    level = (values[..., None] >= thresholds[None, :, :, None, :]).sum(axis=-1)  # NaN compares False
-    score = LEVEL_SCORES[level] * _soonness(values.shape[-1])  # [q, g, r, s]
-    best_step = score.argmax(axis=-1)  # first step with the highest score
-    best = np.take_along_axis(score, best_step[..., None], axis=-1)[..., 0] * LIKELIHOOD[:, None, None]
-    best_q = best.argmax(axis=0)  # [g, r]; ties go to the surer (lower) quantile
-    g_idx, r_idx = np.indices(best_q.shape)
-    step_idx = best_step[best_q, g_idx, r_idx]
-    risk = best[best_q, g_idx, r_idx] * _WEIGHTS
-    lvl = level[best_q, g_idx, r_idx, step_idx]
-    crossed = lvl > 0
-    n_g, n_r = best_q.shape
+    calibration = calibration or AlertCalibration()
+    keys, levels, cube = _cube(forecast)
+    parts = [
+        _metric_risk_chunk(keys.iloc[a : a + _CHUNK], levels, cube[:, a : a + _CHUNK], calibration)
+        for a in range(0, len(keys), _CHUNK)
+    ]
+    n_r = len(RISK_METRICS)
     out = pd.DataFrame(
         {
             SERVER_NAME: np.repeat(keys[SERVER_NAME].to_numpy(), n_r),
             PROFILE: np.repeat(keys[PROFILE].to_numpy(), n_r),
             ORIGIN: np.repeat(keys[ORIGIN].to_numpy(), n_r),
-            "risk_metric": np.tile(np.array([r.key for r in RISK_METRICS], dtype=object), n_g),
-            "risk": risk.ravel(),
-            "value": np.where(crossed, values[best_q, g_idx, r_idx, step_idx], np.nan).ravel(),
-            "quantile": np.where(crossed, np.asarray(QUANTILE_NAMES, dtype=object)[best_q], "").ravel(),
-            STEP: np.where(crossed, step_idx + 1, 0).ravel(),
-            "level": np.where(crossed, np.asarray(("", *LEVEL_NAMES), dtype=object)[lvl], "").ravel(),
-            "threshold": np.where(
-                crossed, np.take_along_axis(thresholds, np.maximum(lvl - 1, 0)[..., None], axis=-1)[..., 0], np.nan
-            ).ravel(),
+            "risk_metric": np.tile(np.array([r.key for r in RISK_METRICS], dtype=object), len(keys)),
+            **{name: np.concatenate([part[name].ravel() for part in parts]) for name in parts[0]},
         }
+        if parts
+        else {}
     )
+    if not parts:
+        return pd.DataFrame(columns=[SERVER_NAME, PROFILE, ORIGIN, "risk_metric", "raw", "risk", "probability",
+                                     "value", "quantile", STEP, "minutes_ahead", "level", "threshold"])  # fmt: skip
     out["minutes_ahead"] = out[STEP] * STEP_MINUTES
     return out
 
@@ -307,31 +398,32 @@ def _when(minutes: int) -> str:
 def reasons(per_metric: pd.DataFrame) -> pd.Series:
     """Plain-language reason per crossed row of `metric_risk`, built column-wise (no per-row Python).
 
-    E.g. "I/O wait p50 reaches 34 % in 40 min (critical ≥ 30 % for web_api)".
+    E.g. "I/O wait ≥ 30 % (critical for web_api) in 40 min: 64 % likely, p50 34 %".
     """
     key = per_metric["risk_metric"]
     unit = key.map({r.key: r.unit for r in RISK_METRICS})
     when = per_metric["minutes_ahead"].map({m: _when(m) for m in per_metric["minutes_ahead"].unique()})
     value = per_metric["value"].round().astype("Int64").astype(str)
     threshold = per_metric["threshold"].map(lambda t: f"{t:g}")
+    likely = (per_metric["probability"] * 100).round().astype("Int64").astype(str)
     return (
-        key.map({r.key: r.label for r in RISK_METRICS}) + " " + per_metric["quantile"] + " reaches " + value + unit
-        + " in " + when + " (" + per_metric["level"] + " ≥ " + threshold + unit + " for " + per_metric[PROFILE] + ")"
+        key.map({r.key: r.label for r in RISK_METRICS}) + " ≥ " + threshold + unit + " (" + per_metric["level"]
+        + " for " + per_metric[PROFILE] + ") in " + when + ": " + likely + " % likely, p50 " + value + unit
     )  # fmt: skip
 
 
 NO_RISK_REASON = "No metric is forecast to reach an elevated level in the next 8 h"
 
 
-def score(forecast: pd.DataFrame, *, drivers: int = 3) -> pd.DataFrame:
+def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None, drivers: int = 3) -> pd.DataFrame:
     """One row per server×origin: risk, severity, colour and why.
 
-    Columns: server_name, profile, origin, risk, severity, colour, metric (the driving risk metric),
-    value, quantile, minutes_ahead, level, threshold, reason (plain language), drivers (up to `drivers`
+    Columns: server_name, profile, origin, raw, risk, severity, colour, metric (the driving risk metric),
+    probability, value, quantile, minutes_ahead, level, threshold, reason (plain language), drivers (up to `drivers`
     risk metrics above healthy, worst first, '; '-joined reasons). Reasons are built only for rows that
     are not healthy-with-no-crossing, so scoring a large healthy fleet stays cheap.
     """
-    per_metric = metric_risk(forecast)
+    per_metric = metric_risk(forecast, calibration)
     per_metric = per_metric.sort_values([SERVER_NAME, ORIGIN, "risk"], ascending=[True, True, False], kind="stable")
     top = per_metric.groupby([SERVER_NAME, ORIGIN], sort=False).head(1).reset_index(drop=True)
     top = top.rename(columns={"risk_metric": METRIC})
@@ -349,6 +441,6 @@ def score(forecast: pd.DataFrame, *, drivers: int = 3) -> pd.DataFrame:
         text = reasons(notable).groupby([notable[SERVER_NAME], notable[ORIGIN]], sort=False).agg("; ".join)
         idx = pd.MultiIndex.from_frame(top[[SERVER_NAME, ORIGIN]])
         top["drivers"] = text.reindex(idx).fillna("").to_numpy()
-    columns = [SERVER_NAME, PROFILE, ORIGIN, "risk", "severity", "colour", METRIC, "value", "quantile",
-               "minutes_ahead", "level", "threshold", "reason", "drivers"]  # fmt: skip
+    columns = [SERVER_NAME, PROFILE, ORIGIN, "raw", "risk", "severity", "colour", METRIC, "probability", "value",
+               "quantile", "minutes_ahead", "level", "threshold", "reason", "drivers"]  # fmt: skip
     return top[columns]

@@ -10,31 +10,28 @@ import pytest
 
 from tftmon import contract as c
 from tftmon.config import EvaluationConfig
-from tftmon.evaluation.evaluate import (
+from tftmon.contract import FORECAST_COLUMNS, ORIGIN
+from tftmon.evaluation.actuals import origins
+from tftmon.evaluation.backtest import EvaluationResults, evaluate, fit_band_scale
+from tftmon.evaluation.baselines import (
     BASELINES,
     LAST_VALUE,
     LINEAR_DRIFT,
+    ORACLE,
     SEASONAL_NAIVE,
-    EvaluationResults,
-    aggregate,
     baseline_forecast,
     baselines,
-    cold_start_gap,
-    episodes,
-    evaluate,
-    incident_scores,
-    metrics_table,
-    origins,
-    pinball,
-    plot_fan,
-    plot_mase_by_horizon,
-    ratio_to_best_baseline,
-    save_figure,
-    seasonal_scale,
-    summary_markdown,
-    write_plots,
 )
-from tftmon.risk import FORECAST_COLUMNS
+from tftmon.evaluation.incidents import episodes, fit_threshold, incident_scores, warning_curve
+from tftmon.evaluation.metrics import (
+    aggregate,
+    cold_start_gap,
+    metrics_table,
+    pinball,
+    ratio_to_best_baseline,
+    seasonal_scale,
+)
+from tftmon.evaluation.report import plot_fan, plot_mase_by_horizon, save_figure, summary_markdown, write_plots
 
 START = pd.Timestamp("2026-01-05", tz="UTC")
 DAY = 288
@@ -310,7 +307,7 @@ def test_evaluate_end_to_end_and_summary(results) -> None:
     assert res.cold_start is not None and len(res.cold_start) == 3
     assert res.incidents is not None
     text = summary_markdown(res)
-    for target in ("0.85 × best baseline", "coverage in 75%–85%", "cold-start MASE gap ≤ 15%", "incident recall ≥ 0.8"):
+    for target in ("0.85 × best baseline", "coverage in 75%–85%", "MASE ≤ seen + 15%", "incident recall ≥ 0.8"):
         assert target in text
     assert "PASS" in text or "FAIL" in text
     assert aggregate(res.metrics)["mase"].between(0, 100).all()  # float noise on a periodic series is no scale
@@ -320,7 +317,8 @@ def test_plots_write_small_non_empty_pngs(backtest, results, tmp_path) -> None:
     tft, frame, _ = backtest
     res = results
     paths = write_plots(res, tft, frame, tmp_path / "plots", servers=2)
-    assert len(paths) == 3
+    assert [p.name for p in paths[:2]] == ["mase_by_horizon.png", "recall_vs_false_alarms.png"]
+    assert len(paths) == 4
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -328,3 +326,66 @@ def test_plots_write_small_non_empty_pngs(backtest, results, tmp_path) -> None:
     fan = plot_fan(tft, frame, [("ppweb001", c.CPU_IDLE)])
     assert "CPU used" in fan.axes[0].get_title()
     assert save_figure(plot_mase_by_horizon(res.aggregate), tmp_path / "bars.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------- alert thresholds, side by side
+
+
+def _raw(scores: dict[tuple[str, str], float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{c.SERVER_NAME: s, ORIGIN: pd.Timestamp(t, tz="UTC"), "raw": r} for (s, t), r in scores.items()]
+    )
+
+
+def test_fit_threshold_is_the_lowest_within_the_false_alarm_budget() -> None:
+    eps = pd.DataFrame({c.SERVER_NAME: ["a"], "start": [pd.Timestamp("2026-01-05 12:00", tz="UTC")],
+                        "end": [pd.Timestamp("2026-01-05 12:30", tz="UTC")]})  # fmt: skip
+    hours = [f"2026-01-05 {h:02d}:00" for h in range(24)]
+    # Server a scores 0.9 ahead of its incident (true alarms) and 0.5 once long after; b scores 0.3 and 0.6.
+    scores = {("a", t): (0.9 if "06:00" <= t[11:] < "12:00" else 0.1) for t in hours}
+    scores[("a", "2026-01-05 22:00")] = 0.5
+    scores.update({("b", t): 0.3 for t in hours})
+    scores[("b", "2026-01-05 03:00")] = 0.6
+    raw = _raw(scores)
+    # 48 hourly origins = 2 server-days: a budget of 1 per server-day allows 2 false alarms (0.6 and 0.5).
+    assert fit_threshold(raw, eps, budget=1.0, every=timedelta(hours=1)).threshold == pytest.approx(0.3, abs=1e-9)
+    assert fit_threshold(raw, eps, budget=0.5, every=timedelta(hours=1)).threshold == pytest.approx(0.5, abs=1e-9)
+    assert fit_threshold(raw, eps, budget=0.1, every=timedelta(hours=1)).threshold == pytest.approx(0.6, abs=1e-9)
+    assert fit_threshold(raw, eps, budget=100, every=timedelta(hours=1)).threshold == 0.05  # the floor
+    curve = warning_curve(raw, eps, lead=timedelta(minutes=30), thresholds=np.array([0.2, 0.55, 0.95]))
+    assert curve["recall"].tolist() == [1.0, 1.0, 0.0]
+    assert curve["false_alarms_per_server_day"].tolist() == pytest.approx([25 / 2, 1 / 2, 0.0])
+
+
+def test_warnings_are_compared_side_by_side_with_the_oracle_as_ceiling(results) -> None:
+    table = results.warnings.table.set_index("forecaster")
+    assert list(table.index) == ["tft", *BASELINES, ORACLE]
+    # The baselines' and the oracle's thresholds were fitted before the held-out period; the model's was given.
+    assert set(results.warnings.calibrations) == {"tft", *BASELINES, ORACLE}
+    assert (table["within_budget"] == (table["false_alarms_per_server_day"] <= 1.0)).all()
+    assert (table["episodes"] == table.loc["tft", "episodes"]).all()
+    assert results.warnings.winner in ["tft", *BASELINES]
+    assert results.warnings.calibrations["tft"].threshold == pytest.approx(0.7)
+    summary = summary_markdown(results)
+    assert "## Incident early warning, side by side" in summary
+    assert "oracle (ceiling)" in summary
+
+
+def test_conformal_band_scale_restores_nominal_coverage() -> None:
+    """A band half as wide as the noise covers far less than 80 %; the fitted factor brings it to ~80 %."""
+    rng = np.random.default_rng(3)
+    n = 3 * DAY
+    truth = 50 + rng.normal(0, 2.0, n)
+    frame = actuals({"ppweb001": {USER: truth}}, n)
+    at = origins(frame, START, "1h")
+    forecast = baseline_forecast(frame, at, LAST_VALUE)
+    forecast["p50"] = 50.0
+    forecast["p10"], forecast["p90"] = 49.0, 51.0
+    scale = fit_band_scale(forecast, frame)
+    assert set(scale) == set(c.METRICS) and all(len(v) == c.PREDICTION_STEPS for v in scale.values())
+    factor = np.array(scale[USER])
+    assert np.median(factor) == pytest.approx(2.56, rel=0.15)  # 0.8 quantile of |N(0, 2)| / 1
+    rows = forecast[forecast["metric"] == USER]
+    y = truth[(((rows[c.TIMESTAMP] - START) / c.MODEL_STEP).astype(int)).to_numpy()]
+    covered = np.abs(y - 50.0) <= factor[rows["step"].to_numpy() - 1]
+    assert covered.mean() == pytest.approx(0.8, abs=0.03)

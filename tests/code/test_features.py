@@ -25,6 +25,8 @@ from tftmon.contract import (
 from tftmon.model import features
 
 START = pd.Timestamp("2026-01-09 00:00", tz="UTC")  # a Friday: the weekend starts a day later
+#: A target held flat in some tests (a value float32 cannot hold exactly).
+CONSTANT = "swap_used_pct"
 
 
 def raw(servers: int = 2, hours: float = 1.0, interval: str = "5s", seed: int = 0) -> pd.DataFrame:
@@ -154,6 +156,7 @@ def test_training_and_inference_paths_give_identical_tensors() -> None:
     """A window drawn for training and the same window built for serving are the same tensors."""
     encoder = 12
     df = raw(servers=2, hours=24, interval="1min")
+    df[CONSTANT] = 2.65  # a flat window: its normalisation depends on how the spread is summed
     frame = features.prepare_frame(df, METRICS)
     training = features.training_dataset(frame, METRICS, encoder_steps=encoder)
     params = features.parameters_from_json(
@@ -169,7 +172,7 @@ def test_training_and_inference_paths_give_identical_tensors() -> None:
     cut = START + (first_prediction - int(frame[features.TIME_IDX].min())) * MODEL_STEP
     history = df[(df[SERVER_NAME] == frame[SERVER_NAME].iloc[0]) & (df[TIMESTAMP] < cut)]
     serving = features.build_dataset(params, features.inference_frame(history, METRICS, encoder), predict=True)
-    x_serve, _ = serving._collate_fn([serving[0]])
+    x_serve = features.inference_batch(serving)
 
     known = [serving.reals.index(name) for name in [*features.KNOWN_REALS, "relative_time_idx"]]
     for key in ("encoder_cont", "encoder_cat", "decoder_cat", "encoder_lengths", "decoder_time_idx"):
@@ -181,6 +184,84 @@ def test_training_and_inference_paths_give_identical_tensors() -> None:
 
 def torch_equal(a: object, b: object, what: str) -> None:
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=what)
+
+
+def test_inference_batch_is_the_datasets_own_batching() -> None:
+    """One batch for all windows equals pytorch-forecasting's per-sample __getitem__ + collate, bit for bit:
+    gaps, integer metrics, a flat series, a server never seen in training."""
+    encoder = 12
+    train = raw(servers=3, hours=12, interval="5min")
+    params = features.training_dataset(features.prepare_frame(train, METRICS), METRICS, encoder).get_parameters()
+    live = raw(servers=4, hours=3, interval="1min", seed=5)
+    live.loc[live[SERVER_NAME] == live[SERVER_NAME].iloc[0], CONSTANT] = 2.65
+    live = live[~live[TIMESTAMP].between(START + pd.Timedelta(minutes=150), START + pd.Timedelta(minutes=161))]
+    dataset = features.build_dataset(params, features.inference_frame(live, METRICS, encoder), predict=True)
+    fast = features.inference_batch(dataset)
+    slow, _ = dataset._collate_fn([dataset[i] for i in range(len(dataset))])
+    assert len(dataset) == 4 and fast.keys() == slow.keys()
+    for key, value in slow.items():
+        for i, (a, b) in enumerate(
+            zip(value, fast[key], strict=True) if isinstance(value, list) else [(value, fast[key])]
+        ):
+            assert a.dtype == b.dtype, key
+            torch_equal(a, b, f"{key}[{i}]")
+
+
+def test_inference_batch_refuses_what_it_does_not_mirror() -> None:
+    frame = features.prepare_frame(raw(servers=1, hours=12, interval="5min"), METRICS)
+    params = features.training_dataset(frame, METRICS, encoder_steps=12).get_parameters()
+    gappy = frame.drop(index=[60, 61]).reset_index(drop=True)  # windows across the gap have missing steps
+    dataset = features.build_dataset(params, gappy, predict=False)
+    with pytest.raises(ValueError, match="not whole"):
+        features.inference_batch(dataset)
+
+
+def test_window_carries_the_last_bin_across_gaps() -> None:
+    """A bin missing inside the window, or at its first step, takes the server's last bin before it."""
+    df = raw(servers=1, hours=3, interval="5min")
+    last = df[TIMESTAMP].max()
+    window_start = last - 11 * MODEL_STEP
+    gaps = [window_start, window_start + MODEL_STEP, last - 3 * MODEL_STEP]
+    frame = features.inference_frame(df[~df[TIMESTAMP].isin(gaps)], METRICS, encoder_steps=12)
+    encoder = frame.iloc[:12].set_index(TIMESTAMP)
+    assert list(encoder.index) == list(pd.date_range(window_start, last, freq=MODEL_STEP))
+    observed = df.set_index(TIMESTAMP)[list(METRICS)].astype(float)
+    for gap, source in zip(gaps, [window_start - MODEL_STEP] * 2 + [last - 4 * MODEL_STEP], strict=True):
+        pd.testing.assert_series_equal(encoder.loc[gap, list(METRICS)], observed.loc[source], check_names=False)
+
+
+def test_only_the_encoder_span_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut history gives the frame the whole history gives: gaps across and inside the window, shuffled
+    rows, profiles missing on some rows and different on a server's earliest rows (resampling takes those)."""
+    encoder = 24
+    history = raw(servers=3, hours=5, interval="1min").drop(columns=[STATE])
+    names = sorted(history[SERVER_NAME].unique())
+    last = history[TIMESTAMP].max()
+    name, ts = history[SERVER_NAME], history[TIMESTAMP]
+    window = MODEL_STEP * encoder
+    gap0 = (name == names[0]) & ts.between(
+        last - window - pd.Timedelta(minutes=40), last - window + pd.Timedelta(minutes=10)
+    )
+    gap1 = (name == names[1]) & ts.between(last - pd.Timedelta(minutes=30), last - pd.Timedelta(minutes=15))
+    history = history[~(gap0 | gap1)].astype({PROFILE: object}).reset_index(drop=True)
+    history.loc[history.index[history[SERVER_NAME] == names[2]][-5:], PROFILE] = None
+    history.loc[history.index[history[SERVER_NAME] == names[1]][:5], PROFILE] = "database"
+    history = history.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+    cut = features.encoder_span(history, encoder)
+    assert len(cut) < len(history) / 2
+    frame = features.inference_frame(history, METRICS, encoder)
+    monkeypatch.setattr(features, "encoder_span", lambda h, steps: h)
+    pd.testing.assert_frame_equal(frame, features.inference_frame(history, METRICS, encoder))
+    assert set(frame.loc[frame[SERVER_NAME] == names[1], PROFILE]) == {"database"}
+
+
+def test_samples_faster_than_the_contract_allows_are_refused() -> None:
+    ok = raw(servers=2, hours=0.1, interval="5s")
+    features.check_interval(pd.concat([ok, ok.head(50)]))  # repeated samples are one sample, not a 0 s gap
+    fast = raw(servers=1, hours=0.02, interval="2s").assign(**{SERVER_NAME: "ppweb777"})
+    with pytest.raises(features.SamplesTooFrequent, match="ppweb777 every 2 s"):
+        features.check_interval(pd.concat([ok, fast]))
 
 
 def test_future_rows_follow_the_last_observation() -> None:

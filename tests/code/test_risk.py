@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tftmon import contract as c
+from tftmon.contract import FORECAST_COLUMNS
 from tftmon.risk import (
     CPU_USED,
-    FORECAST_COLUMNS,
     SEVERITY_BANDS,
+    AlertCalibration,
     Severity,
     colour_of,
+    exceedance,
     metric_risk,
     score,
     severity_of,
@@ -85,13 +87,46 @@ def test_flat_healthy_forecast_is_healthy_with_no_driver() -> None:
     assert "No metric" in row["reason"]
 
 
-def test_iowait_p50_crossing_critical_within_30_min_is_critical_and_explained() -> None:
-    row = iowait("ppweb001", {"p10": jump(25, 8), "p50": jump(34, 8), "p90": jump(40, 8)})
+def test_likely_iowait_crossing_within_30_min_is_critical_and_explained() -> None:
+    row = iowait("ppweb001", {"p10": jump(31, 6), "p50": jump(34, 6), "p90": jump(40, 6)})
     assert row["severity"] == "critical"
     assert row["metric"] == IOWAIT
-    assert row["quantile"] == "p50"
-    assert row["minutes_ahead"] == 40
-    assert row["reason"] == "I/O wait p50 reaches 34 % in 40 min (critical ≥ 30 % for web_api)"
+    assert row["quantile"] == "p90"
+    assert row["probability"] == pytest.approx(1.0)
+    assert row["minutes_ahead"] == 30
+    assert row["reason"] == "I/O wait ≥ 30 % (critical for web_api) in 30 min: 100 % likely, p50 34 %"
+
+
+def test_probability_is_read_between_quantiles() -> None:
+    row = iowait("ppweb001", {"p10": jump(25, 8), "p50": jump(34, 8), "p90": jump(40, 8)})
+    per = metric_risk(forecast("ppweb001", {IOWAIT: {"p10": jump(25, 8), "p50": jump(34, 8), "p90": jump(40, 8)}}))
+    io = per[per["risk_metric"] == IOWAIT].iloc[0]
+    # Critical is 30 %: a linear CDF between p10 = 25 and p50 = 34 puts 0.1 + 0.4 × 5/9 below it.
+    assert io["probability"] == pytest.approx(1 - (0.1 + 0.4 * 5 / 9))
+    assert io["level"] == "critical"
+    assert row["severity"] == "warning"
+
+
+def test_more_quantiles_sharpen_the_probability() -> None:
+    three = exceedance(np.array([20.0, 25.0, 29.0]), np.array([0.1, 0.5, 0.9]), np.array(30.0))
+    five = exceedance(np.array([18.0, 20.0, 25.0, 29.0, 36.0]), np.array([0.02, 0.1, 0.5, 0.9, 0.98]), np.array(30.0))
+    assert three == 0.0  # above the last quantile nothing is assumed
+    assert five == pytest.approx(1 - (0.9 + 0.08 / 7))
+    assert exceedance(np.array([np.nan, np.nan, np.nan]), np.array([0.1, 0.5, 0.9]), np.array(30.0)) == 0.0
+
+
+def test_calibration_moves_where_critical_starts_not_the_bands() -> None:
+    path = {"p10": jump(25, 8), "p50": jump(34, 8), "p90": jump(40, 8)}
+    plain = score(forecast("ppweb001", {IOWAIT: path})).iloc[0]
+    calibrated = score(forecast("ppweb001", {IOWAIT: path}), calibration=AlertCalibration(0.4)).iloc[0]
+    assert plain["raw"] == calibrated["raw"]
+    assert plain["severity"] == "warning"
+    assert calibrated["severity"] == "critical"
+    assert AlertCalibration(0.4).risk(np.array([0.0, 0.4, 1.0])) == pytest.approx([0.0, 0.7, 1.0])
+    assert AlertCalibration.from_info({"alert_threshold": 0.4}) == AlertCalibration(0.4)
+    assert AlertCalibration.from_info({}) == AlertCalibration()
+    with pytest.raises(ValueError, match="alert threshold"):
+        AlertCalibration(0.0)
 
 
 def test_same_crossing_later_scores_lower() -> None:
@@ -109,7 +144,8 @@ def test_p90_only_crossing_scores_below_p50_and_p10() -> None:
     p10 = iowait("ppweb001", {"p10": jump(34, 3), "p50": jump(34, 3), "p90": jump(34, 3)})
     assert p90["risk"] < p50["risk"] < p10["risk"]
     assert p90["quantile"] == "p90"
-    assert p90["severity"] == "warning"
+    assert p90["severity"] == "healthy"
+    assert p10["severity"] == "critical"
 
 
 def test_database_tolerates_iowait_a_web_server_is_flagged_for() -> None:
@@ -131,16 +167,16 @@ def test_cpu_is_judged_as_used_from_idle() -> None:
     frame = forecast("ppweb001", {c.CPU_IDLE: {"p10": 1.0, "p50": 3.0, "p90": 4.0}})
     row = score(frame).iloc[0]
     assert row["metric"] == CPU_USED
-    assert row["quantile"] == "p10"
-    assert row["value"] == pytest.approx(96.0)
+    assert row["quantile"] == "p90"
+    assert row["value"] == pytest.approx(97.0)
     assert row["severity"] == "critical"
-    assert row["reason"].startswith("CPU used p10 reaches 96 %")
+    assert row["reason"].startswith("CPU used ≥ 95 % (critical for web_api) in 5 min: 100 % likely")
     # A high idle (an idle machine) is not a risk.
     assert score(forecast("ppweb001", {c.CPU_IDLE: {q: 99.0 for q in c.QUANTILE_NAMES}})).iloc[0]["risk"] == 0
 
 
 def test_several_servers_and_origins_score_independently() -> None:
-    bad = forecast("ppweb002", {IOWAIT: {"p50": 40.0, "p90": 45.0}})
+    bad = forecast("ppweb002", {IOWAIT: {"p10": 35.0, "p50": 40.0, "p90": 45.0}})
     later = forecast("ppweb001").assign(origin=ORIGIN + pd.Timedelta(hours=1))
     out = score(pd.concat([forecast("ppweb001"), bad, later]))
     assert len(out) == 3
@@ -150,7 +186,7 @@ def test_several_servers_and_origins_score_independently() -> None:
 
 
 def test_unknown_profile_falls_back_to_generic_thresholds() -> None:
-    frame = forecast("mystery01", {IOWAIT: {"p50": 32.0, "p90": 35.0}}).assign(profile="not_a_profile")
+    frame = forecast("mystery01", {IOWAIT: {"p10": 31.0, "p50": 32.0, "p90": 35.0}}).assign(profile="not_a_profile")
     assert score(frame).iloc[0]["severity"] == "critical"
 
 

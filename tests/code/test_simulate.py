@@ -34,8 +34,8 @@ from tftmon.contract import (
     TIMESTAMP,
     UPTIME,
 )
-from tftmon.data import simulate as sim_mod
 from tftmon.data.simulate import FleetSimulator, build_fleet, load_fleet_file, simulate, write_dataset
+from tftmon.data.simulate import sink as sim_mod
 from tftmon.encoding import ServerMapping, server_id
 from tftmon.io import MAPPING_FILE, METADATA_FILE, METRICS_DIR, METRICS_FILE, read_json, read_metrics
 

@@ -16,22 +16,26 @@ import pytest
 
 from tftmon.config import SimulationConfig
 from tftmon.contract import (
+    FORECAST_COLUMNS,
     HORIZONS,
     INCIDENT_STATE,
+    METRIC,
     METRICS,
     MODEL_STEP,
+    ORIGIN,
     PROFILE,
     PROFILE_NAMES,
     QUANTILE_NAMES,
     SERVER_NAME,
     STATE,
     STATES,
+    STEP,
     TIMESTAMP,
     steps,
 )
 from tftmon.data.simulate import simulate
 from tftmon.model.features import resample_to_model_step
-from tftmon.risk import FORECAST_COLUMNS, METRIC, ORIGIN, STEP, Severity, score
+from tftmon.risk import Severity, score
 
 NORMAL_STATES = STATES[:3]  # healthy, idle, morning_spike
 MORNING_SPIKE, HEAVY_LOAD = STATES[2], STATES[3]

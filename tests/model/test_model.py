@@ -100,6 +100,19 @@ def test_unseen_servers_get_their_own_forecasts(
     assert not np.array_equal(a, b)
 
 
+def test_two_names_with_one_given_server_id_are_two_servers(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    """A server_id column in the input is not trusted: the id comes from the name, so no server is dropped."""
+    model, _ = trained
+    one = fleet[fleet[SERVER_NAME] == fleet[SERVER_NAME].iloc[0]].tail(48)
+    copy = one.assign(**{SERVER_NAME: "ppweb999"})
+    history = pd.concat([one, copy], ignore_index=True).assign(server_id="0123456789abcdef")
+    out = forecast(model, history)
+    assert set(out[SERVER_NAME]) == {one[SERVER_NAME].iloc[0], "ppweb999"}
+    assert out.groupby(SERVER_NAME)["server_id"].first().nunique() == 2
+
+
 def test_too_little_history_names_the_server_and_the_need(
     trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
 ) -> None:

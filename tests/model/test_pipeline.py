@@ -51,10 +51,15 @@ def test_training_run_logs_params_metrics_artifacts_and_a_version(store: dict) -
     client = MlflowClient()
     run = client.get_run(store["first"]["run_id"])
     assert run.info.status == "FINISHED"
-    assert {"train.hidden_size", "data_sha256", "data_rows", "eval.holdout_start"} <= set(run.data.params)
+    assert {"train.model.hidden_size", "data_sha256", "data_rows", "eval.holdout_start"} <= set(run.data.params)
     assert "val_loss" in run.data.metrics and "samples_per_second" in run.data.metrics
     assert np.isfinite(run.data.metrics[registry.SCORE_METRIC])
-    assert any(key.startswith("eval_ratio_to_best_baseline_") for key in run.data.metrics)
+    assert {"eval_mase_ratio_1h", "eval_mase_1h_cpu_user_pct", "eval_warning_recall_linear_drift"} <= set(
+        run.data.metrics
+    )
+    assert not [key for key in run.data.metrics if " " in key or "MAPE" in key]
+    assert run.info.run_name.startswith("train fleet · hidden 8")
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["fleet"]
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.safetensors", "config.json", "training_info.json", "server_mapping.json"} <= files
     evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -63,6 +68,8 @@ def test_training_run_logs_params_metrics_artifacts_and_a_version(store: dict) -
     assert version.run_id == run.info.run_id
     model_info = mlflow.models.get_model_info(f"models:/tftmon/{version.version}")
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
+    assert "<!-- training -->" in version.description and "| target | measured |" in version.description
+    assert client.get_registered_model("tftmon").description.startswith("Temporal Fusion Transformer")
 
 
 def test_registered_pyfunc_predicts_exactly_what_the_model_does(store: dict) -> None:

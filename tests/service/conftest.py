@@ -16,13 +16,14 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tftmon.config import SimulationConfig, TrainConfig
+from tftmon.config import NetworkConfig, SimulationConfig, TrainConfig
 
 ADMIN_TOKEN = "test-admin-token"
 #: Small enough to train in seconds on 2 cores; the service only needs *a* promoted model.
 TINY = TrainConfig(
-    max_epochs=1, max_batches_per_epoch=3, max_val_batches=2, encoder_hours=1, validation_hours=9, hidden_size=8,
-    attention_head_size=1, hidden_continuous_size=4, batch_size=32, progress_bar=False, accelerator="cpu", devices=1,
+    max_epochs=1, max_batches_per_epoch=3, max_val_batches=2, encoder_hours=1, validation_hours=9, batch_size=32,
+    model=NetworkConfig(hidden_size=8, attention_head_size=1, hidden_continuous_size=4), progress_bar=False,
+    accelerator="cpu", devices=1,
 )  # fmt: skip
 FLEET = SimulationConfig(servers=7, hours=30, seed=3)
 #: Small request limits so the limit tests stay cheap; a fast refresh so the feed test does not wait.

@@ -1,5 +1,5 @@
-"""The /predict fast paths agree with the slow ones they replace: column-wise validation with the pydantic
-models, and the encoder-span cut with the full history."""
+"""Request validation without a server: the column-wise fast path agrees with the pydantic models it
+replaces, and their errors read as one problem per broken rule, each with a real fix."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from tftmon.contract import METRICS, PROFILE, SERVER_NAME, STATE, TIMESTAMP
-from tftmon.serve.schemas import FeedRequest, PredictRequest, RowsRequest, ValidRows, fast_rows
-from tftmon.serve.service import _encoder_span, _frame
+from tftmon.serve.schemas import (
+    LIMITS,
+    ErrorResponse,
+    FeedRequest,
+    PredictRequest,
+    RowsRequest,
+    ValidRows,
+    fast_rows,
+    request_errors,
+)
 
 Change = Callable[[dict[str, Any]], None]
 
@@ -40,9 +48,10 @@ def _same(fast: ValidRows, slow: ValidRows) -> None:
         slow.frame.astype({SERVER_NAME: object, PROFILE: object}),
         check_dtype=False,
     )
-    assert fast.frame[TIMESTAMP].to_numpy("datetime64[ns]").tolist() == slow.frame[TIMESTAMP].to_numpy(
-        "datetime64[ns]"
-    ).tolist()
+    assert (
+        fast.frame[TIMESTAMP].to_numpy("datetime64[ns]").tolist()
+        == slow.frame[TIMESTAMP].to_numpy("datetime64[ns]").tolist()
+    )
     assert fast.options == slow.options
 
 
@@ -116,29 +125,42 @@ def test_feed_takes_no_include_path(body: dict[str, Any]) -> None:
     assert fast is not None and fast.options == {}
 
 
-def test_encoder_span_forecasts_as_the_full_history(fleet_history: pd.DataFrame, model_store: dict) -> None:
-    """Gaps across and inside the window, shuffled rows, a profile that differs on a server's earliest rows
-    (resampling takes the earliest): the same forecast."""
-    from tftmon.model.network import forecast, load_model
+def _errors(data: dict[str, Any], model: type[RowsRequest] = PredictRequest) -> ErrorResponse:
+    """The 422 body the service answers for `data` (errors located under "body", as FastAPI's are)."""
+    with pytest.raises(ValidationError) as raised:
+        model.model_validate(data)
+    return request_errors([{**e, "loc": ("body", *e["loc"])} for e in raised.value.errors()])
 
-    model = load_model(model_store["model_dir"])
-    servers = sorted(fleet_history[SERVER_NAME].unique())[:3]
-    history = fleet_history[fleet_history[SERVER_NAME].isin(servers)].drop(columns=[STATE, "server_id"])
-    history = history[history[TIMESTAMP] > history[TIMESTAMP].max() - pd.Timedelta(hours=5)].reset_index(drop=True)
-    last = history[TIMESTAMP].max()
-    encoder = pd.Timedelta(minutes=5) * model.config.encoder_steps
-    # Server 0: a gap across the window's start (carried forward from before it); server 1: a gap inside it.
-    name, ts = history[SERVER_NAME], history[TIMESTAMP]
-    minutes = pd.Timedelta(minutes=1)
-    gap0 = (name == servers[0]) & ts.between(last - encoder - 40 * minutes, last - encoder + 10 * minutes)
-    gap1 = (name == servers[1]) & ts.between(last - 30 * minutes, last - 15 * minutes)
-    history = history[~(gap0 | gap1)].copy()
-    history[PROFILE] = history[PROFILE].astype(object)
-    history.loc[history.index[history[SERVER_NAME] == servers[2]][-5:], PROFILE] = None  # inferred
-    history.loc[history.index[history[SERVER_NAME] == servers[1]][:5], PROFILE] = "database"  # the earliest rows
-    frame = _frame(ValidRows(history.sample(frac=1.0, random_state=0).reset_index(drop=True), {}))
-    cut = _encoder_span(frame, model.config.encoder_steps)
-    assert len(cut) < len(frame)
-    full, short = forecast(model, frame), forecast(model, cut)
-    pd.testing.assert_frame_equal(full, short)
-    assert np.isfinite(short[["p10", "p50", "p90"]].to_numpy()).all()
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_every_invalid_input_gets_a_specific_fix(body: dict[str, Any], case: str) -> None:
+    data = copy.deepcopy(body)
+    INVALID[case](data)
+    answer = _errors(data)
+    assert answer.problems and answer.error.startswith(f"{len(answer.problems)} problem")
+    for problem in answer.problems:
+        assert problem.fix and problem.fix != problem.rule, problem
+        assert "as the rule says" not in problem.fix and "/docs.json describes" not in problem.fix, problem
+
+
+def test_one_problem_however_many_rows_break_it(body: dict[str, Any]) -> None:
+    rows = [{**body["rows"][0], "server_id": "0123456789abcdef"} for _ in range(1080)]
+    rows += [{**body["rows"][1], METRICS[0]: 140.0} for _ in range(3)]
+    answer = _errors({"rows": rows})
+    refused, above = answer.problems
+    assert (refused.field, refused.count, refused.rows) == ("rows[*].server_id", 1080, [0, 1, 2, 3, 4])
+    assert refused.fix == "remove server_id from every row"
+    assert (above.field, above.count, above.rows) == (f"rows[*].{METRICS[0]}", 3, [1080, 1081, 1082])
+    assert "at most 100" in above.fix
+    assert answer.error.startswith(f"2 problems in the request: rows[*].server_id: {refused.rule}, 1080 rows; ")
+
+
+def test_request_level_problems_name_their_field(body: dict[str, Any]) -> None:
+    servers = LIMITS.max_servers_per_request + 1
+    many = [{**body["rows"][0], SERVER_NAME: f"ppgen{i:05d}"} for i in range(servers)]
+    (limit,) = _errors({"rows": many}).problems
+    assert (limit.field, limit.count, limit.rows) == ("body", 1, [])
+    assert f"at most {servers - 1} servers" in limit.fix
+    empty, lax = _errors({"rows": [], "include_path": "maybe"}).problems
+    assert (empty.field, empty.fix) == ("rows", "send at least one row")
+    assert lax.field == "include_path" and "true or false" in lax.fix

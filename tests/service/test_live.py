@@ -1,12 +1,17 @@
-"""The service's state classes on their own: rolling windows, alert hysteresis, unknown-server rate."""
+"""The service's state classes on their own: model slot, rolling windows, alert hysteresis, unknown-server rate."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from tftmon.contract import METRICS, PROFILE, SERVER_NAME, TIMESTAMP
-from tftmon.serve.live import AlertBook, LiveWindows, UnknownTracker, utcnow
+from tftmon.model.network import load_model
+from tftmon.model.smoke import SmokeTestFailed
+from tftmon.serve.alerts import AlertBook
+from tftmon.serve.live import LiveWindows, LoadedModel, ModelSlot, UnknownTracker, utcnow
 
 
 def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFrame:
@@ -62,3 +67,16 @@ def test_unknown_rate_over_a_window() -> None:
     assert np.isclose(tracker.rate(now=1.0), 2 / 3) and len(tracker.names) == 1  # bounded memory
     tracker.record(["ppweb001"], known, now=20.0)
     assert tracker.rate(now=20.0) == 0.0
+
+
+def test_reload_keeps_the_old_model_when_the_new_one_fails_the_smoke_test(model_store: dict) -> None:
+    good = LoadedModel("1", load_model(model_store["model_dir"]), utcnow())
+    broken = load_model(model_store["model_dir"])
+    with torch.no_grad():
+        next(broken.network.parameters()).fill_(float("nan"))
+    candidates = iter([good, LoadedModel("2", broken, utcnow())])
+    slot = ModelSlot(lambda: next(candidates))
+    assert slot.reload() == (None, good)
+    with pytest.raises(SmokeTestFailed, match=r"version 2: no finite forecast for \d+ of \d+ servers"):
+        slot.reload()
+    assert slot.current is good

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -13,11 +14,23 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
+from pydantic import BaseModel
 
 from tests.service.conftest import ADMIN_TOKEN, Served, register_version
 from tftmon.config import SimulationConfig
 from tftmon.contract import HORIZONS, METRICS, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, STATE
 from tftmon.data.simulate import simulate
+from tftmon.serve.schemas import (
+    ActiveAlerts,
+    AlertHistory,
+    CurrentPredictions,
+    ErrorResponse,
+    FeedResponse,
+    Health,
+    PredictResponse,
+    ReloadResponse,
+    Status,
+)
 
 ENDPOINTS = ("/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
              "/admin/reload", "/metrics")  # fmt: skip
@@ -34,10 +47,18 @@ def recent(history: pd.DataFrame, servers: list[str], hours: float = 1.5) -> pd.
     return picked[picked["timestamp"] > picked["timestamp"].max() - pd.Timedelta(hours=hours)]
 
 
-def assert_clean_error(response: requests.Response, status: int) -> dict[str, Any]:
+def conforming(response: requests.Response, model: type[BaseModel], status: int = 200) -> dict[str, Any]:
+    """The response's JSON, after checking the status and that the body is what the endpoint's response
+    model (the published schema) says."""
     assert response.status_code == status, response.text
-    assert "Traceback" not in response.text
     body = response.json()
+    model.model_validate(body)
+    return body
+
+
+def assert_clean_error(response: requests.Response, status: int) -> dict[str, Any]:
+    assert "Traceback" not in response.text
+    body = conforming(response, ErrorResponse, status)
     assert body["error"]
     return body
 
@@ -48,8 +69,9 @@ def test_openapi_lists_every_endpoint(service: Served) -> None:
 
 
 def test_health_and_status(service: Served, model_store: dict) -> None:
-    assert requests.get(f"{service.url}/health", timeout=5).json() == {"status": "ok", "model_loaded": True}
-    status = requests.get(f"{service.url}/status", timeout=5).json()
+    assert conforming(requests.get(f"{service.url}/health", timeout=5), Health) == {
+        "status": "ok", "model_loaded": True}  # fmt: skip
+    status = conforming(requests.get(f"{service.url}/status", timeout=5), Status)
     assert status["model_version"] == model_store["version"]
     assert status["servers_known"] == len(model_store["servers"])
     assert status["contract_version"] and status["loaded_at"] and status["uptime_seconds"] > 0
@@ -61,9 +83,7 @@ def test_predict_known_and_unknown_servers(service: Served, fleet_history: pd.Da
     # Two strangers with the same profile and the same data: two forecasts, never merged.
     strangers = [recent(fleet_history, known[:1]).assign(server_name=name) for name in ("ppdb901", "ppdb902")]
     body = {"rows": rows(pd.concat([history, *strangers]))}
-    response = requests.post(f"{service.url}/predict", json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    result = response.json()
+    result = conforming(requests.post(f"{service.url}/predict", json=body, timeout=60), PredictResponse)
     by_name = {p["server_name"]: p for p in result["predictions"]}
     assert set(by_name) == {*known, "ppdb901", "ppdb902"}
     assert [by_name[n]["cold_start"] for n in (*known, "ppdb901", "ppdb902")] == [False, False, True, True]
@@ -82,39 +102,52 @@ def test_predict_known_and_unknown_servers(service: Served, fleet_history: pd.Da
 def test_predict_resamples_any_interval(service: Served) -> None:
     fast = simulate(SimulationConfig(fleet=[("ppweb950", None)], hours=1.3, interval="10s", seed=5))
     response = requests.post(f"{service.url}/predict", json={"rows": rows(fast), "include_path": False}, timeout=60)
-    assert response.status_code == 200, response.text
-    assert "path" not in response.json()["predictions"][0]
+    assert "path" not in conforming(response, PredictResponse)["predictions"][0]
 
 
 def _one_row(fleet_history: pd.DataFrame) -> dict[str, Any]:
     return rows(fleet_history.head(1))[0]
 
 
+#: A broken row: (change, the field named, words of the rule, words of the fix).
 BAD_ROWS = {
-    "missing column": (lambda r: r.pop(METRICS[0]), "Field required"),
-    "unknown column": (lambda r: r.update(bogus=1.0), "unknown column"),
-    "deprecated column": (lambda r: r.update(cpu_pct=5.0), "cpu_user_pct"),
-    "refused state": (lambda r: r.update(state="healthy"), "ground truth"),
-    "wrong type": (lambda r: r.update({METRICS[0]: "high"}), "valid number"),
-    "int as float": (lambda r: r.update(uptime_days=2.5), "integer"),
-    "out of range": (lambda r: r.update({METRICS[0]: 140.0}), "less than or equal"),
-    "negative": (lambda r: r.update(net_in_mb_s=-1.0), "greater than or equal"),
-    "bad profile": (lambda r: r.update(profile="mainframe"), "Input should be"),
-    "bad hostname": (lambda r: r.update(server_name="web 01; drop"), "pattern"),
-    "bad timestamp": (lambda r: r.update(timestamp="yesterday"), "datetime"),
+    "missing column": (lambda r: r.pop(METRICS[0]), METRICS[0], "Field required", f"add {METRICS[0]}"),
+    "unknown column": (lambda r: r.update(bogus=1.0), "bogus", "unknown column", "remove them"),
+    "deprecated column": (lambda r: r.update(cpu_pct=5.0), "cpu_pct", "deprecated", "send cpu_user_pct"),
+    "refused state": (lambda r: r.update(state="healthy"), "state", "ground truth", "remove state"),
+    "wrong type": (lambda r: r.update({METRICS[0]: "high"}), METRICS[0], "valid number", "JSON number"),
+    "int as float": (lambda r: r.update(uptime_days=2.5), "uptime_days", "integer", "whole JSON number"),
+    "out of range": (lambda r: r.update({METRICS[0]: 140.0}), METRICS[0], "less than or equal", "at most 100"),
+    "negative": (lambda r: r.update(net_in_mb_s=-1.0), "net_in_mb_s", "greater than or equal", "at least 0"),
+    "bad profile": (lambda r: r.update(profile="mainframe"), "profile", "Input should be", "leave profile out"),
+    "bad hostname": (lambda r: r.update(server_name="web 01; drop"), "server_name", "pattern", "hostname"),
+    "bad timestamp": (lambda r: r.update(timestamp="yesterday"), "timestamp", "datetime", "ISO 8601"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_ROWS))
 def test_bad_rows_are_4xx_with_field_rule_fix(service: Served, fleet_history: pd.DataFrame, case: str) -> None:
-    change, expected = BAD_ROWS[case]
+    change, field, rule, fix = BAD_ROWS[case]
     row = _one_row(fleet_history)
     change(row)
     for endpoint in ("/predict", "/feed"):
         body = assert_clean_error(requests.post(f"{service.url}{endpoint}", json={"rows": [row]}, timeout=10), 422)
-        problem = body["problems"][0]
-        assert problem["field"].startswith("rows.0") and problem["fix"]
-        assert expected in problem["rule"], problem
+        (problem,) = body["problems"]
+        assert (problem["field"], problem["count"], problem["rows"]) == (f"rows[*].{field}", 1, [0])
+        assert rule in problem["rule"] and fix in problem["fix"], problem
+        assert body["error"] == f"1 problem in the request: rows[*].{field}: {problem['rule']}, 1 row"
+
+
+def test_the_same_problem_in_every_row_is_said_once(service: Served, fleet_history: pd.DataFrame) -> None:
+    """1,080 rows that all send the derived server_id: one problem with its count, not 1,080 copies."""
+    payload = [{**row, "server_id": "0123456789abcdef"} for row in rows(fleet_history.head(1080))]
+    assert len(payload) == 1080
+    body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": payload}, timeout=30), 422)
+    assert body["problems"] == [
+        {"field": "rows[*].server_id", "rule": "server_id is derived from server_name by the service (SHA-256)",
+         "fix": "remove server_id from every row", "count": 1080, "rows": [0, 1, 2, 3, 4]}
+    ]  # fmt: skip
+    assert body["error"] == f"1 problem in the request: rows[*].server_id: {body['problems'][0]['rule']}, 1080 rows"
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
@@ -125,7 +158,8 @@ def test_nan_and_inf_refused(service: Served, fleet_history: pd.DataFrame, liter
     response = requests.post(f"{service.url}/predict", data=text, headers={"Content-Type": "application/json"},
                              timeout=10)  # fmt: skip
     body = assert_clean_error(response, 422)
-    assert "finite" in body["problems"][0]["rule"] and body["problems"][0]["field"] == f"rows.0.{METRICS[0]}"
+    (problem,) = body["problems"]
+    assert "finite" in problem["rule"] and (problem["field"], problem["rows"]) == (f"rows[*].{METRICS[0]}", [0])
 
 
 @pytest.mark.parametrize(
@@ -159,7 +193,7 @@ def test_request_limits(service: Served, fleet_history: pd.DataFrame) -> None:
     row = _one_row(fleet_history)
     many_servers = [{**row, "server_name": f"ppgen{i:03d}"} for i in range(21)]
     body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": many_servers}, timeout=10), 422)
-    assert "split the request" in body["problems"][0]["rule"]
+    assert "21 servers" in body["problems"][0]["rule"] and "split the request" in body["problems"][0]["fix"]
     too_many_rows = [row] * 3001
     body = assert_clean_error(requests.post(f"{service.url}/feed", json={"rows": too_many_rows}, timeout=30), 422)
     assert "3000" in body["problems"][0]["fix"]
@@ -177,29 +211,29 @@ def _wait(url: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
 def test_feed_then_current_predictions_then_alerts(service: Served, fleet_history: pd.DataFrame) -> None:
     live = recent(fleet_history, sorted(fleet_history[SERVER_NAME].unique())[:3], hours=1.5)
     for _, tick in live.groupby("timestamp"):
-        response = requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10)
-        assert response.status_code == 200, response.text
+        conforming(requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10), FeedResponse)
     warming = fleet_history[fleet_history[SERVER_NAME] == fleet_history[SERVER_NAME].iloc[0]].tail(2)
     feed = requests.post(f"{service.url}/feed", json={"rows": rows(warming.assign(server_name="ppetl950"))}, timeout=10)
-    assert feed.json()["accepted"] == 2
-    again = requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10).json()
+    assert conforming(feed, FeedResponse)["accepted"] == 2
+    again = conforming(requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10), FeedResponse)
     assert again["ignored_stale"] == len(tick)  # already seen: not appended twice
 
     def ready(body: dict[str, Any]) -> bool:
         return len(body["predictions"]) >= 3 and any(w["server_name"] == "ppetl950" for w in body["warming_up"])
 
     current = _wait(f"{service.url}/predictions/current", ready)
+    CurrentPredictions.model_validate(current)
     assert {p["server_name"] for p in current["predictions"]} >= set(live[SERVER_NAME])
     warm = next(w for w in current["warming_up"] if w["server_name"] == "ppetl950")
     assert warm["need_steps"] > 0 and warm["need_minutes"] == 5 * warm["need_steps"]
     # Served from the cache: the same body until the next refresh, no model run per GET.
     assert requests.get(f"{service.url}/predictions/current", timeout=5).json()["computed_at"] == current["computed_at"]
 
-    alerts = requests.get(f"{service.url}/alerts/active", timeout=5).json()
+    alerts = conforming(requests.get(f"{service.url}/alerts/active", timeout=5), ActiveAlerts)
     assert set(alerts["counts"]) == {"warning", "critical"}
     for alert in alerts["alerts"]:
         assert alert["severity"] in {"warning", "critical"} and alert["since"] and alert["model_version"]
-    history = requests.get(f"{service.url}/alerts/history", timeout=5).json()["transitions"]
+    history = conforming(requests.get(f"{service.url}/alerts/history", timeout=5), AlertHistory)["transitions"]
     assert len(history) >= len(alerts["alerts"])
     assert {t["kind"] for t in history} <= {"raised", "escalated", "resolved"}
     metrics = requests.get(f"{service.url}/metrics", timeout=5).text
@@ -234,10 +268,13 @@ def test_hot_reload_while_a_client_keeps_calling(service: Served, fleet_history:
     try:
         time.sleep(1.0)
         auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        reload = requests.post(f"{service.url}/admin/reload", headers=auth, timeout=120)
-        assert reload.status_code == 200, reload.text
-        assert reload.json() | {"loaded_at": None} == {
-            "previous_version": old, "model_version": new, "changed": True, "loaded_at": None}
+        reload = conforming(requests.post(f"{service.url}/admin/reload", headers=auth, timeout=120), ReloadResponse)
+        assert reload | {"loaded_at": None} == {
+            "previous_version": old,
+            "model_version": new,
+            "changed": True,
+            "loaded_at": None,
+        }
         time.sleep(1.5)
     finally:
         stop.set()
@@ -245,7 +282,7 @@ def test_hot_reload_while_a_client_keeps_calling(service: Served, fleet_history:
     assert answers and all(code == 200 for code, _ in answers), answers
     assert {v for _, v in answers} <= {old, new} and answers[-1][1] == new
     assert requests.get(f"{service.url}/status", timeout=5).json()["model_version"] == new
-    again = requests.post(f"{service.url}/admin/reload", headers=auth, timeout=60).json()
+    again = conforming(requests.post(f"{service.url}/admin/reload", headers=auth, timeout=60), ReloadResponse)
     assert again["changed"] is False
 
 
@@ -255,6 +292,9 @@ def test_without_model_or_token(bare_service: Served, fleet_history: pd.DataFram
     body = assert_clean_error(requests.post(f"{url}/predict", json={"rows": rows(fleet_history.head(3))}, timeout=10),
                               503)  # fmt: skip
     assert "tftmon promote" in body["fix"]
+    # Live windows are as long as the model's encoder: without a model there is nothing to size them by.
+    body = assert_clean_error(requests.post(f"{url}/feed", json={"rows": rows(fleet_history.head(3))}, timeout=10), 503)
+    assert "tftmon promote" in body["fix"]
     body = assert_clean_error(
         requests.post(f"{url}/admin/reload", headers={"Authorization": "Bearer anything"}, timeout=10), 403
     )
@@ -263,10 +303,12 @@ def test_without_model_or_token(bare_service: Served, fleet_history: pd.DataFram
 
 
 def test_schemathesis_finds_no_server_error(service: Served, tmp_path: Path) -> None:
-    """Property-based calls of every operation in the published spec (bounded): never a 5xx."""
+    """Property-based calls of every operation in the published spec (bounded): never a 5xx, and every
+    body is what the spec says that status answers."""
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/docs.json", "--checks",
-         "not_a_server_error", "--max-examples", "15", "--phases", "examples,fuzzing", "--no-color"],
+         "not_a_server_error,response_schema_conformance", "--max-examples", "15", "--phases", "examples,fuzzing",
+         "--no-color"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -279,6 +321,10 @@ def test_feeder_streams_simulator_ticks(service: Served) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "sent 20 ticks" in result.stdout or "sent" in result.stdout
+    # The back-fill: 5-min ticks from 1.2 h ago (floored to the grid) through the first at or after 5 min ago,
+    # 15 or 16 of them as the clock falls; then the 20 live ones.
+    sent = re.search(r"sent (\d+) ticks for 3 servers", result.stdout)
+    assert sent is not None, result.stdout
+    assert int(sent.group(1)) in {15 + 20, 16 + 20}, result.stdout
     status = requests.get(f"{service.url}/status", timeout=5).json()
     assert status["servers_live"] >= 3

@@ -1,7 +1,7 @@
 """The one feature path shared by training and serving: resample, add time features, build datasets.
 
 The predecessor built features twice (training and inference) and they drifted; here both call
-`prepare_frame` and `build_dataset`, and inference only adds future rows (`append_future_rows`) so the
+`prepare_frame` and `build_dataset`, and inference only adds future rows (`inference_frame`) so the
 model forecasts the steps *after* the last observation instead of re-predicting a window it has seen.
 
 Gaps: resampling leaves bins with no raw samples missing (no row is invented). The datasets allow
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pytorch_forecasting import TimeSeriesDataSet
 from pytorch_forecasting.data.encoders import EncoderNormalizer, MultiNormalizer, NaNLabelEncoder
 from sklearn.preprocessing import StandardScaler
@@ -23,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     METRICS,
+    MIN_RAW_INTERVAL,
     MODEL_STEP,
     PREDICTION_STEPS,
     PROFILE,
@@ -30,39 +32,29 @@ from tftmon.contract import (
     SERVER_ID,
     SERVER_NAME,
     STATE,
+    STATE_SEVERITY,
     STATES,
+    STEP_NS,
     TIMESTAMP,
     profile_of,
+    to_utc,
 )
 from tftmon.encoding import server_id
-
-#: States from least to most severe: a bin takes its most severe state, so a critical minute inside a
-#: five-minute bin is never averaged away (incident warnings are scored against it).
-STATE_SEVERITY: tuple[str, ...] = (
-    "idle",
-    "healthy",
-    "morning_spike",
-    "recovery",
-    "heavy_load",
-    "maintenance",
-    "offline",
-    "critical_issue",
-)
-if set(STATE_SEVERITY) != set(STATES) or len(STATE_SEVERITY) != len(STATES):
-    raise RuntimeError("STATE_SEVERITY must order exactly the contract's STATES")
 
 TIME_IDX = "time_idx"
 GROUP_ID_ENCODER = f"__group_id__{SERVER_ID}"
 #: Known-in-advance covariates, all derived from the timestamp (cyclical encodings keep 23:55 next to 00:00).
 KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend")
-STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
-_STEP_NS = int(MODEL_STEP.total_seconds() * 1_000_000_000)
 #: Target value in appended future rows; the model never reads it (a test proves outputs ignore it).
 FUTURE_PLACEHOLDER = 0.0
 
 
 class InsufficientHistory(ValueError):
     """A server has less history than the model's encoder needs."""
+
+
+class SamplesTooFrequent(ValueError):
+    """A server's samples come faster than the contract's minimum raw interval."""
 
 
 class ArrayScaler(StandardScaler, auto_wrap_output_keys=None):
@@ -98,11 +90,6 @@ class ArrayScaler(StandardScaler, auto_wrap_output_keys=None):
 # ---------------------------------------------------------------------------------------------
 
 
-def _utc(ts: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(ts)
-    return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-
-
 def _within_group_sorted(codes: np.ndarray, ts_ns: np.ndarray) -> bool:
     """True when rows are chronological within each server (O(n), avoids a sort of 46 M rows)."""
     if len(ts_ns) < 2 or bool(np.all(np.diff(ts_ns) >= 0)):
@@ -117,13 +104,13 @@ def resample_to_model_step(df: pd.DataFrame) -> pd.DataFrame:
     Each metric uses its contract aggregation (mean, max or last); integer metrics stay int64; identity
     columns are carried; `state` takes the most severe state of the bin (STATE_SEVERITY).
     """
-    ts = _utc(df[TIMESTAMP])
+    ts = to_utc(df[TIMESTAMP])
     ts_ns = ts.to_numpy(dtype="datetime64[ns]").view("int64")
     codes, names = pd.factorize(df[SERVER_NAME], sort=True)
     if not _within_group_sorted(codes, ts_ns):
         order = np.lexsort((ts_ns, codes))
         df, ts_ns, codes = df.iloc[order], ts_ns[order], codes[order]
-    bins = ts_ns // _STEP_NS
+    bins = ts_ns // STEP_NS
     n_bins = int(bins.max() - bins.min() + 1) if len(bins) else 1
     key = codes.astype(np.int64) * n_bins + (bins - (bins.min() if len(bins) else 0))
 
@@ -147,7 +134,7 @@ def resample_to_model_step(df: pd.DataFrame) -> pd.DataFrame:
     first_bin = bins.min() if len(bins) else 0
     result = pd.DataFrame(
         {
-            TIMESTAMP: pd.to_datetime((keys % n_bins + first_bin) * _STEP_NS, unit="ns", utc=True),
+            TIMESTAMP: pd.to_datetime((keys % n_bins + first_bin) * STEP_NS, unit="ns", utc=True),
             SERVER_NAME: names.to_numpy()[keys // n_bins],
         }
     )
@@ -171,12 +158,12 @@ def resample_to_model_step(df: pd.DataFrame) -> pd.DataFrame:
 
 def time_idx_of(ts: pd.Series) -> np.ndarray:
     """Model steps since the epoch: a function of the timestamp, never a row counter."""
-    return _utc(ts).to_numpy(dtype="datetime64[ns]").view("int64") // _STEP_NS
+    return to_utc(ts).to_numpy(dtype="datetime64[ns]").view("int64") // STEP_NS
 
 
 def add_time_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add `time_idx` and the known covariates, all computed from `timestamp` alone."""
-    ts = _utc(frame[TIMESTAMP])
+    ts = to_utc(frame[TIMESTAMP])
     hour = ts.dt.hour + ts.dt.minute / 60.0
     dow = ts.dt.dayofweek + hour / 24.0
     frame = frame.assign(
@@ -206,17 +193,17 @@ def prepare_frame(df: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
     """Contract-shaped metrics (any interval) -> the model frame: step bins, ids, profile, time features.
 
     Missing target values are carried forward within a server; rows still missing (a server's leading
-    NaNs) are dropped. `state`, if present, is kept for evaluation but is never a model input.
+    NaNs) are dropped. `state`, if present, is kept for evaluation but is never a model input. The server
+    id is always derived from the name (a given `server_id` column is not trusted: two names sharing one
+    would merge two servers into one series).
     """
     missing = [t for t in targets if t not in df.columns]
     if missing:
         raise ValueError(f"metrics {missing} are missing from the data; train on a subset with --targets")
     frame = resample_to_model_step(df)
     names = frame[SERVER_NAME].astype(str)
-    if SERVER_ID not in frame.columns:
-        frame[SERVER_ID] = names.map({n: server_id(n) for n in names.unique()})
+    frame[SERVER_ID] = names.map({n: server_id(n) for n in names.unique()}).astype(str)
     inferred = names.map({n: profile_of(n) for n in names.unique()})  # once per server, not per row
-    frame[SERVER_ID] = frame[SERVER_ID].astype(str)
     frame[PROFILE] = (frame[PROFILE].fillna(inferred) if PROFILE in frame.columns else inferred).astype(str)
     frame = frame.sort_values([SERVER_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
     frame[list(targets)] = frame.groupby(SERVER_ID, sort=False)[list(targets)].ffill().astype(np.float64)
@@ -278,57 +265,198 @@ def build_dataset(
     return TimeSeriesDataSet.from_parameters(parameters, frame, predict=predict, stop_randomization=True, **overrides)
 
 
-def append_future_rows(frame: pd.DataFrame, steps: int = PREDICTION_STEPS) -> pd.DataFrame:
-    """Add `steps` rows per server after its last bin: known covariates filled, targets a placeholder."""
-    last = frame.sort_values(TIMESTAMP).groupby(SERVER_ID, sort=False).tail(1)
-    offsets = np.tile(np.arange(1, steps + 1), len(last))
-    future = last.loc[last.index.repeat(steps), [SERVER_NAME, SERVER_ID, PROFILE, TIMESTAMP]].copy()
-    future[TIMESTAMP] = future[TIMESTAMP] + pd.to_timedelta(offsets * _STEP_NS, unit="ns")
-    targets = [t for t in METRICS if t in frame.columns]
-    future[targets] = FUTURE_PLACEHOLDER
-    future = add_time_features(future.reset_index(drop=True))
-    combined = pd.concat([frame, future[[c for c in frame.columns if c in future.columns]]], ignore_index=True)
-    return combined.sort_values([SERVER_ID, TIME_IDX], kind="stable").reset_index(drop=True)
+def check_interval(history: pd.DataFrame) -> None:
+    """Refuse servers whose samples come faster (median gap) than the contract's minimum raw interval.
+
+    The contract sizes everything downstream (request limits, live windows) on that bound; denser data
+    is a misconfigured agent or duplicated rows, not a finer signal. Repeated timestamps count once.
+    """
+    codes, names = pd.factorize(history[SERVER_NAME])
+    ts = to_utc(history[TIMESTAMP]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    order = np.lexsort((ts, codes))
+    codes, ts = codes[order], ts[order]
+    gaps = np.diff(ts)
+    distinct = (codes[1:] == codes[:-1]) & (gaps > 0)
+    if not distinct.any():
+        return
+    median = pd.Series(gaps[distinct]).groupby(codes[1:][distinct]).median()
+    minimum = MIN_RAW_INTERVAL.total_seconds()
+    fast = median[median < minimum * 1e9]
+    if len(fast):
+        detail = ", ".join(f"{names[code]} every {gap / 1e9:g} s" for code, gap in fast.head(5).items())
+        raise SamplesTooFrequent(f"samples come faster than the minimum interval of {minimum:g} s: {detail}")
+
+
+def encoder_span(history: pd.DataFrame, encoder_steps: int) -> pd.DataFrame:
+    """Only the rows a forecast reads, so feature work scales with the encoder, not with what was sent.
+
+    Per server: from the last model-step bin at or before its encoder window's first bin (the bin the
+    window carries forward from) to the end, whole bins only. The forecast is the one the full history
+    gives: each kept bin aggregates the same samples, every server keeps its earliest row's profile (as
+    resampling takes it), and a server too short for the window keeps all its rows, so inference_frame
+    refuses it as before.
+    """
+    ts = to_utc(history[TIMESTAMP]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    bins = ts // STEP_NS
+    codes = pd.factorize(history[SERVER_NAME])[0]
+    start = pd.Series(bins).groupby(codes).transform("max").to_numpy() - encoder_steps + 1
+    anchor = pd.Series(np.where(bins <= start, bins, np.iinfo(np.int64).min)).groupby(codes).transform("max")
+    keep = bins >= anchor.to_numpy()
+    if keep.all():
+        return history
+    span = history.loc[keep]
+    if PROFILE in history.columns:
+        order = np.lexsort((ts, codes))
+        earliest = order[np.unique(codes[order], return_index=True)[1]]
+        span = span.assign(**{PROFILE: history[PROFILE].to_numpy(dtype=object)[earliest][codes][keep]})
+    return span.reset_index(drop=True)
 
 
 def inference_frame(history: pd.DataFrame, targets: Sequence[str], encoder_steps: int) -> pd.DataFrame:
-    """History -> the last encoder window per server plus PREDICTION_STEPS future rows.
+    """History -> per server, its last `encoder_steps` bins on a complete grid, then PREDICTION_STEPS
+    future rows (known covariates filled, targets FUTURE_PLACEHOLDER).
 
-    Raises InsufficientHistory naming every server whose history spans fewer steps than the encoder.
+    Reads only the encoder span of the history. Raises InsufficientHistory naming every server whose
+    history spans fewer steps than the encoder.
     """
-    frame = prepare_frame(history, targets)
-    span = frame.groupby(SERVER_ID)[TIME_IDX].agg(lambda s: int(s.max() - s.min() + 1))
-    short = span[span < encoder_steps]
-    if len(short):
-        names = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID)[SERVER_NAME]
-        detail = ", ".join(f"{names[sid]} has {n} steps" for sid, n in short.items())
+    frame = prepare_frame(encoder_span(history, encoder_steps), targets)
+    if frame.empty:
+        raise InsufficientHistory("no history: every row lacks a value for some target metric")
+    ids = frame[SERVER_ID].to_numpy()
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])  # prepare_frame sorts by server, then time
+    last = np.r_[first[1:], len(frame)] - 1
+    time_idx = frame[TIME_IDX].to_numpy()
+    span = time_idx[last] - time_idx[first] + 1
+    short = span < encoder_steps
+    if short.any():
+        names = frame[SERVER_NAME].to_numpy()[first][short]
+        detail = ", ".join(f"{name} has {n} steps" for name, n in zip(names, span[short], strict=True))
         need = MODEL_STEP * encoder_steps
         raise InsufficientHistory(
             f"too little history: {detail}; the model needs {encoder_steps} steps of {MODEL_STEP} "
             f"({need.total_seconds() / 3600:g} h) per server"
         )
-    return append_future_rows(_last_window(frame, encoder_steps))
+    return _forecast_grid(frame, targets, first, last, encoder_steps)
 
 
-def _last_window(frame: pd.DataFrame, encoder_steps: int) -> pd.DataFrame:
-    """Each server's last `encoder_steps` bins on a complete grid, gaps carried forward (as in training).
+def _forecast_grid(
+    frame: pd.DataFrame, targets: Sequence[str], first: np.ndarray, last: np.ndarray, encoder_steps: int
+) -> pd.DataFrame:
+    """Each server's window on a complete grid: a missing bin takes the server's last bin before it.
 
-    Without this, a gap at the window's first bin would shorten the encoder and the dataset would
-    silently drop that server.
+    That is the carry-forward the training dataset applies across gaps; without the grid, a gap at the
+    window's first bin would shorten the encoder and the dataset would silently drop the server. One
+    binary search over (server, time) keys finds every bin's source row.
     """
-    last = frame.groupby(SERVER_ID)[TIME_IDX].max()
+    n, length = len(first), encoder_steps + PREDICTION_STEPS
+    time_idx = frame[TIME_IDX].to_numpy()
+    steps = time_idx[last][:, None] + np.arange(1 - encoder_steps, PREDICTION_STEPS + 1)
+    base = time_idx.min()
+    width = time_idx.max() - base + 1
+    keys = np.repeat(np.arange(n), last - first + 1) * width + (time_idx - base)
+    wanted = np.arange(n)[:, None] * width + (steps[:, :encoder_steps] - base)
+    source = np.searchsorted(keys, wanted.ravel(), side="right") - 1
+    # Object, not Arrow, strings: the dataset's label encoders iterate them element by element.
     grid = pd.DataFrame(
         {
-            SERVER_ID: np.repeat(last.index.to_numpy(), encoder_steps),
-            TIME_IDX: (last.to_numpy()[:, None] - encoder_steps + 1 + np.arange(encoder_steps)).ravel(),
+            column: pd.Series(np.repeat(frame[column].to_numpy(dtype=object)[last], length), dtype=object)
+            for column in (SERVER_NAME, SERVER_ID, PROFILE)
         }
-    ).sort_values(TIME_IDX, kind="stable")
-    values = frame.drop(columns=[TIMESTAMP, *KNOWN_REALS]).sort_values(TIME_IDX, kind="stable")
-    window = pd.merge_asof(grid, values, on=TIME_IDX, by=SERVER_ID, direction="backward")
-    window = window.sort_values([SERVER_ID, TIME_IDX], kind="stable").reset_index(drop=True)
-    window = window.groupby(SERVER_ID, sort=False).bfill().assign(**{SERVER_ID: window[SERVER_ID]})
-    window[TIMESTAMP] = pd.to_datetime(window[TIME_IDX].to_numpy() * _STEP_NS, unit="ns", utc=True)
-    return add_time_features(window)
+    )
+    grid[TIMESTAMP] = pd.to_datetime(steps.ravel() * STEP_NS, unit="ns", utc=True)
+    for target in targets:
+        values = np.full((n, length), FUTURE_PLACEHOLDER)
+        values[:, :encoder_steps] = frame[target].to_numpy(dtype=np.float64)[source].reshape(n, encoder_steps)
+        grid[target] = values.ravel()
+    return add_time_features(grid)
+
+
+def inference_batch(dataset: TimeSeriesDataSet) -> dict[str, Any]:
+    """Every window of an inference dataset as one batch of network input, in whole-tensor operations.
+
+    The tensors `dataset.to_dataloader` yields (pytorch-forecasting's per-sample `__getitem__`, then
+    `_collate_fn`; a test compares them), built from the dataset's own encoded data with its fitted
+    scalers and target normalisers, without the per-sample Python that was most of a forecast's time
+    (about 7 ms a server). Only whole windows, as inference_frame builds them, are accepted.
+    """
+    _check_batchable(dataset)
+    encoder, decoder = dataset.max_encoder_length, dataset.max_prediction_length
+    starts = torch.as_tensor(dataset.index["index_start"].to_numpy(dtype=np.int64))
+    rows = starts[:, None] + torch.arange(encoder + decoder)
+    data, reals = dataset.data, dataset.reals
+    cont = data["reals"][rows]
+    cat = data["categoricals"][rows]
+    targets = [target[rows] for target in data["target"]]
+    if dataset.add_relative_time_idx:
+        relative = torch.arange(-encoder, decoder, dtype=cont.dtype) / dataset.max_encoder_length
+        cont[..., reals.index("relative_time_idx")] = relative
+    target_scale = []
+    for name, normalizer, target in zip(dataset.target_names, dataset.target_normalizers, targets, strict=True):
+        scale = _window_scale(target[:, :encoder])
+        if name in reals:
+            cont[..., reals.index(name)] = normalizer.transform(target, target_scale=scale)
+        if dataset.add_target_scales:
+            for k, part in enumerate(("center", "scale")):
+                scaled = dataset.transform_values(f"{name}_{part}", scale[:, k].numpy())
+                cont[..., reals.index(f"{name}_{part}")] = torch.as_tensor(scaled, dtype=cont.dtype)[:, None]
+        target_scale.append(scale)
+    lengths = torch.full((len(starts),), encoder, dtype=torch.long)
+    return {
+        "encoder_cat": cat[:, :encoder],
+        "encoder_cont": cont[:, :encoder],
+        "encoder_target": [target[:, :encoder] for target in targets],
+        "encoder_lengths": lengths,
+        "decoder_cat": cat[:, encoder:],
+        "decoder_cont": cont[:, encoder:],
+        "decoder_target": [target[:, encoder:] for target in targets],
+        "decoder_lengths": torch.full_like(lengths, decoder),
+        "decoder_time_idx": (data["time"][starts] + encoder)[:, None] + torch.arange(decoder),
+        "groups": data["groups"][starts],
+        "target_scale": target_scale,
+    }
+
+
+def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
+    """Each window's (centre, scale), exactly as EncoderNormalizer("standard") fits one window at a time.
+
+    Its fit on a whole batch is not bit-identical: torch reduces one window as a full reduction (float32
+    mean, then the squared deviations summed in float64, in order), which gives a constant window a
+    rounding-sized spread where the batched reduction gives zero, and a constant window's normalised
+    values depend on it. The network was trained on the one-window numbers, so they are reproduced here.
+    """
+    center = encoder_target.mean(dim=-1)
+    deviation = encoder_target.double() - center.double()[:, None]
+    squares = torch.cumsum(deviation * deviation, dim=-1)[:, -1]
+    std = torch.sqrt(squares / (encoder_target.shape[-1] - 1)).to(encoder_target.dtype)
+    return torch.stack([center, std + torch.finfo(encoder_target.dtype).eps], dim=-1)
+
+
+def _check_batchable(dataset: TimeSeriesDataSet) -> None:
+    """inference_batch mirrors what training_dataset configures; anything else must not pass silently."""
+    index, length = dataset.index, dataset.max_encoder_length + dataset.max_prediction_length
+    unsupported = {
+        "windows that are not whole": not (
+            (index["sequence_length"] == length).all()
+            and (index["index_end"] - index["index_start"] + 1 == length).all()
+        ),
+        "length randomisation": dataset.randomize_length is not None,
+        "lags": bool(dataset.lagged_variables),
+        "weights": dataset.data["weight"] is not None,
+        "encoder length as input": dataset.add_encoder_length,
+        "targets not standardised per window": not all(
+            isinstance(n, EncoderNormalizer)
+            and (n.method, n.center, n.transformation, n.max_length) == ("standard", True, None, None)
+            for n in dataset.target_normalizers
+        ),
+        "covariates normalised per window": any(
+            isinstance(dataset.get_transformer(name), EncoderNormalizer)
+            for name in dataset.reals
+            if name not in dataset.target_names
+        ),
+    }
+    found = [what for what, present in unsupported.items() if present]
+    if found:
+        raise ValueError(f"inference_batch does not build datasets with {', '.join(found)}; use to_dataloader")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,12 +26,11 @@ from tftmon.contract import (
     MODEL_STEP,
     PROFILE,
     PROFILE_NAMES,
-    QUANTILE_NAMES,
-    QUANTILES,
     SERVER_ID,
     SERVER_NAME,
     STATES,
     TIMESTAMP,
+    quantile_name,
 )
 from tftmon.encoding import ServerMapping
 from tftmon.io import MAPPING_FILE, atomic_directory, read_json, write_bytes_atomic, write_json_atomic
@@ -54,9 +53,9 @@ class ForecastModel:
 
 
 def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFusionTransformer:
-    """The TFT for a dataset: one QuantileLoss (contract quantiles) per target."""
+    """The TFT for a dataset: one QuantileLoss (the config's quantiles) per target."""
     weights = config.loss_weights or [1.0] * len(config.targets)
-    loss = MultiLoss([QuantileLoss(quantiles=list(QUANTILES)) for _ in config.targets], weights=weights)
+    loss = MultiLoss([QuantileLoss(quantiles=list(config.quantiles)) for _ in config.targets], weights=weights)
     return TemporalFusionTransformer.from_dataset(
         dataset,
         hidden_size=config.hidden_size,
@@ -66,7 +65,7 @@ def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFu
         hidden_continuous_size=config.hidden_continuous_size,
         learning_rate=config.learning_rate,
         reduce_on_plateau_patience=config.reduce_on_plateau_patience,
-        output_size=[len(QUANTILES)] * len(config.targets),
+        output_size=[len(config.quantiles)] * len(config.targets),
         loss=loss,
         log_interval=-1,
     )
@@ -84,7 +83,7 @@ def training_info(network: TemporalFusionTransformer, frame: pd.DataFrame, confi
         "servers": sorted(servers[SERVER_NAME].astype(str).tolist()),
         "server_ids": dict(zip(servers[SERVER_NAME].astype(str), servers[SERVER_ID].astype(str), strict=True)),
         "targets": list(config.targets),
-        "quantiles": list(QUANTILES),
+        "quantiles": list(config.quantiles),
         "encoder_steps": config.encoder_steps,
         "prediction_steps": config.prediction_steps,
         "encoder_sizes": {name: list(size) for name, size in network.hparams.embedding_sizes.items()},
@@ -134,47 +133,73 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     """
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
-    # Object, not Arrow, strings: the dataset's label encoders iterate them element by element.
-    frame = frame.astype({SERVER_ID: object, PROFILE: object})
     dataset = features.build_dataset(model.dataset_parameters, frame, predict=True)
+    batch = features.inference_batch(dataset)
     network = model.network.eval()
     # Decoded here, not by x_to_index: pytorch-forecasting's NaNLabelEncoder(add_nan=True) skips a code
     # when it extends itself with new servers, and its inverse transform then fails on the last one.
     group_codes = dataset.get_parameters()["categorical_encoders"][features.GROUP_ID_ENCODER].classes_
     id_of_code = {code: sid for sid, code in group_codes.items()}
     blocks: list[np.ndarray] = []
-    codes: list[np.ndarray] = []
-    first_steps: list[np.ndarray] = []
     with torch.no_grad():
-        for x, _ in dataset.to_dataloader(train=False, batch_size=batch_size, num_workers=0):
+        for start in range(0, len(batch["groups"]), batch_size):
+            part = slice(start, start + batch_size)
+            x = {k: [t[part] for t in v] if isinstance(v, list) else v[part] for k, v in batch.items()}
             prediction = network(x)["prediction"]
             blocks.append(torch.stack(list(prediction), dim=1).cpu().numpy())  # (batch, target, step, q)
-            codes.append(x["groups"][:, 0].cpu().numpy())
-            first_steps.append(x["decoder_time_idx"][:, 0].cpu().numpy())
     values = np.concatenate(blocks)
-    server_ids = [id_of_code[int(c)] for c in np.concatenate(codes)]
-    first_step = np.concatenate(first_steps).astype(np.int64)
+    server_ids = [id_of_code[int(c)] for c in batch["groups"][:, 0].tolist()]
+    first_step = batch["decoder_time_idx"][:, 0].numpy().astype(np.int64)
     n_servers, n_targets, n_steps, _ = values.shape
 
-    identity = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID)
+    def repeated(strings: list[str], index: np.ndarray) -> pd.api.extensions.ExtensionArray:
+        """Strings taken by index (Arrow), not a million Python objects converted one by one."""
+        return pd.array(strings, dtype="str").take(index)
+
+    identity = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID).loc[server_ids]
     step_ns = int(MODEL_STEP.total_seconds() * 1e9)
-    step = np.arange(1, n_steps + 1)
+    server_of_row = np.repeat(np.arange(n_servers), n_targets * n_steps)  # rows are server-major
+    step = np.tile(np.arange(1, n_steps + 1), n_servers * n_targets)
     out = pd.DataFrame(
         {
-            SERVER_ID: np.repeat(np.asarray(server_ids, dtype=object), n_targets * n_steps),
-            "metric": np.tile(np.repeat(np.asarray(config.targets, dtype=object), n_steps), n_servers),
-            "step": np.tile(step, n_servers * n_targets),
+            SERVER_ID: repeated(server_ids, server_of_row),
+            "metric": repeated(list(config.targets), np.tile(np.repeat(np.arange(n_targets), n_steps), n_servers)),
+            "step": step,
         }
     )
-    first = np.repeat(first_step, n_targets * n_steps) + out["step"].to_numpy() - 1
-    out[TIMESTAMP] = pd.to_datetime(first * step_ns, unit="ns", utc=True)
-    for column in (SERVER_NAME, PROFILE):  # looked up once per server; rows are server-major
-        out[column] = np.repeat(identity.loc[server_ids, column].to_numpy(), n_targets * n_steps)
+    out[TIMESTAMP] = pd.to_datetime((first_step[server_of_row] + step - 1) * step_ns, unit="ns", utc=True)
+    for column in (SERVER_NAME, PROFILE):
+        out[column] = repeated(identity[column].tolist(), server_of_row)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.
-    flat = np.sort(values.reshape(-1, len(QUANTILES)), axis=1)
-    for q, name in enumerate(QUANTILE_NAMES):
+    names = [quantile_name(q) for q in config.quantiles]
+    flat = values.reshape(-1, len(names))
+    crossed = np.flatnonzero((np.diff(flat, axis=1) < 0).any(axis=1))
+    flat[crossed] = np.sort(flat[crossed], axis=1)
+    scale = band_scale(model.training_info, list(config.targets), n_steps)
+    if scale is not None:
+        flat = widen_bands(flat, config.quantiles, np.tile(scale.ravel(), n_servers))
+    for q, name in enumerate(names):
         out[name] = flat[:, q]
-    return out[[SERVER_NAME, SERVER_ID, PROFILE, "step", TIMESTAMP, "metric", *QUANTILE_NAMES]]
+    return out[[SERVER_NAME, SERVER_ID, PROFILE, "step", TIMESTAMP, "metric", *names]]
+
+
+#: Key in training_info.json: per target, per step, the factor that widens the forecast distribution
+#: around its median so p10–p90 covers 80 % on validation origins (split-conformal, tftmon.evaluation).
+BAND_SCALE_KEY = "band_scale"
+
+
+def band_scale(info: dict[str, Any], targets: list[str], n_steps: int) -> np.ndarray | None:
+    """The stored widening factors as [target, step], or None for a model saved without them."""
+    stored = info.get(BAND_SCALE_KEY)
+    if not stored:
+        return None
+    return np.array([stored[t][:n_steps] for t in targets], dtype=float)
+
+
+def widen_bands(values: np.ndarray, quantiles: tuple[float, ...], scale: np.ndarray) -> np.ndarray:
+    """Quantile forecasts [row, quantile] stretched about their median by `scale` [row]: order is kept."""
+    median = values[:, [quantiles.index(0.5)]]
+    return median + scale[:, None] * (values - median)
 
 
 def at_horizons(forecasts: pd.DataFrame) -> pd.DataFrame:

@@ -6,8 +6,6 @@ asks for one); nothing below this layer knows about tracking.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import tempfile
@@ -19,13 +17,15 @@ import mlflow
 import pandas as pd
 
 from tftmon.config import DemoConfig, EvaluationConfig, SimulationConfig, TrainConfig
-from tftmon.contract import CONTRACT_VERSION, MODEL_STEP, SERVER_NAME, TIMESTAMP
-from tftmon.io import MAPPING_FILE, METADATA_FILE
+from tftmon.contract import CONTRACT_VERSION, SERVER_NAME, TIMESTAMP
+from tftmon.evaluation import backtest
+from tftmon.evaluation.report import registry_description
+from tftmon.io import MAPPING_FILE, METADATA_FILE, dataset_fingerprint
 from tftmon.ops import tracking
+from tftmon.risk import AlertCalibration
 
 if TYPE_CHECKING:
-    from tftmon.evaluation.evaluate import EvaluationResults
-    from tftmon.model.network import ForecastModel
+    from tftmon.evaluation.backtest import EvaluationResults
 
 log = logging.getLogger(__name__)
 
@@ -128,88 +128,54 @@ class TrainingRefused(RuntimeError):
     """The data failed validation; no model was trained and the run is marked failed."""
 
 
-def data_fingerprint(path: Path, frame: pd.DataFrame) -> dict[str, str | int]:
-    """What the model was trained on: a hash of the Parquet bytes, rows, servers and time span."""
-    from tftmon.io import parquet_files
-
-    digest = hashlib.sha256()
-    for file in parquet_files(path):
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return {
-        "data_sha256": digest.hexdigest()[:16],
-        "data_rows": len(frame),
-        "data_servers": int(frame[SERVER_NAME].nunique()),
-        "data_start": str(frame[TIMESTAMP].min()),
-        "data_end": str(frame[TIMESTAMP].max()),
-    }
-
-
-def split_evaluation(frame: pd.DataFrame, config: EvaluationConfig) -> tuple[pd.Timestamp, list[str]]:
-    """Where the held-out time starts, and which servers are kept out of training entirely (cold start).
-
-    Cold-start servers are chosen by hash, so the choice is stable and spread across profiles.
-    """
-    from tftmon.encoding import server_id
-
-    holdout_start = frame[TIMESTAMP].max() - pd.Timedelta(hours=config.holdout_hours)
-    names = sorted(frame[SERVER_NAME].astype(str).unique())
-    count = round(len(names) * config.cold_start_fraction)
-    if config.cold_start_fraction > 0 and len(names) >= 4:
-        count = max(count, 1)
-    cold = sorted(names, key=server_id)[:count]
-    return holdout_start, cold
-
-
-def evaluate_model(
-    model: ForecastModel, frame: pd.DataFrame, holdout_start: pd.Timestamp, seen: list[str], config: EvaluationConfig
-) -> tuple[EvaluationResults, pd.DataFrame]:
-    """Backtest a model from hourly origins in the held-out time, against baselines on the same origins."""
-    from tftmon.evaluation import evaluate
-    from tftmon.model.network import forecast
-
-    at = evaluate.origins(frame, holdout_start, config.origin_every)
-    history = MODEL_STEP * (model.config.encoder_steps + 1)
-    predictions = evaluate.backtest(lambda h: forecast(model, h), frame, at, history)
-    return evaluate.evaluate(predictions, frame, holdout_start, seen_servers=seen, config=config), predictions
-
-
-def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame: pd.DataFrame) -> str:
-    """Metrics, tables, plots and the markdown summary of an evaluation into the active run."""
-    from tftmon.evaluation import evaluate
+def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame: pd.DataFrame, step: int = 0) -> str:
+    """Metrics (at `step`, the one the logged model links), tables, plots and the markdown summary of an
+    evaluation into the active run."""
+    from tftmon.evaluation import report
     from tftmon.ops.registry import SCORE_METRIC
 
     metrics: dict[str, float] = {}
     for row in results.aggregate.itertuples(index=False):
-        metrics[f"eval_{row.model}_mase_{row.horizon}"] = float(row.mase)
+        metrics[f"eval_mase_{row.horizon}_{row.model}"] = float(row.mase)
         if not pd.isna(row.coverage):
-            metrics[f"eval_{row.model}_coverage_{row.horizon}"] = float(row.coverage)
+            metrics[f"eval_coverage_{row.horizon}_{row.model}"] = float(row.coverage)
     for row in results.ratio.itertuples(index=False):
-        metrics[f"eval_ratio_to_best_baseline_{row.horizon}"] = float(row.ratio)
+        metrics[f"eval_mase_ratio_{row.horizon}"] = float(row.ratio)
     tft = results.aggregate[results.aggregate["model"] == results.model]
     metrics[SCORE_METRIC] = float(tft["mase"].mean())
+    per_metric = results.metrics[results.metrics["model"] == results.model]
+    for row in per_metric.itertuples(index=False):
+        if "seen" not in per_metric or row.seen:
+            metrics[f"eval_mase_{row.horizon}_{row.metric}"] = float(row.mase)
     if results.cold_start is not None:
         for row in results.cold_start.itertuples(index=False):
-            metrics[f"eval_cold_start_gap_{row.horizon}"] = float(row.gap)
-    if results.incidents is not None:
-        for item in dataclasses.fields(results.incidents):
-            value = getattr(results.incidents, item.name)
-            if isinstance(value, int | float) and not pd.isna(value):
-                metrics[f"eval_incident_{item.name}"] = float(value)
-    mlflow.log_metrics(metrics)
+            if not pd.isna(row.gap):
+                metrics[f"eval_cold_start_gap_{row.horizon}"] = float(row.gap)
+    if results.warnings is not None:
+        for row in results.warnings.table.itertuples(index=False):
+            for name in ("recall", "median_lead_min", "precision", "false_alarms_per_server_day", "threshold"):
+                value = getattr(row, name)
+                if not pd.isna(value):
+                    metrics[f"eval_warning_{name}_{row.forecaster}"] = float(value)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if not pd.isna(v)}, step=step)
+    summary = report.summary_markdown(results)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         results.metrics.to_csv(out / "metrics_table.csv", index=False)
         results.aggregate.to_csv(out / "aggregate.csv", index=False)
-        (out / "summary.md").write_text(evaluate.summary_markdown(results))
-        evaluate.write_plots(results, predictions, frame, out / "plots")
+        if results.warnings is not None:
+            results.warnings.table.to_csv(out / "warnings.csv", index=False)
+            results.warnings.curves.to_csv(out / "warning_curves.csv", index=False)
+        (out / "summary.md").write_text(summary)
+        report.write_plots(results, predictions, frame, out / "plots")
         mlflow.log_artifacts(tmp, artifact_path="evaluation")
-    return evaluate.summary_markdown(results)
+    return summary
 
 
 def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
-    """Validate, train, evaluate, log and register a version of the model; returns ids and the summary."""
+    """Validate, train on every server, fit the alert threshold on validation origins, evaluate on the
+    held-out time against the baselines, log and register a version; returns ids and the summary.
+    """
     from tftmon.io import read_metrics
     from tftmon.model.features import resample_to_model_step
     from tftmon.model.network import save_model
@@ -218,7 +184,7 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
 
     eval_config = eval_config or EvaluationConfig()
     with tracking.job_run("train", tags={"tftmon.contract_version": CONTRACT_VERSION}) as run:
-        mlflow.log_params({f"train.{k}": str(v) for k, v in config.model_dump(mode="json").items()})
+        mlflow.log_params(config.params("train"))
         mlflow.log_params({f"eval.{k}": str(v) for k, v in eval_config.model_dump(mode="json").items()})
         raw = read_metrics(path)
         report = run_validate(path, strict=False, frame=raw)
@@ -228,26 +194,37 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
 
         frame = resample_to_model_step(raw)
         del raw
-        fingerprint = data_fingerprint(path, frame)
+        fingerprint = dataset_fingerprint(path, frame)
         mlflow.log_params(fingerprint)
         mlflow.set_tag("tftmon.dataset_path", str(Path(path).resolve()))
-        holdout_start, cold = split_evaluation(frame, eval_config)
-        seen = sorted(set(frame[SERVER_NAME].astype(str)) - set(cold))
-        mlflow.log_params({"eval.holdout_start": str(holdout_start), "eval.cold_start_servers": ",".join(cold)})
-        training_rows = frame[frame[SERVER_NAME].isin(seen) & (frame[TIMESTAMP] < holdout_start)]
-
-        model, result = fit(training_rows, config, callbacks=[tracking.epoch_logger()])
+        holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
+        mlflow.log_params({"eval.holdout_start": str(holdout)})
+        tracking.name_run(
+            f"train {Path(path).name} · hidden {config.model.hidden_size} · "
+            f"{config.max_epochs}×{config.max_batches_per_epoch or 'all'} batches · {time.strftime('%m-%d %H:%M')}"
+        )
+        training = frame[frame[TIMESTAMP] < holdout]
+        tracking.log_dataset(training, Path(path), context="training")
+        model, result = fit(training, config, callbacks=[tracking.epoch_logger()])
+        # The registered model links the metrics of one step: the last epoch's, where evaluation goes too.
+        step = max(result.epochs - 1, 0)
         mlflow.log_metrics(
             {"training_seconds": result.seconds, "samples_per_second": result.samples_per_second,
-             "best_val_loss": result.best_val_loss, "epochs": result.epochs}
+             "best_val_loss": result.best_val_loss, "epochs": result.epochs}, step=step
         )
+        started = time.perf_counter()
+        calibration = backtest.calibrate(model, frame, holdout, eval_config)
+        mlflow.log_metric("calibration_seconds", time.perf_counter() - started, step=step)
+        if calibration is not None:
+            mlflow.log_metric("alert_threshold", calibration.threshold, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model_dir"
             save_model(model, model_dir)
             for file in sorted(model_dir.iterdir()):
                 mlflow.log_artifact(str(file))
-            results, predictions = evaluate_model(model, frame, holdout_start, seen, eval_config)
-            summary = log_evaluation(results, predictions, frame)
+            predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
+            results = backtest.evaluate(predictions, frame, holdout, config=eval_config, calibration=calibration)
+            summary = log_evaluation(results, predictions, frame, step=step)
             example_server = frame[SERVER_NAME].iloc[0]
             example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
             version = registry.register(
@@ -255,6 +232,8 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
                 model.config.targets,
                 example.reset_index(drop=True),
                 tags={"contract_version": CONTRACT_VERSION, "data_sha256": str(fingerprint["data_sha256"])},
+                step=step,
+                description=registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"),
             )
         return {"run_id": run.info.run_id, "version": version, "summary": summary}
 
@@ -272,13 +251,21 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
         raise registry.PromotionRefused("no production model to evaluate; pass --version N")
     model = load_model(registry.version_files(version))
     frame = resample_to_model_step(read_metrics(path))
-    holdout_start = frame[TIMESTAMP].max() - pd.Timedelta(hours=eval_config.holdout_hours)
+    holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
     seen = sorted(set(model.training_info.get("servers", [])) & set(frame[SERVER_NAME].astype(str)))
     with tracking.job_run("evaluate", tags={"tftmon.model_version": version}) as run:
-        mlflow.log_params({"evaluate.path": str(path), "evaluate.version": version})
-        results, predictions = evaluate_model(model, frame, holdout_start, seen, eval_config)
+        mlflow.log_params({"evaluate.path": str(path), "evaluate.version": version,
+                           "evaluate.holdout_hours": eval_config.holdout_hours})
+        predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
+        results = backtest.evaluate(
+            predictions, frame, holdout, seen_servers=seen, config=eval_config,
+            calibration=AlertCalibration.from_info(model.training_info),
+        )
         summary = log_evaluation(results, predictions, frame)
-        return {"run_id": run.info.run_id, "version": version, "summary": summary}
+        registry.describe_version(
+            version, registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"), "held-out"
+        )
+        return {"run_id": run.info.run_id, "version": version, "summary": summary, "results": results}
 
 
 def run_demo(out: Path, config: DemoConfig | None = None) -> dict[str, Any]:

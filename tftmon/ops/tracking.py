@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 
 from tftmon.config import Settings
 
@@ -77,9 +78,26 @@ def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
         yield run
 
 
+def name_run(name: str) -> None:
+    """Give the active run a readable name (runs started by `mlflow run` get a random one)."""
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def log_dataset(frame: Any, path: Path, context: str) -> None:
+    """Record a dataset as an input of the active run (the run page's Datasets column), by path and digest."""
+    dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=Path(path).name)
+    mlflow.log_input(dataset, context=context)
+
+
 def log_artifact_dir(path: Path, artifact_path: str) -> None:
     """Log a directory of files (e.g. Data Docs) under artifact_path of the active run."""
     mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+#: The per-epoch numbers worth a chart (Lightning name -> MLflow name). pytorch-forecasting also reports
+#: per-target SMAPE/MAPE under names with spaces; MAPE explodes on near-zero series (I/O wait, swap),
+#: so those stay out of the run and the evaluation's per-metric MASE stands in for them.
+EPOCH_METRICS: dict[str, str] = {"train_loss_epoch": "train_loss", "val_loss": "val_loss", "lr": "lr"}
 
 
 def epoch_logger(prefix: str = "") -> Any:
@@ -91,11 +109,8 @@ def epoch_logger(prefix: str = "") -> Any:
 
     class MlflowEpochLogger(Callback):
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            metrics = {
-                f"{prefix}{name.removesuffix('_epoch')}": float(value)
-                for name, value in trainer.callback_metrics.items()
-                if not name.endswith("_step") and value.numel() == 1
-            }
+            found = trainer.callback_metrics
+            metrics = {f"{prefix}{out}": float(found[name]) for name, out in EPOCH_METRICS.items() if name in found}
             mlflow.log_metrics(metrics, step=trainer.current_epoch)
 
     return MlflowEpochLogger()

@@ -8,6 +8,7 @@ reaches the API, its validation and its OpenAPI schema without an edit here. Lim
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
@@ -41,17 +42,16 @@ from tftmon.contract import (
     STATE,
     TIMESTAMP,
     Column,
-    deprecation_message,
     normalise_hostname,
 )
 
 LIMITS = ServiceConfig()
 #: RFC 1123-ish hostname, optionally fully qualified; compared lower-case (contract.normalise_hostname).
 HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
-#: Columns a client may not send, and why.
+#: Columns a client may not send: why not.
 _REFUSED_COLUMNS: dict[str, str] = {
-    SERVER_ID: "server_id is derived from server_name by the service (SHA-256); remove it",
-    STATE: "state is simulator ground truth and never a model input; remove it",
+    SERVER_ID: "server_id is derived from server_name by the service (SHA-256)",
+    STATE: "state is simulator ground truth and never a model input",
 }
 
 
@@ -84,7 +84,8 @@ def _metric_field(column: Column) -> tuple[Any, Any]:
 
 
 class _RowBase(BaseModel):
-    """Refuses deprecated, derived and unknown columns by name, with the fix."""
+    """Refuses deprecated, derived and unknown columns by name. Each error carries the offending column
+    (`column`, so the problem names it) and its repair (`fix`) in its context."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,15 +96,28 @@ class _RowBase(BaseModel):
             return data
         for key in data:
             if key in DEPRECATED_COLUMNS:
-                raise PydanticCustomError("deprecated_column", deprecation_message(key).replace("{", "("))
+                old = DEPRECATED_COLUMNS[key]
+                raise PydanticCustomError(
+                    "deprecated_column",
+                    "column {column} is deprecated since contract {since}",
+                    {"column": key, "since": old.since,
+                     "fix": f"send {' / '.join(old.replacements)} instead ({old.note})"},
+                )  # fmt: skip
             if key in _REFUSED_COLUMNS:
-                raise PydanticCustomError("refused_column", _REFUSED_COLUMNS[key])
+                fix = f"remove {key} from every row"
+                raise PydanticCustomError(
+                    "refused_column", "{why}", {"column": key, "why": _REFUSED_COLUMNS[key], "fix": fix}
+                )
         unknown = sorted(str(k) for k in data if k not in cls.model_fields)
         if unknown:
             raise PydanticCustomError(
                 "unknown_column",
-                "unknown column(s) {unknown}; the contract's columns are {allowed}",
-                {"unknown": ", ".join(unknown)[:200], "allowed": ", ".join(cls.model_fields)},
+                "unknown column(s) {unknown}",
+                {
+                    "unknown": ", ".join(unknown)[:200],
+                    **({"column": unknown[0]} if len(unknown) == 1 else {}),
+                    "fix": f"remove them; a row takes only {', '.join(cls.model_fields)}",
+                },
             )
         return data
 
@@ -130,11 +144,11 @@ class RowsRequest(BaseModel):
     def _server_limit(self) -> RowsRequest:
         servers = {getattr(row, SERVER_NAME) for row in self.rows}  # type: ignore[attr-defined]
         if len(servers) > LIMITS.max_servers_per_request:
+            limit = LIMITS.max_servers_per_request
             raise PydanticCustomError(
                 "too_many_servers",
-                "{n} servers in one request; the limit is {limit} (TFTMON_SERVICE_MAX_SERVERS_PER_REQUEST): "
-                "split the request",
-                {"n": len(servers), "limit": LIMITS.max_servers_per_request},
+                "{n} servers in one request; the limit is {limit} (TFTMON_SERVICE_MAX_SERVERS_PER_REQUEST)",
+                {"n": len(servers), "limit": limit, "fix": f"split the request: at most {limit} servers each"},
             )
         return self
 
@@ -216,7 +230,7 @@ def fast_rows(data: Any, model: type[RowsRequest]) -> ValidRows | None:
         if not set(map(type, values)) <= ({int} if integer else {int, float}):
             return None
         try:
-            array = np.array(values, dtype=np.int64 if integer else np.float64)
+            array = np.fromiter(values, dtype=np.int64 if integer else np.float64, count=len(values))
         except OverflowError:
             return None
         if not (np.isfinite(array).all() and (low is None or array.min() >= low) and array.max() <= high):
@@ -380,12 +394,99 @@ class ReloadResponse(BaseModel):
 
 
 class Problem(BaseModel):
-    field: str
+    """One rule broken, once however many rows break it."""
+
+    field: str = Field(..., description="Where, rows indexed as rows[*], e.g. rows[*].cpu_user_pct.")
     rule: str
     fix: str
+    count: int = Field(1, ge=1, description="How many rows (or places) break the rule.")
+    rows: list[int] = Field([], description="The first rows that break it (at most 5), by index.")
 
 
 class ErrorResponse(BaseModel):
     error: str
     fix: str | None = None
     problems: list[Problem] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation errors: one problem per broken rule, with its repair
+# ---------------------------------------------------------------------------------------------
+
+#: Problems listed in one response; the rest are counted in the error line.
+MAX_PROBLEMS = 50
+#: Row indices kept per problem.
+MAX_ROWS_SHOWN = 5
+
+
+def request_errors(errors: Sequence[Any]) -> ErrorResponse:
+    """Pydantic/FastAPI errors (locations under "body") -> the 422 body.
+
+    Errors that differ only in the row they occur in are one problem with a count: 1,080 rows that all
+    send server_id read `rows[*].server_id: ..., 1080 rows`, not 1,080 times the same sentence.
+    """
+    grouped: dict[tuple[str, str], Problem] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())[1:]]
+        ctx = error.get("ctx") or {}
+        row = int(loc[1]) if len(loc) > 1 and loc[0] == "rows" and loc[1].isdigit() else None
+        path = ["rows[*]", *loc[2:]] if row is not None else [] if loc and loc[0].isdigit() else loc  # JSON offset
+        if "column" in ctx:
+            path.append(str(ctx["column"]))
+        field, rule = ".".join(path) or "body", str(error.get("msg", ""))
+        problem = grouped.get((field, rule))
+        if problem is None:
+            grouped[(field, rule)] = Problem(
+                field=field, rule=rule, fix=_fix(error, field), rows=[] if row is None else [row]
+            )
+            continue
+        problem.count += 1
+        if row is not None and len(problem.rows) < MAX_ROWS_SHOWN:
+            problem.rows.append(row)
+    problems = list(grouped.values())
+    said = [f"{p.field}: {p.rule}" + (f", {p.count} row{'s' * (p.count > 1)}" if p.rows else "") for p in problems]
+    more = f"; and {len(said) - 3} more" if len(said) > 3 else ""
+    error = f"{len(problems)} problem{'s' * (len(problems) != 1)} in the request: {'; '.join(said[:3])}{more}"
+    return ErrorResponse(error=error, problems=problems[:MAX_PROBLEMS])
+
+
+def _fix(error: Any, field: str) -> str:
+    """How to repair one error, in words: the error's own `fix` (our rules carry theirs), else by type."""
+    kind, ctx = str(error["type"]), error.get("ctx") or {}
+    if "fix" in ctx:
+        return str(ctx["fix"])
+    name = field.rsplit(".", 1)[-1]
+    if kind == "missing":
+        if field == "body":
+            return 'send a JSON object {"rows": [...]} with Content-Type: application/json'
+        if field == "rows":
+            return 'send the history as "rows": [...], one object per server and sample time'
+        return f"add {name} to every row: every contract metric is required in every row (see /docs.json)"
+    fixes = {
+        "json_invalid": "send valid JSON (double-quoted keys, no trailing commas, no NaN or Infinity)",
+        "finite_number": "send a finite number: drop samples whose value is NaN or infinite",
+        "greater_than_equal": f"send {name} of at least {ctx.get('ge')} (the contract's range)",
+        "less_than_equal": f"send {name} of at most {ctx.get('le')} (the contract's range)",
+        "too_short": "send at least one row",
+        "too_long": f"split the request: at most {ctx.get('max_length')} rows per request",
+        "literal_error": f"use one of {', '.join(PROFILE_NAMES)}, or leave profile out to infer it from the hostname",
+        "string_pattern_mismatch": "send a hostname: letters, digits, '.', '-', '_', starting with a letter or digit",
+        "extra_forbidden": f"remove {name}; the request takes only the fields in its schema (see /docs.json)",
+        "model_type": "send a JSON object",
+        "model_attributes_type": "send each row as a JSON object",
+        "dict_type": "send a JSON object",
+        "list_type": "send rows as a JSON array of row objects",
+        "int_type": f"send {name} as a whole JSON number (no fraction, not a string)",
+        "int_from_float": f"send {name} as a whole JSON number (no fraction)",
+        "int_parsing": f"send {name} as a whole JSON number (not a string)",
+        "float_type": f"send {name} as a JSON number (not a string or boolean)",
+        "float_parsing": f"send {name} as a JSON number (not a string)",
+        "bool_type": f"send {name} as true or false",
+        "bool_parsing": f"send {name} as true or false",
+        "string_type": f"send {name} as a JSON string",
+    }
+    if kind in fixes:
+        return fixes[kind]
+    if kind.startswith(("datetime", "timestamp", "date")):
+        return f"send {name} as an ISO 8601 timestamp, e.g. 2026-01-05T12:00:00Z (naive means UTC)"
+    return f"send {name} as the request schema at /docs.json describes"

@@ -5,45 +5,38 @@ imports that version into the BentoML model store with `bentoml.mlflow.import_mo
 `tftmon:v<version>`) and loads it from there. Every endpoint is a FastAPI route mounted on the service,
 so all of them, with their status codes and schemas, are in the OpenAPI spec BentoML publishes
 (`/docs.json`). State (live windows, cache, alerts) lives in one process: the service runs one worker.
-State logic is in tftmon.serve.live; request and response models in tftmon.serve.schemas.
+State logic is in tftmon.serve.live and tftmon.serve.alerts; request and response models, and the words
+of their errors, in tftmon.serve.schemas; what a request's rows become for the model in tftmon.model.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
 import bentoml
-import numpy as np
-import pandas as pd
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import SkipValidation, ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from starlette.exceptions import HTTPException
 
-from tftmon.config import ServiceConfig, Settings, TrainConfig
-from tftmon.contract import (
-    CONTRACT_VERSION,
-    MIN_RAW_INTERVAL,
-    MODEL_STEP,
-    PROFILE,
-    PROFILE_NAMES,
-    SERVER_NAME,
-    TIMESTAMP,
-    profile_of,
-)
-from tftmon.model.features import InsufficientHistory
+from tftmon.config import ServiceConfig, Settings
+from tftmon.contract import CONTRACT_VERSION, MIN_RAW_INTERVAL, MODEL_STEP
+from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
+from tftmon.serve.alerts import AlertBook
 from tftmon.serve.live import (
-    AlertBook,
     LiveFleet,
     LiveWindows,
     LoadedModel,
@@ -68,6 +61,7 @@ from tftmon.serve.schemas import (
     Status,
     ValidRows,
     fast_rows,
+    request_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -142,40 +136,34 @@ class ApiError(Exception):
         self.status, self.error, self.fix = status, error, fix
 
 
-def _fix(error: dict[str, Any]) -> str:
-    """How to repair one pydantic error, in words."""
-    kind, loc, ctx = error["type"], error.get("loc", ()), error.get("ctx") or {}
-    field = str(loc[-1]) if loc else "body"
-    if kind == "missing":
-        if tuple(loc) == ("body",):
-            return 'send a JSON object {"rows": [...]} with Content-Type: application/json'
-        return f"add {field}: every contract metric is required in every row (see /docs.json)"
-    fixes = {
-        "json_invalid": "send valid JSON (double-quoted keys, no trailing commas)",
-        "finite_number": "send a finite number: drop samples whose value is NaN or infinite",
-        "greater_than_equal": f"send a value of at least {ctx.get('ge')} (the contract's range)",
-        "less_than_equal": f"send a value of at most {ctx.get('le')} (the contract's range)",
-        "too_short": "send at least one row",
-        "too_long": f"split the request: at most {ctx.get('max_length')} rows per request",
-        "literal_error": f"use one of {', '.join(PROFILE_NAMES)}, or leave profile out to infer it",
-        "string_pattern_mismatch": "send a hostname of letters, digits, '.', '-' and '_'",
-        "extra_forbidden": f"remove {field}; the request takes only the fields in its schema",
-        "model_type": "send a JSON object",
-        "list_type": "send a JSON array of rows",
-    }
-    if kind in fixes:
-        return fixes[kind]
-    if kind.startswith(("datetime", "timestamp")):
-        return "send an ISO 8601 timestamp, e.g. 2026-01-05T12:00:00Z"
-    if kind in {"deprecated_column", "refused_column", "unknown_column", "too_many_servers"}:
-        return "as the rule says"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"send {field} as a JSON {kind.split('_')[0]} (not a string or other type)"
-    return "see the request schema at /docs.json"
+def _error_body(error: str, fix: str | None = None) -> dict[str, Any]:
+    return ErrorResponse(error=error, fix=fix).model_dump()
 
 
-def _error_body(error: str, fix: str | None = None, problems: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return ErrorResponse(error=error, fix=fix, problems=problems or []).model_dump()
+class _RustJsonRequest(Request):
+    """A request whose JSON body pydantic-core parses (Rust): twice as fast as json.loads on the tens of
+    MB a fleet's history is. Malformed JSON still reaches FastAPI as the JSONDecodeError it answers 422 to."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = from_json(body)
+            except ValueError as exc:
+                raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from None
+        return self._json
+
+
+class _RustJsonRoute(APIRoute):
+    """Every route of the app reads its body through _RustJsonRequest (FastAPI's custom-route hook)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_RustJsonRequest(request.scope, request.receive))
+
+        return route
 
 
 app = FastAPI(
@@ -183,18 +171,13 @@ app = FastAPI(
     version=CONTRACT_VERSION,
     description="Forecasts, risk and alerts from the Production TFT model. Errors: {error, fix, problems}.",
 )
+app.router.route_class = _RustJsonRoute
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)}
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    problems = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "rule": str(e.get("msg", "")),
-         "fix": _fix(e)}
-        for e in errors[:50]
-    ]
-    return JSONResponse(_error_body(f"{len(errors)} problem(s) in the request", problems=problems), status_code=422)
+    return JSONResponse(request_errors(exc.errors()).model_dump(), status_code=422)
 
 
 @app.exception_handler(ApiError)
@@ -259,58 +242,6 @@ def _validated(body: Any, model: type[RowsRequest]) -> ValidRows:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
-def _frame(valid: ValidRows) -> pd.DataFrame:
-    """Validated rows -> a contract-shaped frame (profile inferred where a row has none)."""
-    frame = valid.frame
-    missing = frame[PROFILE].isna().to_numpy()
-    if missing.any():
-        codes, names = pd.factorize(frame[SERVER_NAME])
-        inferred = np.asarray([profile_of(n) for n in names], dtype=object)[codes]
-        frame[PROFILE] = np.where(missing, inferred, frame[PROFILE].to_numpy(dtype=object))
-    return frame
-
-
-def _check_interval(frame: pd.DataFrame) -> None:
-    """Samples closer than the contract's minimum interval (median per server) are refused."""
-    ts = frame[[SERVER_NAME, TIMESTAMP]].drop_duplicates().sort_values([SERVER_NAME, TIMESTAMP])
-    gaps = ts.groupby(SERVER_NAME)[TIMESTAMP].diff().dropna()
-    if gaps.empty:
-        return
-    median = gaps.groupby(ts.loc[gaps.index, SERVER_NAME]).median()
-    fast = median[median < pd.Timedelta(MIN_RAW_INTERVAL)]
-    if len(fast):
-        detail = ", ".join(f"{name} every {gap.total_seconds():g} s" for name, gap in fast.head(5).items())
-        raise ApiError(
-            422,
-            f"samples come faster than the minimum interval of {MIN_RAW_INTERVAL.total_seconds():g} s: {detail}",
-            f"aggregate to {MIN_RAW_INTERVAL.total_seconds():g} s or more per sample",
-        )
-
-
-def _encoder_span(frame: pd.DataFrame, encoder_steps: int) -> pd.DataFrame:
-    """Only the rows the model reads, so feature work scales with the encoder, not with what was posted.
-
-    Per server: from the last model-step bin at or before its encoder window's first bin (the bin the
-    window carries forward from) to the end, whole bins only. The forecast is the one the full history
-    gives: each kept bin aggregates the same samples, every server keeps its earliest row's profile
-    (as resampling takes it), and a server too short for the window keeps all its rows, so the model
-    refuses it as before.
-    """
-    step = int(MODEL_STEP.total_seconds() * 1e9)
-    ts = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    bins = ts // step
-    codes = pd.factorize(frame[SERVER_NAME])[0]
-    start = pd.Series(bins).groupby(codes).transform("max").to_numpy() - encoder_steps + 1
-    anchor = pd.Series(np.where(bins <= start, bins, np.iinfo(np.int64).min)).groupby(codes).transform("max")
-    keep = bins >= anchor.to_numpy()
-    if keep.all():
-        return frame
-    order = np.lexsort((ts, codes))
-    earliest = order[np.unique(codes[order], return_index=True)[1]]
-    profiles = frame[PROFILE].to_numpy(dtype=object)[earliest][codes]
-    return frame.loc[keep].assign(**{PROFILE: profiles[keep]}).reset_index(drop=True)
-
-
 @bentoml.service(name="tftmon", workers=1, traffic={"timeout": 300})
 @bentoml.asgi_app(app, path="/")
 class Tftmon:
@@ -321,8 +252,7 @@ class Tftmon:
         torch.set_num_threads(CONFIG.torch_threads)
         self.slot = ModelSlot(load_production)
         self.unknown = UnknownTracker(CONFIG.unknown_rate_window_seconds, CONFIG.max_unknown_names)
-        self.windows = LiveWindows(CONFIG.max_live_servers)
-        self.windows.set_encoder_steps(TrainConfig().encoder_steps)
+        self.windows = LiveWindows(CONFIG.max_live_servers)  # sized by the model once one is installed
         self.live = LiveFleet(
             self.slot,
             self.windows,
@@ -429,11 +359,13 @@ class Tftmon:
         """Forecast, risk and severity per server from the posted history (resampled to the model step)."""
         valid = _validated(body, PredictRequest)
         loaded = self._model()
-        frame = _frame(valid)
-        _check_interval(frame)
-        started = time.perf_counter()
         try:
-            tidy = self.slot.forecast(loaded, _encoder_span(frame, loaded.encoder_steps))
+            check_interval(valid.frame)
+            started = time.perf_counter()
+            tidy = self.slot.forecast(loaded, valid.frame)
+        except SamplesTooFrequent as exc:
+            seconds = MIN_RAW_INTERVAL.total_seconds()
+            raise ApiError(422, str(exc), f"aggregate to one sample per {seconds:g} s or more per server") from None
         except InsufficientHistory as exc:
             hours = loaded.encoder_steps * MODEL_STEP.total_seconds() / 3600
             raise ApiError(422, str(exc), f"send at least {hours:g} h of history for every server") from None
@@ -446,7 +378,9 @@ class Tftmon:
     @app.post("/feed", response_model=FeedResponse, responses=ERRORS, tags=["tftmon"])
     def feed(self, body: Annotated[FeedRequest, SkipValidation()]) -> FeedResponse:
         """Append live ticks to each server's rolling window; the background loop forecasts them."""
-        result = self.windows.append(_frame(_validated(body, FeedRequest)))
+        valid = _validated(body, FeedRequest)
+        self._model()  # the windows are as long as the loaded model's encoder: none yet, nothing to keep
+        result = self.windows.append(valid.frame)
         if result.refused_servers:
             raise ApiError(
                 409,
@@ -472,8 +406,11 @@ class Tftmon:
         alerts = self.live.alerts
         return self._cached(
             "alerts",
-            lambda: {"computed_at": self.live.cache["computed_at"], "counts": alerts.counts(),
-                     "alerts": alerts.sorted_active()},
+            lambda: {
+                "computed_at": self.live.cache["computed_at"],
+                "counts": alerts.counts(),
+                "alerts": alerts.sorted_active(),
+            },
         )
 
     @app.get("/alerts/history", response_model=AlertHistory, tags=["tftmon"])
@@ -505,4 +442,3 @@ class Tftmon:
             changed=previous is None or previous.version != current.version,
             loaded_at=current.loaded_at,
         )
-

@@ -1,0 +1,296 @@
+"""Backtests: forecast origins in a held-out period, a forecaster run from each, and the whole evaluation.
+
+Every number is compared with what a simple rule would have achieved on the same data (see
+tftmon.evaluation.baselines) at the same origins; pure functions over DataFrames, no MLflow here (jobs log
+what these return).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from tftmon.config import EvaluationConfig
+from tftmon.contract import (
+    FORECAST_COLUMNS,
+    METRIC,
+    METRICS,
+    MODEL_STEP,
+    ORIGIN,
+    PREDICTION_STEPS,
+    QUANTILE_NAMES,
+    QUANTILES,
+    SERVER_NAME,
+    STATE,
+    STEP,
+    TIMESTAMP,
+    quantile_name,
+    to_utc,
+)
+from tftmon.evaluation.actuals import Actuals, origins
+from tftmon.evaluation.baselines import BASELINES, ORACLE, baselines
+from tftmon.evaluation.incidents import (
+    IncidentScores,
+    alerts,
+    episodes,
+    fit_threshold,
+    incident_scores,
+    warning_curve,
+)
+from tftmon.evaluation.metrics import aggregate, cold_start_gap, metrics_table, ratio_to_best_baseline
+from tftmon.risk import ALERT_THRESHOLD_KEY, AlertCalibration
+
+if TYPE_CHECKING:
+    from tftmon.model.network import ForecastModel
+
+
+log = logging.getLogger(__name__)
+
+def holdout_start(frame: pd.DataFrame, hours: float) -> pd.Timestamp:
+    """Where the held-out period starts: `hours` before the data's last timestamp."""
+    return pd.Timestamp(frame[TIMESTAMP].max()) - pd.Timedelta(hours=hours)
+
+
+@dataclass(frozen=True)
+class Forecaster:
+    """Something that forecasts from recent history (the model's encoder window and one bin more)."""
+
+    predict: Callable[[pd.DataFrame], pd.DataFrame]
+    history_steps: int
+
+    @property
+    def history(self) -> timedelta:
+        return self.history_steps * MODEL_STEP
+
+
+def model_forecaster(model: ForecastModel) -> Forecaster:
+    """The model as a backtest forecaster: its encoder window (and one bin more) in, its forecast out."""
+    from tftmon.model.network import forecast
+
+    return Forecaster(lambda history: forecast(model, history), model.config.encoder_steps + 1)
+
+
+def backtest(forecaster: Forecaster, frame: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
+    """Run a forecaster from every origin in `at` (server_name, origin), seeing only data up to it.
+
+    One call per distinct origin covers all its servers; each call gets the forecaster's history before
+    the origin, never anything after it.
+    """
+    parts = []
+    ts = frame[TIMESTAMP]
+    for origin, servers in at.groupby(ORIGIN)[SERVER_NAME]:
+        seen = frame[frame[SERVER_NAME].isin(servers) & (ts <= origin) & (ts > origin - forecaster.history)]
+        part = forecaster.predict(seen)
+        part[ORIGIN] = origin
+        parts.append(part)
+    if not parts:
+        raise ValueError("no forecast origins: the held-out period is shorter than one full forecast")
+    return pd.concat(parts, ignore_index=True)
+
+
+def run(forecaster: Forecaster, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig) -> pd.DataFrame:
+    """The forecaster from every `origin_every` origin of the held-out period."""
+    return backtest(forecaster, frame, origins(frame, holdout, config.origin_every))
+
+
+def fit_origins(actuals: pd.DataFrame, holdout_start: pd.Timestamp, config: EvaluationConfig) -> pd.DataFrame:
+    """Validation origins for fitting alert thresholds: every `alert_fit_every` over the `alert_fit_hours`
+    whose whole forecast (and so whose incident labels) ends before the held-out period."""
+    horizon = PREDICTION_STEPS * MODEL_STEP
+    end = pd.Timestamp(holdout_start) - horizon
+    before = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
+    at = origins(before, end - pd.Timedelta(hours=config.alert_fit_hours), config.alert_fit_every)
+    return at[at[ORIGIN] <= end].reset_index(drop=True)
+
+
+def fit_band_scale(predictions: pd.DataFrame, actuals: pd.DataFrame) -> dict[str, list[float]]:
+    """Per metric and step, the factor that stretches the p10–p90 band about p50 to cover 80 % of the
+    actuals at these (validation) origins: split-conformal calibration of the model's bands.
+
+    Score per row = |actual − p50| over the half-band on the actual's side; the factor is that score's
+    0.8 quantile (clipped to 0.2–10 so a degenerate band cannot explode).
+    """
+    lo, mid, hi = QUANTILE_NAMES
+    act = Actuals(actuals)
+    metric = pd.Categorical(predictions[METRIC], categories=METRICS).codes
+    values = act.get(act.code_of(predictions[SERVER_NAME]), act.index_of(predictions[TIMESTAMP]))
+    y = values[np.arange(len(predictions)), np.maximum(metric, 0)]
+    p10, p50, p90 = (predictions[name].to_numpy(dtype=float) for name in (lo, mid, hi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(y >= p50, (y - p50) / (p90 - p50), (p50 - y) / (p50 - p10))
+    score = np.where(np.abs(y - p50) == 0, 0.0, score)
+    scores = pd.DataFrame({METRIC: predictions[METRIC].to_numpy(), STEP: predictions[STEP].to_numpy(), "s": score})
+    scores = scores[(metric >= 0) & ~np.isnan(y)]
+    factor = scores.groupby([METRIC, STEP])["s"].quantile(QUANTILES[-1] - QUANTILES[0]).clip(0.2, 10.0)
+    wide = factor.unstack(STEP).reindex(columns=range(1, PREDICTION_STEPS + 1)).ffill(axis=1).fillna(1.0)
+    return {str(m): [round(float(v), 4) for v in row] for m, row in wide.iterrows()}
+
+
+def calibrate(
+    model: ForecastModel, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig
+) -> AlertCalibration | None:
+    """Fit the model's bands and alert threshold on its forecasts at `fit_origins` (before `holdout`) and
+    store both in its training_info; returns the alert calibration (None without incident labels).
+
+    The bands first (split-conformal, `fit_band_scale`), then the threshold on the widened forecasts,
+    which are exactly what the model serves from then on.
+    """
+    from tftmon.model.network import BAND_SCALE_KEY, band_scale, widen_bands
+
+    at = fit_origins(frame, holdout, config)
+    if len(at) == 0:
+        log.warning(
+            "too little data to calibrate bands and alert threshold (need %g h + one forecast before the "
+            "held-out period); the model keeps its raw bands and the default threshold",
+            config.alert_fit_hours,
+        )
+        return None
+    predictions = backtest(model_forecaster(model), frame, at)
+    model.training_info[BAND_SCALE_KEY] = fit_band_scale(predictions, frame)
+    if STATE not in frame:
+        return None
+    quantiles = model.config.quantiles
+    names = [quantile_name(q) for q in quantiles]
+    targets = list(model.config.targets)
+    scale = band_scale(model.training_info, targets, PREDICTION_STEPS)
+    assert scale is not None
+    rows = scale[pd.Categorical(predictions[METRIC], categories=targets).codes, predictions[STEP].to_numpy() - 1]
+    predictions[names] = widen_bands(predictions[names].to_numpy(dtype=float), quantiles, rows)
+    alert = fit_threshold(alerts(predictions), episodes(frame), budget=config.alert_budget, every=config.origin_every)
+    model.training_info[ALERT_THRESHOLD_KEY] = alert.threshold
+    return alert
+
+
+@dataclass
+class WarningComparison:
+    """Incident early warning of every forecaster through the same risk scale and alert rule."""
+
+    #: One row per forecaster: threshold, episodes, warned, recall, median_lead_min, precision,
+    #: false_alarms_per_server_day, within_budget.
+    table: pd.DataFrame
+    #: forecaster, threshold, recall, false_alarms_per_server_day as the threshold sweeps.
+    curves: pd.DataFrame
+    scores: dict[str, IncidentScores]
+    calibrations: dict[str, AlertCalibration]
+    #: The forecaster (oracle excluded) with the highest recall within the false-alarm budget.
+    winner: str | None
+
+
+def compare_warnings(
+    forecasts: dict[str, pd.DataFrame],
+    actuals: pd.DataFrame,
+    holdout_start: pd.Timestamp,
+    config: EvaluationConfig,
+    calibrations: dict[str, AlertCalibration] | None = None,
+) -> WarningComparison:
+    """Score each forecaster's critical alerts on the held-out origins of its forecast.
+
+    A forecaster without a given calibration (the baselines and the oracle; a model brings the one it
+    fitted in training) gets its threshold fitted by `fit_threshold` on `fit_origins` before the held-out
+    period, for the same false-alarm budget: one rule for all, never fitted on the held-out data.
+    """
+    calibrations = dict(calibrations or {})
+    eps = episodes(actuals)
+    missing = [name for name in forecasts if name not in calibrations]
+    at = fit_origins(actuals, holdout_start, config) if missing else pd.DataFrame()
+    if missing and len(at) == 0:
+        log.warning(
+            "no validation origins to fit the thresholds of %s (need %g h + one forecast before the held-out "
+            "period): they alert at the uncalibrated critical band",
+            ", ".join(missing), config.alert_fit_hours,
+        )  # fmt: skip
+        calibrations.update({name: AlertCalibration() for name in missing})
+    elif missing:
+        fit = baselines(actuals, at, holdout_start=holdout_start, config=config, oracle=True)
+        for name in missing:
+            if name not in fit:
+                raise ValueError(f"no calibration given for {name!r} and it is not a baseline")
+            raw = alerts(fit[name])
+            calibrations[name] = fit_threshold(raw, eps, budget=config.alert_budget, every=config.origin_every)
+    rows, curves, scores = [], [], {}
+    for name, forecast in forecasts.items():
+        flagged = alerts(forecast, calibrations[name])
+        inc = incident_scores(flagged, eps, lead=config.warning_lead)
+        scores[name] = inc
+        curves.append(warning_curve(flagged, eps, lead=config.warning_lead).assign(forecaster=name))
+        rows.append(
+            {
+                "forecaster": name,
+                "threshold": calibrations[name].threshold,
+                "episodes": inc.episodes,
+                "warned": inc.warned,
+                "recall": inc.recall,
+                "median_lead_min": inc.median_lead_min,
+                "precision": inc.precision,
+                "false_alarms_per_server_day": inc.false_alarms_per_server_day,
+                "within_budget": bool(inc.false_alarms_per_server_day <= config.target_false_alarms),
+            }
+        )
+    table = pd.DataFrame(rows)
+    eligible = table[(table["forecaster"] != ORACLE) & table["within_budget"]]
+    winner = None
+    if len(eligible):
+        ranked = eligible.sort_values(["recall", "false_alarms_per_server_day"], ascending=[False, True])
+        winner = str(ranked.iloc[0]["forecaster"])
+    return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations, winner)
+
+
+@dataclass
+class EvaluationResults:
+    model: str
+    config: EvaluationConfig
+    metrics: pd.DataFrame
+    aggregate: pd.DataFrame
+    ratio: pd.DataFrame
+    cold_start: pd.DataFrame | None = None
+    warnings: WarningComparison | None = None
+
+    @property
+    def incidents(self) -> IncidentScores | None:
+        """The model's own incident scores."""
+        return None if self.warnings is None else self.warnings.scores[self.model]
+
+
+def evaluate(
+    forecast: pd.DataFrame,
+    actuals: pd.DataFrame,
+    holdout_start: pd.Timestamp | str,
+    *,
+    model: str = "tft",
+    seen_servers: Iterable[str] | None = None,
+    config: EvaluationConfig | None = None,
+    calibration: AlertCalibration | None = None,
+) -> EvaluationResults:
+    """Backtest a model's tidy forecast: baselines at the same origins, metrics, cold start, and incident
+    early warning side by side with the baselines and the oracle.
+
+    `calibration`: the model's fitted alert threshold (default: the uncalibrated scale). Incident scores
+    need the simulator's `state` column in `actuals`; without it they are skipped.
+    """
+    cfg = config or EvaluationConfig()
+    missing = set(FORECAST_COLUMNS) - set(forecast.columns)
+    if missing:
+        raise ValueError(f"forecast lacks columns {sorted(missing)}")
+    start = to_utc(holdout_start)
+    at = forecast[[SERVER_NAME, ORIGIN]].drop_duplicates()
+    others = baselines(actuals, at, holdout_start=start, config=cfg, oracle=STATE in actuals)
+    accuracy = {model: forecast, **{name: fc for name, fc in others.items() if name in BASELINES}}
+    table = metrics_table(accuracy, actuals, start, config=cfg)
+    agg = aggregate(table)
+    cold = None
+    seen = None if seen_servers is None else set(seen_servers)
+    if seen is not None and set(at[SERVER_NAME]) - seen:
+        split = metrics_table({model: forecast}, actuals, start, seen_servers=seen, config=cfg)
+        cold = cold_start_gap(split, model)
+    warnings = None
+    if STATE in actuals:
+        warnings = compare_warnings(
+            {model: forecast, **others}, actuals, start, cfg, {model: calibration or AlertCalibration()}
+        )
+    return EvaluationResults(model, cfg, table, agg, ratio_to_best_baseline(agg, model), cold, warnings)

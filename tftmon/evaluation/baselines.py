@@ -1,0 +1,171 @@
+"""Plain baselines in the model's tidy forecast format: last value, seasonal naive, linear drift.
+
+Linear drift over the last hour is what Prometheus `predict_linear` alerting does; the oracle (actuals as
+forecasts) is the ceiling any forecaster could reach through the same risk scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tftmon.config import EvaluationConfig
+from tftmon.contract import (
+    COLUMNS_BY_NAME,
+    METRIC,
+    METRICS,
+    MODEL_STEP,
+    ORIGIN,
+    PREDICTION_STEPS,
+    PROFILE,
+    QUANTILE_NAMES,
+    QUANTILES,
+    SERVER_NAME,
+    STEP,
+    TIMESTAMP,
+    profile_of,
+)
+from tftmon.evaluation.actuals import Actuals, origins
+
+LAST_VALUE = "last_value"
+SEASONAL_NAIVE = "seasonal_naive"
+LINEAR_DRIFT = "linear_drift"
+BASELINES: tuple[str, ...] = (LAST_VALUE, SEASONAL_NAIVE, LINEAR_DRIFT)
+#: Actuals as forecasts: not a baseline but the ceiling, scored beside them.
+ORACLE = "oracle"
+_LOWER = np.array([COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None else -np.inf for m in METRICS])
+_UPPER = np.array([COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in METRICS])
+
+
+def _point_baseline(
+    act: Actuals, code: np.ndarray, tidx: np.ndarray, method: str, cfg: EvaluationConfig
+) -> np.ndarray:
+    """p50 of one baseline: [origin, step, metric], clipped to the contract's ranges."""
+    horizon = np.arange(1, PREDICTION_STEPS + 1)
+    if method == LAST_VALUE:
+        pred = np.repeat(act.get(code, tidx)[:, None, :], PREDICTION_STEPS, axis=1)
+    elif method == SEASONAL_NAIVE:
+        # The same time of day one period earlier; for steps beyond one period it repeats the last period.
+        back = cfg.seasonal_steps * np.ceil(horizon / cfg.seasonal_steps).astype(np.int64)
+        pred = act.get(code[:, None], tidx[:, None] + horizon - back)
+    elif method == LINEAR_DRIFT:
+        x = np.arange(-cfg.drift_steps + 1, 1, dtype=float)
+        y = act.get(code[:, None], tidx[:, None] + x.astype(np.int64))  # [n, window, metric]
+        w = ~np.isnan(y)
+        n = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xm = (w * x[None, :, None]).sum(axis=1) / n
+            ym = np.nansum(y, axis=1) / n
+            dx = np.where(w, x[None, :, None] - xm[:, None, :], 0.0)
+            slope = (dx * np.nan_to_num(y - ym[:, None, :])).sum(axis=1) / (dx**2).sum(axis=1)
+        slope = np.where(n >= 2, slope, np.nan)
+        pred = ym[:, None, :] + slope[:, None, :] * (horizon[None, :, None] - xm[:, None, :])
+    else:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
+    return np.clip(pred, _LOWER, _UPPER)
+
+
+def _tidy(keys: pd.DataFrame, quantiles: np.ndarray) -> pd.DataFrame:
+    """[origin, step, metric, quantile] -> the tidy forecast format."""
+    n, s, m = quantiles.shape[:3]
+    origin = np.repeat(keys[ORIGIN].to_numpy(), m * s)
+    step = np.tile(np.arange(1, s + 1), n * m)
+    out = pd.DataFrame(
+        {
+            SERVER_NAME: np.repeat(keys[SERVER_NAME].to_numpy(), m * s),
+            PROFILE: np.repeat(keys[PROFILE].to_numpy(), m * s),
+            ORIGIN: origin,
+            STEP: step,
+            TIMESTAMP: pd.DatetimeIndex(origin) + pd.to_timedelta(step * MODEL_STEP),
+            METRIC: np.tile(np.repeat(np.asarray(METRICS, dtype=object), s), n),
+        }
+    )
+    flat = quantiles.transpose(0, 2, 1, 3).reshape(n * m * s, -1)
+    for i, name in enumerate(QUANTILE_NAMES):
+        out[name] = flat[:, i]
+    return out
+
+
+def baseline_forecast(
+    actuals: pd.DataFrame,
+    at: pd.DataFrame,
+    method: str,
+    *,
+    calibration: pd.DataFrame | None = None,
+    config: EvaluationConfig | None = None,
+) -> pd.DataFrame:
+    """A baseline's forecast in the tidy format at the (server_name, origin) pairs of `at`.
+
+    p50 is the baseline itself (clipped to contract ranges). p10/p90 are p50 plus the 10 %/90 %
+    quantiles of the baseline's own residuals at the `calibration` origins (the training part), pooled
+    per profile × metric × step (per server would need far more origins than a backtest has); without
+    `calibration` they are NaN and interval metrics (pinball, coverage, width) are NaN for it.
+    """
+    cfg = config or EvaluationConfig()
+    act = Actuals(actuals)
+    keys = at[[SERVER_NAME, ORIGIN]].drop_duplicates().reset_index(drop=True)
+    code = act.code_of(keys[SERVER_NAME])
+    keys[PROFILE] = np.where(code >= 0, act.profiles[np.maximum(code, 0)], keys[SERVER_NAME].map(profile_of))
+    p50 = _point_baseline(act, code, act.index_of(keys[ORIGIN]), method, cfg)
+    lo = hi = np.full_like(p50, np.nan)
+    if calibration is not None and len(calibration):
+        lo, hi = _residual_band(act, calibration, method, cfg, keys[PROFILE].to_numpy())
+    quantiles = np.stack([np.clip(p50 + lo, _LOWER, _UPPER), p50, np.clip(p50 + hi, _LOWER, _UPPER)], axis=-1)
+    return _tidy(keys, quantiles)
+
+
+def _residual_band(
+    act: Actuals, calibration: pd.DataFrame, method: str, cfg: EvaluationConfig, profiles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residual q10/q90 per profile × step × metric, broadcast to the rows of `profiles`."""
+    cal = calibration[[SERVER_NAME, ORIGIN]].drop_duplicates()
+    if len(cal) > cfg.calibration_origins:
+        cal = cal.iloc[np.linspace(0, len(cal) - 1, cfg.calibration_origins).astype(int)]
+    code = act.code_of(cal[SERVER_NAME])
+    tidx = act.index_of(cal[ORIGIN])
+    pred = _point_baseline(act, code, tidx, method, cfg)
+    truth = act.get(code[:, None], tidx[:, None] + np.arange(1, PREDICTION_STEPS + 1))
+    resid = truth - pred
+    cal_prof = act.profiles[np.maximum(code, 0)]
+    with np.errstate(all="ignore"):
+        pooled = np.nanquantile(resid, [QUANTILES[0], QUANTILES[-1]], axis=0)
+    lo = np.repeat(pooled[0][None], len(profiles), axis=0)
+    hi = np.repeat(pooled[1][None], len(profiles), axis=0)
+    for prof in np.unique(profiles):
+        mine = cal_prof == prof
+        if mine.sum() >= 10:  # too few origins of a profile -> keep the fleet-wide band
+            band = np.nanquantile(resid[mine], [QUANTILES[0], QUANTILES[-1]], axis=0)
+            lo[profiles == prof], hi[profiles == prof] = band[0], band[1]
+    return lo, hi
+
+
+def oracle_forecast(actuals: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
+    """The actual future as a forecast (p10 = p50 = p90): the ceiling of what the risk scale can warn of."""
+    act = Actuals(actuals)
+    keys = at[[SERVER_NAME, ORIGIN]].drop_duplicates().reset_index(drop=True)
+    code = act.code_of(keys[SERVER_NAME])
+    keys[PROFILE] = np.where(code >= 0, act.profiles[np.maximum(code, 0)], keys[SERVER_NAME].map(profile_of))
+    future = act.get(code[:, None], act.index_of(keys[ORIGIN])[:, None] + np.arange(1, PREDICTION_STEPS + 1))
+    return _tidy(keys, np.repeat(future[..., None], len(QUANTILE_NAMES), axis=-1))
+
+
+def baselines(
+    actuals: pd.DataFrame,
+    at: pd.DataFrame,
+    *,
+    holdout_start: pd.Timestamp | None = None,
+    config: EvaluationConfig | None = None,
+    oracle: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """All baselines at the origins of `at` (and the oracle when asked); with `holdout_start` their bands
+    are calibrated on origins before it (every `config.origin_every`, the full future also before it)."""
+    cfg = config or EvaluationConfig()
+    calibration = None
+    if holdout_start is not None:
+        train = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
+        if len(train):
+            calibration = origins(train, train[TIMESTAMP].min() + cfg.seasonal_steps * MODEL_STEP, cfg.origin_every)
+    out = {m: baseline_forecast(actuals, at, m, calibration=calibration, config=cfg) for m in BASELINES}
+    if oracle:
+        out[ORACLE] = oracle_forecast(actuals, at)
+    return out
