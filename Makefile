@@ -20,10 +20,12 @@ demo: setup
 
 test: setup lint
 	$(BIN)/tftmon contract --markdown --expectations --check
+	$(BIN)/mypy tftmon
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -38,4 +40,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_validate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache data reports mlruns mlartifacts mlflow.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data reports mlruns mlartifacts mlflow.db

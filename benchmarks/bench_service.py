@@ -1,11 +1,12 @@
 """Service latency and throughput: /predict by fleet size, where its time goes (stages in-process), 8
 concurrent clients, overhead vs the in-process pyfunc.
 
-Run: `timeout 1500 python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]`
-(about 9 minutes on 2 cores).
-Self-contained: trains a default-architecture model for one batch (inference cost depends on the
-architecture, not on training), registers and promotes it in a temporary MLflow store, starts
-`bentoml serve` on a free port, measures, and writes benchmarks/results/service.md atomically.
+Run: `timeout 1500 python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]
+[--network '{"hidden_size": 16}']` (about 9 minutes on 2 cores).
+Self-contained: trains a model of the default architecture (or --network's) for one batch (inference cost
+depends on the architecture, not on training), registers and promotes it in a temporary MLflow store,
+starts `bentoml serve` on a free port, measures, and rewrites the tables of
+benchmarks/results/service.md atomically (the hand-written part after its first `---` line is kept).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import requests
+
+if TYPE_CHECKING:
+    from tftmon.config import NetworkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the results file's hand-written part begins (kept when the tables are rewritten).
@@ -46,8 +50,8 @@ def _body(frame: pd.DataFrame, include_path: bool = True) -> bytes:
     return f'{{"rows":{rows},"include_path":{json.dumps(include_path)}}}'.encode()
 
 
-def _setup(root: Path) -> dict[str, str]:
-    """A default-architecture model, promoted in a temporary store; returns the store's environment."""
+def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
+    """A model of that architecture, promoted in a temporary store; returns the store's environment."""
     import mlflow
 
     from tftmon.config import TrainConfig
@@ -64,7 +68,7 @@ def _setup(root: Path) -> dict[str, str]:
     os.environ.update(env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     config = TrainConfig(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, progress_bar=False,
-                         accelerator="cpu", devices=1)  # fmt: skip
+                         accelerator="cpu", devices=1, model=network)  # fmt: skip
     # Enough for one training window and the validation hold-out (plus an hour's slack).
     forecast_hours = PREDICTION_STEPS * MODEL_STEP / timedelta(hours=1)
     data = _history(7, config.encoder_hours + forecast_hours + config.validation_hours + 1)
@@ -177,7 +181,7 @@ def bench_in_process(frame: pd.DataFrame, repeats: int) -> tuple[float, float]:
 def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
     """Median seconds of each /predict stage, run in-process with the service's own functions."""
     import torch
-    from pydantic_core import to_json
+    from pydantic_core import from_json, to_json
 
     from tftmon.config import ServiceConfig
     from tftmon.model.features import check_interval
@@ -200,7 +204,7 @@ def bench_stages(frame: pd.DataFrame, repeats: int) -> dict[str, float]:
         return result
 
     for _ in range(repeats + 1):  # the first is a warm-up, dropped below
-        data = timed("JSON parse (stdlib, as FastAPI)", json.loads, body)
+        data = timed("JSON parse (pydantic-core, as the service)", from_json, body)
         valid = timed("validate rows (column-wise)", _validated, data, PredictRequest)
         timed("interval check", check_interval, valid.frame)
         tidy = timed("model.forecast (encoder span, features, batch, network)", forecast, model, valid.frame)
@@ -222,16 +226,13 @@ def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
 
 
 def report(sizes: list[dict], stages: dict[str, float], concurrent: list[dict], in_process: tuple[float, float],
-           service_90: dict, command: str, load: float) -> str:  # fmt: skip
-    from tftmon.config import NetworkConfig
-
+           service_90: dict, command: str, load: float, network: NetworkConfig) -> str:  # fmt: skip
     torch_threads = os.environ.get("TFTMON_SERVICE_TORCH_THREADS", "1")
-    network = NetworkConfig()
     lines = [
         "# Service benchmarks (2-core CPU, torch 2.13 CPU, one BentoML worker)",
         "",
-        f"Command: `{command}`. Model: default architecture (6 h encoder, hidden {network.hidden_size}, 14 targets, "
-        f"{len(network.quantiles)} quantiles), torch threads {torch_threads}. Load average (1 min) at start: "
+        f"Command: `{command}`. Model: 6 h encoder, hidden {network.hidden_size}, 14 targets, "
+        f"{len(network.quantiles)} quantiles, torch threads {torch_threads}. Load average (1 min) at start: "
         f"{load:.1f}; per row below as measured (other sessions share the 2 cores, so times are upper bounds).",
         "",
         "## /predict latency by fleet size (24 h of 5-min history per server)",
@@ -275,16 +276,20 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--concurrent-servers", type=int, default=9, help="Fleet size of the concurrent /predict.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service.md")
+    parser.add_argument(
+        "--network", default="{}", help='The architecture as NetworkConfig JSON, e.g. {"hidden_size": 16}.'
+    )
     args = parser.parse_args()
     import torch
 
-    from tftmon.config import ServiceConfig
+    from tftmon.config import NetworkConfig, ServiceConfig
     from tftmon.io import write_bytes_atomic
 
+    network = NetworkConfig.model_validate_json(args.network)
     load = os.getloadavg()[0]
     torch.set_num_threads(ServiceConfig().torch_threads)  # in-process figures with the service's setting
     with tempfile.TemporaryDirectory(prefix="tftmon-bench-") as tmp:
-        env = _setup(Path(tmp))
+        env = _setup(Path(tmp), network)
         process, url = _serve(env, Path(tmp) / "serve.log")
         try:
             sizes = bench_sizes(url, [int(s) for s in args.sizes.split(",")], args.repeats, args.hours)
@@ -302,7 +307,7 @@ def main() -> None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
     command = "python benchmarks/bench_service.py " + " ".join(sys.argv[1:])
-    text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load)
+    text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load, network)
     # The hand-written sections after the first rule are kept; the tables above it are replaced.
     previous = args.out.read_text() if args.out.exists() else ""
     kept = previous[previous.index(HAND_WRITTEN) + 1 :] if HAND_WRITTEN in previous else ""

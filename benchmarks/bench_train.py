@@ -7,40 +7,23 @@ Data is synthetic (daily + weekly pattern and noise) so the benchmark does not d
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `tests` importable
+from tests.synthetic import daily, fleet_frame
 from tftmon.config import TrainConfig
-from tftmon.contract import INTEGER_METRICS, METRICS, PROFILE, PROFILES, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.model import features
 from tftmon.model.train import fit
 
-START = pd.Timestamp("2026-01-05", tz="UTC")
-
 
 def synthetic(servers: int, days: float, interval: str) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    ts = pd.date_range(START, START + pd.Timedelta(days=days), freq=interval, inclusive="left")
-    hours = ((ts - START) / pd.Timedelta(hours=1)).to_numpy(dtype=float)
-    frames = []
-    for i in range(servers):
-        profile = PROFILES[i % len(PROFILES)]
-        data: dict[str, object] = {
-            TIMESTAMP: ts,
-            SERVER_NAME: profile.hostname(i + 1),
-            PROFILE: profile.name,
-            STATE: "healthy",
-        }
-        for j, metric in enumerate(METRICS):
-            daily = 20 * np.sin(2 * np.pi * hours / 24 + 0.2 * j) + 5 * np.sin(2 * np.pi * hours / 168)
-            value = np.clip(40 + daily + rng.normal(0, 2, len(ts)), 0, 100)
-            data[metric] = np.round(value).astype(np.int64) if metric in INTEGER_METRICS else value
-        frames.append(pd.DataFrame(data))
-    return pd.concat(frames, ignore_index=True)
+    return fleet_frame(servers, pd.Timedelta(days=days), interval, signal=daily())
 
 
 def bench_resample(rows: int) -> None:

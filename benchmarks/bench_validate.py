@@ -9,70 +9,22 @@ real run pays; GE's import (~4 s, once per process) is timed separately.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tftmon.contract import (
-    COLUMNS,
-    CPU_PARTS,
-    DEFAULT_FLEET_SIZE,
-    JAVA_CPU,
-    JAVA_CPU_BOUND,
-    METRIC_COLUMNS,
-    MODEL_STEP,
-    PROFILE,
-    PROFILES,
-    SERVER_ID,
-    SERVER_NAME,
-    STATE,
-    STATES,
-    TIMESTAMP,
-)
-from tftmon.encoding import server_id
-
-OPEN_MAX = 50
-
-
-def _strings(values: list[str], codes: np.ndarray) -> pd.Series:
-    """values[codes] as a pandas str column, built in Arrow (a Python loop over 10 M rows takes minutes)."""
-    return pd.Series(pa.array(values).take(pa.array(codes)).to_pandas())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `tests` importable
+from tests.synthetic import contract_frame, default_fleet_hosts
 
 
 def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
     """A valid contract frame of `rows` rows for the default 90-server fleet, time-major like the simulator."""
-    rng = np.random.default_rng(seed)
-    hosts = [(p.hostname(i + 1), p.name) for p in PROFILES for i in range(p.default_count)]
-    n_servers = DEFAULT_FLEET_SIZE
-    steps = -(-rows // n_servers)
-    server = np.tile(np.arange(n_servers), steps)[:rows]
-    times = pd.date_range("2026-01-05", periods=steps, freq=MODEL_STEP, tz="UTC").repeat(n_servers)[:rows]
-    data: dict[str, object] = {
-        TIMESTAMP: times,
-        SERVER_NAME: _strings([h for h, _ in hosts], server),
-        SERVER_ID: _strings([server_id(h) for h, _ in hosts], server),
-        PROFILE: _strings([p for _, p in hosts], server),
-        STATE: _strings(list(STATES), rng.integers(0, len(STATES), rows)),
-    }
-    split = rng.dirichlet([4, 2, 1, 8], size=rows) * 100
-    split[:, -1] = 100 - split[:, :-1].sum(axis=1)
-    data.update({name: split[:, i] for i, name in enumerate(CPU_PARTS)})
-    for col in METRIC_COLUMNS:
-        if col.name in data:
-            continue
-        high = OPEN_MAX if col.max is None else col.max
-        if col.name == JAVA_CPU:
-            data[col.name] = sum(data[c] for c in JAVA_CPU_BOUND) * rng.random(rows)
-        elif col.type == "int":
-            data[col.name] = rng.integers(int(col.min or 0), int(high) + 1, rows, dtype=np.int64)
-        else:
-            data[col.name] = rng.uniform(col.min or 0.0, high, rows)
-    return pd.DataFrame(data)[[c.name for c in COLUMNS]]
+    return contract_frame(default_fleet_hosts(), rows=rows, seed=seed)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -31,7 +31,7 @@ from tftmon.config import (
     error_text,
 )
 from tftmon.contract import CONTRACT_VERSION, METRICS
-from tftmon.data.validate import SUITES
+from tftmon.data.validate import SUITES, SuiteKind
 from tftmon.serve.feed import FeedOptions
 
 log = logging.getLogger("tftmon")
@@ -219,7 +219,9 @@ def generate(out: Path, fleet_file: str, progress: bool, **options: str | None) 
     help="Where to write Great Expectations Data Docs (default: reports/validation/<name>).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(path: Path, strict: bool, suite: str, docs_dir: Path | None, as_json: bool) -> None:
+def validate(
+    path: Path, strict: bool, suite: SuiteKind | Literal["auto"], docs_dir: Path | None, as_json: bool
+) -> None:
     """Validate a dataset against the contract's Great Expectations suites; exit 1 on failure."""
     import json
 

@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tftmon.contract import DEFAULT_FLEET_SIZE, MIN_RAW_INTERVAL, MODEL_QUANTILES, PREDICTION_STEPS, QUANTILES, steps
+from tftmon.contract import (
+    DEFAULT_FLEET_SIZE,
+    MIN_RAW_INTERVAL,
+    MODEL_QUANTILES,
+    PREDICTION_STEPS,
+    QUANTILES,
+    steps,
+    to_utc,
+)
 
 Scenario = Literal["normal", "healthy", "degrading", "critical"]
 
@@ -131,9 +139,7 @@ class SimulationConfig(StrictConfig):
     @field_validator("start", mode="before")
     @classmethod
     def _start(cls, value: str | datetime) -> datetime:
-        ts = pd.Timestamp(value)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        return ts.to_pydatetime()
+        return to_utc(value).to_pydatetime()
 
     @property
     def ticks(self) -> int:

@@ -25,9 +25,10 @@ CONTRACT_VERSION = "2.0.0"
 LogicalType = Literal["timestamp", "string", "float", "int"]
 ColumnRole = Literal["identity", "metric", "label"]
 Aggregation = Literal["mean", "max", "last"]
+PandasDtype = Literal["datetime64[ns, UTC]", "str", "float64", "int64"]
 
 #: pandas dtype each logical type is stored as (Parquet maps these one to one).
-PANDAS_DTYPES: dict[LogicalType, str] = {
+PANDAS_DTYPES: dict[LogicalType, PandasDtype] = {
     "timestamp": "datetime64[ns, UTC]",
     "string": "str",
     "float": "float64",
@@ -52,7 +53,7 @@ class Column:
     aggregation: Aggregation | None = None
 
     @property
-    def pandas_dtype(self) -> str:
+    def pandas_dtype(self) -> PandasDtype:
         return PANDAS_DTYPES[self.type]
 
     @property

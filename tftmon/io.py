@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def dataset_fingerprint(path: Path, frame: pd.DataFrame) -> dict[str, str | int]
     digest = hashlib.sha256()
     for file in parquet_files(path):
         with open(file, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            for chunk in iter(partial(fh.read, 1 << 20), b""):
                 digest.update(chunk)
     return {
         "data_sha256": digest.hexdigest()[:16],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -88,9 +89,11 @@ _BAND_NAMES = np.array([b.severity.value for b in SEVERITY_BANDS], dtype=object)
 
 def severity_of(risk: float | np.ndarray | pd.Series) -> Severity | np.ndarray:
     """Map risk to severity: healthy < 0.3 ≤ warning < 0.7 ≤ critical (vectorised for arrays)."""
-    if np.ndim(risk) == 0:
-        return Severity(_BAND_NAMES[np.searchsorted(_BAND_LOWERS, float(risk), side="right")])
-    return _BAND_NAMES[np.searchsorted(_BAND_LOWERS, np.asarray(risk, dtype=float), side="right")]
+    values = np.asarray(risk, dtype=float)
+    bands = np.searchsorted(_BAND_LOWERS, values, side="right")
+    if values.ndim == 0:
+        return Severity(_BAND_NAMES[int(bands)])
+    return _BAND_NAMES[bands]
 
 
 def colour_of(severity: str) -> str:
@@ -112,7 +115,10 @@ if len(SOONNESS_AT_HORIZONS) != len(HORIZONS):
     raise RuntimeError("SOONNESS_AT_HORIZONS must match the contract's horizons")
 
 
-def _known_profiles(table: dict[str, Levels]) -> dict[str, Levels]:
+_V = TypeVar("_V")
+
+
+def _known_profiles(table: dict[str, _V]) -> dict[str, _V]:
     unknown = set(table) - set(PROFILE_NAMES)
     if unknown:
         raise RuntimeError(f"risk table names unknown profiles {sorted(unknown)}")

@@ -69,3 +69,25 @@ def test_deprecation_message_names_the_replacement() -> None:
 def test_committed_contract_doc_matches_the_contract() -> None:
     committed = (ROOT / "docs" / "DATA_CONTRACT.md").read_text()
     assert committed == render_markdown(), "docs/DATA_CONTRACT.md is stale: run `make contract`"
+
+
+def test_state_severity_orders_exactly_the_states() -> None:
+    assert sorted(c.STATE_SEVERITY) == sorted(c.STATES)
+    assert c.STATE_SEVERITY[-1] == c.INCIDENT_STATE
+
+
+def test_quantile_names_and_columns() -> None:
+    assert c.QUANTILE_NAMES == ("p10", "p50", "p90")
+    assert [c.quantile_name(q) for q in (0.02, 0.25, 0.975)] == ["p2", "p25", "p97.5"]
+    assert set(c.QUANTILES) <= set(c.MODEL_QUANTILES)
+    assert c.quantile_columns(["p90", "metric", "p2", "p50", "p100", "px"]) == {0.02: "p2", 0.5: "p50", 0.9: "p90"}
+
+
+def test_to_utc_takes_naive_as_utc_and_converts_aware() -> None:
+    import pandas as pd
+
+    assert str(c.to_utc("2026-01-05 12:00")) == "2026-01-05 12:00:00+00:00"
+    assert str(c.to_utc("2026-01-05T13:00:00+01:00")) == "2026-01-05 12:00:00+00:00"
+    series = c.to_utc(pd.Series(pd.to_datetime(["2026-01-05 12:00"])))
+    assert str(series.dt.tz) == "UTC"
+    assert int(c.MODEL_STEP.total_seconds() * 1e9) == c.STEP_NS and c.STEP_MINUTES == 5

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.synthetic import paths_frame
 from tftmon import contract as c
 from tftmon.config import EvaluationConfig
 from tftmon.contract import FORECAST_COLUMNS, ORIGIN
@@ -41,15 +42,7 @@ IOWAIT = "cpu_iowait_pct"
 
 def actuals(servers: dict[str, dict[str, np.ndarray]], n: int, state: np.ndarray | None = None) -> pd.DataFrame:
     """Contract-shaped 5-min frame: every metric 10 unless a server's dict gives its path."""
-    parts = []
-    for name, paths in servers.items():
-        frame = pd.DataFrame({c.TIMESTAMP: START + np.arange(n) * c.MODEL_STEP, c.SERVER_NAME: name})
-        frame[c.PROFILE] = c.profile_of(name)
-        frame[c.STATE] = "healthy" if state is None else state
-        for metric in c.METRICS:
-            frame[metric] = paths.get(metric, np.full(n, 10.0))
-        parts.append(frame)
-    return pd.concat(parts, ignore_index=True)
+    return paths_frame(servers, n, start=START, state="healthy" if state is None else state)
 
 
 def origin_at(server: str, steps: int) -> pd.DataFrame:

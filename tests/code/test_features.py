@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.synthetic import fleet_frame, uniform
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     INTEGER_METRICS,
     METRICS,
     MODEL_STEP,
     PROFILE,
-    PROFILES,
     SERVER_ID,
     SERVER_NAME,
     STATE,
@@ -31,24 +31,8 @@ CONSTANT = "swap_used_pct"
 
 def raw(servers: int = 2, hours: float = 1.0, interval: str = "5s", seed: int = 0) -> pd.DataFrame:
     """Contract-shaped random metrics at any interval, sorted by time like a live feed."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range(START, START + pd.Timedelta(hours=hours), freq=interval, inclusive="left")
-    frames = []
-    for i in range(servers):
-        profile = PROFILES[i % len(PROFILES)]
-        data: dict[str, object] = {
-            TIMESTAMP: ts,
-            SERVER_NAME: profile.hostname(i + 1),
-            PROFILE: profile.name,
-            STATE: "healthy",
-        }
-        for metric in METRICS:
-            if metric in INTEGER_METRICS:
-                data[metric] = rng.integers(0, 30, len(ts)).astype(np.int64)
-            else:
-                data[metric] = rng.uniform(0, 100, len(ts))
-        frames.append(pd.DataFrame(data))
-    return pd.concat(frames).sort_values([TIMESTAMP, SERVER_NAME], kind="stable").reset_index(drop=True)
+    span = pd.Timedelta(hours=hours)
+    return fleet_frame(servers, span, interval, signal=uniform(), seed=seed, start=START, time_major=True)
 
 
 def test_resample_5s_applies_each_columns_aggregation() -> None:

@@ -294,8 +294,15 @@ def test_forced_scenarios_end_on_their_path(scenario: str, final: str) -> None:
 
 
 def test_scenario_start_hours_places_the_path_for_a_live_feed() -> None:
-    config = SimulationConfig(servers=10, hours=math.inf, interval="5min", scenario="critical",
-                              scenario_fraction=0.2, scenario_start_hours=0.25, seed=4)
+    config = SimulationConfig(
+        servers=10,
+        hours=math.inf,
+        interval="5min",
+        scenario="critical",
+        scenario_fraction=0.2,
+        scenario_start_hours=0.25,
+        seed=4,
+    )
     frames = []
     for i, frame in enumerate(FleetSimulator(config).ticks()):
         frames.append(frame)

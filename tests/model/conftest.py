@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from tests.synthetic import fleet_frame, sine
 from tftmon.config import TrainConfig
-from tftmon.contract import INTEGER_METRICS, METRICS, PROFILE, PROFILES, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.model.network import ForecastModel
 from tftmon.model.train import TrainingResult, fit
 
-START = pd.Timestamp("2026-01-05", tz="UTC")
 #: The pattern repeats every 2 h, so an encoder of 2 h sees a whole period.
 PERIOD = pd.Timedelta(hours=2)
 
 
 def periodic_fleet(servers: int = 5, days: float = 2.5, interval: str = "5min") -> pd.DataFrame:
     """Every metric a phase-shifted sine of the clock plus a little noise: its future is known."""
-    rng = np.random.default_rng(7)
-    ts = pd.date_range(START, START + pd.Timedelta(days=days), freq=interval, inclusive="left")
-    phase = 2 * np.pi * ((ts - START) / PERIOD).to_numpy(dtype=float)
-    frames = []
-    for i in range(servers):
-        profile = PROFILES[i % len(PROFILES)]
-        data: dict[str, object] = {
-            TIMESTAMP: ts,
-            SERVER_NAME: profile.hostname(i + 1),
-            PROFILE: profile.name,
-            STATE: "healthy",
-        }
-        for j, metric in enumerate(METRICS):
-            value = 40 + 5 * i + 25 * np.sin(phase + 0.3 * j) + rng.normal(0, 0.5, len(ts))
-            data[metric] = np.round(value).astype(np.int64) if metric in INTEGER_METRICS else value
-        frames.append(pd.DataFrame(data))
-    return pd.concat(frames, ignore_index=True)
+    return fleet_frame(servers, pd.Timedelta(days=days), interval, signal=sine(PERIOD / pd.Timedelta(hours=1)), seed=7)
 
 
 def tiny_config(**overrides: object) -> TrainConfig:

@@ -86,7 +86,7 @@ def test_promoted_model_loads_in_a_fresh_process_and_forecasts_the_future(store:
 import json, sys
 import mlflow, numpy as np, pandas as pd
 from tftmon.model.pyfunc import to_model_input
-from tftmon.ops.registry import smoke_history
+from tftmon.model.smoke import smoke_history
 history = smoke_history(["ppweb001", "ppdb001", "never-seen-host-1", "never-seen-host-2"], hours=3)
 model = mlflow.pyfunc.load_model("models:/tftmon@production")
 out = model.predict(to_model_input(history))

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tftmon.contract import METRICS, PROFILE, SERVER_NAME, TIMESTAMP
+from tests.synthetic import paths_frame
+from tftmon.contract import PROFILE, SERVER_NAME
 from tftmon.model.network import load_model
 from tftmon.model.smoke import SmokeTestFailed
 from tftmon.serve.alerts import AlertBook
@@ -15,10 +16,8 @@ from tftmon.serve.live import LiveWindows, LoadedModel, ModelSlot, UnknownTracke
 
 
 def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFrame:
-    frame = pd.DataFrame({TIMESTAMP: pd.date_range(start, periods=count, freq=every, tz="UTC"), SERVER_NAME: name})
-    for metric in METRICS:
-        frame[metric] = 1.0
-    return frame
+    """One server's raw ticks, every metric 1.0, no profile or state (the window infers the profile)."""
+    return paths_frame([name], count, start=start, every=every, default=1.0, state=None, profile=False)
 
 
 def test_windows_are_bounded_and_report_warm_up() -> None:

@@ -15,6 +15,7 @@ from tftmon.contract import (
     PROFILE,
     SERVER_NAME,
     TIMESTAMP,
+    to_utc,
 )
 
 
@@ -60,8 +61,7 @@ def origins(frame: pd.DataFrame, holdout_start: pd.Timestamp | str, every: timed
     the origin bin itself and all PREDICTION_STEPS future bins are observed (so every horizon is scored
     on the same origins). Returns columns server_name, profile, origin.
     """
-    start = pd.Timestamp(holdout_start)
-    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    start = to_utc(holdout_start)
     every_steps = int(pd.Timedelta(every) / pd.Timedelta(MODEL_STEP))
     if every_steps < 1:
         raise ValueError(f"origin spacing {every} is shorter than the model step {MODEL_STEP}")

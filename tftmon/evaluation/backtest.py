@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def holdout_start(frame: pd.DataFrame, hours: float) -> pd.Timestamp:
     """Where the held-out period starts: `hours` before the data's last timestamp."""
     return pd.Timestamp(frame[TIMESTAMP].max()) - pd.Timedelta(hours=hours)
@@ -84,6 +85,7 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, at: pd.DataFrame) -> p
     """
     parts = []
     ts = frame[TIMESTAMP]
+    origin: Any  # a UTC timestamp; pandas-stubs types a groupby key as any scalar
     for origin, servers in at.groupby(ORIGIN)[SERVER_NAME]:
         seen = frame[frame[SERVER_NAME].isin(servers) & (ts <= origin) & (ts > origin - forecaster.history)]
         part = forecaster.predict(seen)
@@ -143,7 +145,9 @@ def calibrate(
     """
     from tftmon.model.network import BAND_SCALE_KEY, band_scale, widen_bands
 
+    forecaster = model_forecaster(model)
     at = fit_origins(frame, holdout, config)
+    at = at[at[ORIGIN] >= frame[TIMESTAMP].min() + forecaster.history]  # a full encoder window behind each
     if len(at) == 0:
         log.warning(
             "too little data to calibrate bands and alert threshold (need %g h + one forecast before the "
@@ -151,7 +155,7 @@ def calibrate(
             config.alert_fit_hours,
         )
         return None
-    predictions = backtest(model_forecaster(model), frame, at)
+    predictions = backtest(forecaster, frame, at)
     model.training_info[BAND_SCALE_KEY] = fit_band_scale(predictions, frame)
     if STATE not in frame:
         return None

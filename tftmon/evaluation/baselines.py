@@ -37,9 +37,7 @@ _LOWER = np.array([COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None 
 _UPPER = np.array([COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in METRICS])
 
 
-def _point_baseline(
-    act: Actuals, code: np.ndarray, tidx: np.ndarray, method: str, cfg: EvaluationConfig
-) -> np.ndarray:
+def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: str, cfg: EvaluationConfig) -> np.ndarray:
     """p50 of one baseline: [origin, step, metric], clipped to the contract's ranges."""
     horizon = np.arange(1, PREDICTION_STEPS + 1)
     if method == LAST_VALUE:

@@ -72,7 +72,7 @@ def _server_days(origins_: pd.DataFrame) -> float:
         .agg(lambda s: s.diff().median() if len(s) > 1 else pd.Timedelta(MODEL_STEP))
     )
     count = origins_.groupby(SERVER_NAME).size()
-    return float((count * (spacing / pd.Timedelta(days=1))).sum())
+    return float((count * (spacing / pd.Timedelta(days=1))).sum())  # type: ignore[operator]  # pandas-stubs
 
 
 def fit_threshold(
@@ -184,7 +184,7 @@ def incident_scores(
     per_episode = eps.assign(
         eligible=eps["episode"].isin(eligible),
         warned=eps["episode"].isin(warned),
-        lead_min=eps["episode"].map(lead_by_episode / pd.Timedelta(minutes=1)),
+        lead_min=eps["episode"].map(lead_by_episode / pd.Timedelta(minutes=1)),  # type: ignore[operator]  # pandas-stubs
     )
     leads = per_episode.loc[per_episode["eligible"], "lead_min"].dropna()
 

@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,6 @@ def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
     return Path(path)
 
 
-
 def write_plots(
     results: EvaluationResults,
     forecast: pd.DataFrame,
@@ -163,6 +163,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 def _target_lines(results: EvaluationResults) -> list[str]:
     cfg = results.config
     lines = []
+    row: Any  # an itertuples row: pandas-stubs cannot know the columns' types
     for row in results.ratio.itertuples(index=False):
         ok = row.ratio <= cfg.target_mase_ratio
         lines.append(

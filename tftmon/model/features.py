@@ -57,7 +57,7 @@ class SamplesTooFrequent(ValueError):
     """A server's samples come faster than the contract's minimum raw interval."""
 
 
-class ArrayScaler(StandardScaler, auto_wrap_output_keys=None):
+class ArrayScaler(StandardScaler, auto_wrap_output_keys=None):  # type: ignore[call-arg]  # sklearn's __init_subclass__
     """StandardScaler that ignores column names.
 
     pytorch-forecasting fits and transforms scalers with DataFrames but transforms single samples with
@@ -283,7 +283,9 @@ def check_interval(history: pd.DataFrame) -> None:
     minimum = MIN_RAW_INTERVAL.total_seconds()
     fast = median[median < minimum * 1e9]
     if len(fast):
-        detail = ", ".join(f"{names[code]} every {gap / 1e9:g} s" for code, gap in fast.head(5).items())
+        head = fast.head(5)
+        pairs = zip(head.index.tolist(), head.tolist(), strict=True)
+        detail = ", ".join(f"{names[code]} every {gap / 1e9:g} s" for code, gap in pairs)
         raise SamplesTooFrequent(f"samples come faster than the minimum interval of {minimum:g} s: {detail}")
 
 

@@ -22,13 +22,17 @@ from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
 from tftmon.config import ModelConfig
 from tftmon.contract import (
     CONTRACT_VERSION,
+    HORIZON,
     HORIZONS,
+    METRIC,
     MODEL_STEP,
     PROFILE,
     PROFILE_NAMES,
     SERVER_ID,
     SERVER_NAME,
     STATES,
+    STEP,
+    STEP_NS,
     TIMESTAMP,
     quantile_name,
 )
@@ -157,17 +161,16 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         return pd.array(strings, dtype="str").take(index)
 
     identity = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID).loc[server_ids]
-    step_ns = int(MODEL_STEP.total_seconds() * 1e9)
     server_of_row = np.repeat(np.arange(n_servers), n_targets * n_steps)  # rows are server-major
     step = np.tile(np.arange(1, n_steps + 1), n_servers * n_targets)
     out = pd.DataFrame(
         {
             SERVER_ID: repeated(server_ids, server_of_row),
-            "metric": repeated(list(config.targets), np.tile(np.repeat(np.arange(n_targets), n_steps), n_servers)),
-            "step": step,
+            METRIC: repeated(list(config.targets), np.tile(np.repeat(np.arange(n_targets), n_steps), n_servers)),
+            STEP: step,
         }
     )
-    out[TIMESTAMP] = pd.to_datetime((first_step[server_of_row] + step - 1) * step_ns, unit="ns", utc=True)
+    out[TIMESTAMP] = pd.to_datetime((first_step[server_of_row] + step - 1) * STEP_NS, unit="ns", utc=True)
     for column in (SERVER_NAME, PROFILE):
         out[column] = repeated(identity[column].tolist(), server_of_row)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.
@@ -180,7 +183,7 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         flat = widen_bands(flat, config.quantiles, np.tile(scale.ravel(), n_servers))
     for q, name in enumerate(names):
         out[name] = flat[:, q]
-    return out[[SERVER_NAME, SERVER_ID, PROFILE, "step", TIMESTAMP, "metric", *names]]
+    return out[[SERVER_NAME, SERVER_ID, PROFILE, STEP, TIMESTAMP, METRIC, *names]]
 
 
 #: Key in training_info.json: per target, per step, the factor that widens the forecast distribution
@@ -205,6 +208,6 @@ def widen_bands(values: np.ndarray, quantiles: tuple[float, ...], scale: np.ndar
 def at_horizons(forecasts: pd.DataFrame) -> pd.DataFrame:
     """Only the contract horizons (30min, 1h, 8h), labelled in a `horizon` column."""
     by_step = {n: name for name, n in HORIZONS.items()}
-    picked = forecasts[forecasts["step"].isin(list(by_step))].copy()
-    picked.insert(3, "horizon", picked["step"].map(by_step))
+    picked = forecasts[forecasts[STEP].isin(list(by_step))].copy()
+    picked.insert(3, HORIZON, picked[STEP].map(by_step))
     return picked.reset_index(drop=True)

@@ -104,7 +104,7 @@ def _training_loader(training: TimeSeriesDataSet, frame: pd.DataFrame, config: T
         return training.to_dataloader(train=True, batch_size=config.batch_size, **_workers(config))
     weights = incident_weights(training, frame, config.incident_oversampling)
     draws = config.batch_size * (config.max_batches_per_epoch or int(np.ceil(len(weights) / config.batch_size)))
-    sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), draws, replacement=True)
+    sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), draws, replacement=True)  # type: ignore[arg-type]
     return training.to_dataloader(
         train=True, batch_size=config.batch_size, sampler=sampler, shuffle=False, **_workers(config)
     )

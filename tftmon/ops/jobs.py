@@ -11,7 +11,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
 import pandas as pd
@@ -25,6 +25,7 @@ from tftmon.ops import tracking
 from tftmon.risk import AlertCalibration
 
 if TYPE_CHECKING:
+    from tftmon.data.validate import SuiteKind
     from tftmon.evaluation.backtest import EvaluationResults
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ def run_generate(config: SimulationConfig, out: Path, progress: bool = True) -> 
             mlflow.log_params({f"sim.{k}": str(v) for k, v in params.items()})
             mlflow.set_tag("tftmon.dataset_path", str(Path(out).resolve()))
             mlflow.log_metrics(
-                {"rows": metadata["rows"], "servers": len(metadata["fleet"]), "seconds": seconds,
-                 "rows_per_s": metadata["rows"] / seconds}
+                {
+                    "rows": metadata["rows"],
+                    "servers": len(metadata["fleet"]),
+                    "seconds": seconds,
+                    "rows_per_s": metadata["rows"] / seconds,
+                }
             )
             mlflow.log_artifact(str(Path(out) / METADATA_FILE))
             mlflow.log_artifact(str(Path(out) / MAPPING_FILE))
@@ -76,7 +81,7 @@ def default_docs_dir(path: Path) -> Path:
 
 def run_validate(
     path: Path,
-    suite: str = "auto",
+    suite: SuiteKind | Literal["auto"] = "auto",
     strict: bool = False,
     docs_dir: Path | None = None,
     frame: pd.DataFrame | None = None,
@@ -135,6 +140,7 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
     from tftmon.ops.registry import SCORE_METRIC
 
     metrics: dict[str, float] = {}
+    row: Any  # an itertuples row: pandas-stubs cannot know the columns' types
     for row in results.aggregate.itertuples(index=False):
         metrics[f"eval_mase_{row.horizon}_{row.model}"] = float(row.mase)
         if not pd.isna(row.coverage):
@@ -209,8 +215,13 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
         # The registered model links the metrics of one step: the last epoch's, where evaluation goes too.
         step = max(result.epochs - 1, 0)
         mlflow.log_metrics(
-            {"training_seconds": result.seconds, "samples_per_second": result.samples_per_second,
-             "best_val_loss": result.best_val_loss, "epochs": result.epochs}, step=step
+            {
+                "training_seconds": result.seconds,
+                "samples_per_second": result.samples_per_second,
+                "best_val_loss": result.best_val_loss,
+                "epochs": result.epochs,
+            },
+            step=step,
         )
         started = time.perf_counter()
         calibration = backtest.calibrate(model, frame, holdout, eval_config)
@@ -254,11 +265,20 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
     holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
     seen = sorted(set(model.training_info.get("servers", [])) & set(frame[SERVER_NAME].astype(str)))
     with tracking.job_run("evaluate", tags={"tftmon.model_version": version}) as run:
-        mlflow.log_params({"evaluate.path": str(path), "evaluate.version": version,
-                           "evaluate.holdout_hours": eval_config.holdout_hours})
+        mlflow.log_params(
+            {
+                "evaluate.path": str(path),
+                "evaluate.version": version,
+                "evaluate.holdout_hours": eval_config.holdout_hours,
+            }
+        )
         predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
         results = backtest.evaluate(
-            predictions, frame, holdout, seen_servers=seen, config=eval_config,
+            predictions,
+            frame,
+            holdout,
+            seen_servers=seen,
+            config=eval_config,
             calibration=AlertCalibration.from_info(model.training_info),
         )
         summary = log_evaluation(results, predictions, frame)

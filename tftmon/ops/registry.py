@@ -24,7 +24,17 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tftmon.config import Settings
-from tftmon.contract import COLUMNS, CONTRACT_VERSION, PROFILE, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, TIMESTAMP
+from tftmon.contract import (
+    COLUMNS,
+    CONTRACT_VERSION,
+    METRIC,
+    PROFILE,
+    QUANTILE_NAMES,
+    SERVER_ID,
+    SERVER_NAME,
+    STEP,
+    TIMESTAMP,
+)
 from tftmon.ops import tracking
 
 log = logging.getLogger(__name__)
@@ -123,21 +133,15 @@ def model_signature(targets: list[str]) -> Any:
 
     kinds = {"timestamp": "datetime", "string": "string", "float": "double", "int": "long"}
     required = {TIMESTAMP, SERVER_NAME, *targets}
-    inputs = Schema(
-        [
-            ColSpec(kinds[c.type], c.name, required=c.name in required)
-            for c in COLUMNS
-            if c.role != "label"
-        ]
-    )
+    inputs = Schema([ColSpec(kinds[c.type], c.name, required=c.name in required) for c in COLUMNS if c.role != "label"])
     outputs = Schema(
         [
             ColSpec("string", SERVER_NAME),
             ColSpec("string", SERVER_ID),
             ColSpec("string", PROFILE),
-            ColSpec("long", "step"),
+            ColSpec("long", STEP),
             ColSpec("datetime", TIMESTAMP),  # naive UTC, as the input
-            ColSpec("string", "metric"),
+            ColSpec("string", METRIC),
             *(ColSpec("double", q) for q in QUANTILE_NAMES),
         ]
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
+from mlflow.data.pandas_dataset import from_pandas
 
 from tftmon.config import Settings
 
@@ -85,7 +85,7 @@ def name_run(name: str) -> None:
 
 def log_dataset(frame: Any, path: Path, context: str) -> None:
     """Record a dataset as an input of the active run (the run page's Datasets column), by path and digest."""
-    dataset = mlflow.data.from_pandas(frame, source=str(Path(path).resolve()), name=Path(path).name)
+    dataset = from_pandas(frame, source=str(Path(path).resolve()), name=Path(path).name)
     mlflow.log_input(dataset, context=context)
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from tftmon.contract import (
     HORIZONS,
+    METRIC,
     METRICS,
     MIN_RAW_INTERVAL,
     MODEL_STEP,
@@ -30,6 +31,7 @@ from tftmon.contract import (
     PROFILE,
     QUANTILE_NAMES,
     SERVER_NAME,
+    STEP,
     STEP_MINUTES,
     STEP_NS,
     TIMESTAMP,
@@ -264,19 +266,19 @@ def payloads(
     and numpy calls cost more than the forecast itself at 900 servers. The forecast's own row order
     (server, then metric, then step) is the cube's: re-sorting its 1.2 million rows by name took 0.3 s.
     """
-    server_codes, servers = pd.factorize(tidy[SERVER_NAME])
-    metric_codes, metrics = pd.factorize(tidy["metric"])
-    n_steps = int(tidy["step"].max())
-    shape = (len(servers), len(metrics), n_steps)
+    server_codes, server_index = pd.factorize(tidy[SERVER_NAME])
+    metric_codes, metric_index = pd.factorize(tidy[METRIC])
+    n_steps = int(tidy[STEP].max())
+    shape = (len(server_index), len(metric_index), n_steps)
     grid = np.indices(shape).reshape(3, -1)
-    steps = tidy["step"].to_numpy()
+    steps = tidy[STEP].to_numpy()
     if len(tidy) != grid.shape[1] or not (
         (server_codes == grid[0]).all() and (metric_codes == grid[1]).all() and (steps == grid[2] + 1).all()
     ):
         raise ValueError("payloads needs the forecast's layout: every server x metric x step, in that order")
     tidy = tidy.assign(**{ORIGIN: tidy[TIMESTAMP] - pd.to_timedelta(steps * STEP_NS, unit="ns")})
-    by_name = np.argsort(np.asarray(servers, dtype=object), kind="stable")
-    servers, metrics = list(servers[by_name]), list(metrics)
+    by_name = np.argsort(np.asarray(server_index, dtype=object), kind="stable")
+    servers, metrics = list(server_index[by_name]), list(metric_index)
     calibration = AlertCalibration.from_info(loaded.model.training_info)
     scores = score(tidy, calibration=calibration).set_index(SERVER_NAME).loc[servers].to_dict("records")
     cube = tidy[list(QUANTILE_NAMES)].to_numpy(dtype=float).round(decimals)

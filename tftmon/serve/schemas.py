@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -122,7 +122,7 @@ class _RowBase(BaseModel):
         return data
 
 
-MetricRow: type[BaseModel] = create_model(
+MetricRow: type[BaseModel] = create_model(  # type: ignore[call-overload]  # mypy matches **fields to its options
     "MetricRow",
     __base__=_RowBase,
     __doc__="One sample of one server: identity columns and every contract metric.",
@@ -157,7 +157,7 @@ class PredictRequest(RowsRequest):
     """Recent metrics of one or many servers, at any interval of 5 s or more, covering the encoder window."""
 
     max_rows: ClassVar[int] = LIMITS.max_rows_per_request
-    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)  # type: ignore[valid-type]
+    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)
     include_path: bool = Field(True, description="Also return the full per-step forecast path (96 steps).")
 
 
@@ -165,7 +165,7 @@ class FeedRequest(RowsRequest):
     """Live ticks of one or many servers; appended to each server's rolling window."""
 
     max_rows: ClassVar[int] = LIMITS.max_feed_rows
-    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)  # type: ignore[valid-type]
+    rows: list[MetricRow] = Field(..., min_length=1, max_length=max_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,13 +271,16 @@ def _identity(timestamps: list[Any], names: list[Any], profiles: list[Any]) -> d
 # Responses
 # ---------------------------------------------------------------------------------------------
 
+# Fields typed loosely: mypy matches a ** dict against create_model's own options (__base__, ...) too.
 Quantiles = create_model(
-    "Quantiles", __doc__="One forecast value per contract quantile.", **{q: (float, ...) for q in QUANTILE_NAMES}
+    "Quantiles",
+    __doc__="One forecast value per contract quantile.",
+    **cast(dict[str, Any], {q: (float, ...) for q in QUANTILE_NAMES}),
 )
 QuantilePath = create_model(
     "QuantilePath",
     __doc__="Per-step forecast, step 1 first, per contract quantile.",
-    **{q: (list[float], ...) for q in QUANTILE_NAMES},
+    **cast(dict[str, Any], {q: (list[float], ...) for q in QUANTILE_NAMES}),
 )
 HorizonName = Literal[tuple(HORIZONS)]  # type: ignore[valid-type]
 
@@ -299,7 +302,7 @@ class ServerForecast(BaseModel):
     drivers: list[str] = Field(..., description="Risk metrics above healthy, worst first, in words.")
     horizons: dict[HorizonName, dict[str, Quantiles]]  # type: ignore[valid-type]
     step_minutes: int
-    path: dict[str, QuantilePath] | None = None  # type: ignore[valid-type]
+    path: dict[str, QuantilePath] | None = None
 
 
 class PredictResponse(BaseModel):

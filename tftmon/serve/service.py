@@ -172,7 +172,9 @@ app = FastAPI(
     description="Forecasts, risk and alerts from the Production TFT model. Errors: {error, fix, problems}.",
 )
 app.router.route_class = _RustJsonRoute
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)
+}
 
 
 @app.exception_handler(RequestValidationError)

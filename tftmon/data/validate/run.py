@@ -8,7 +8,7 @@ into columns plain GE expectations check (suites.HELPER_COLUMNS).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -200,7 +200,8 @@ def _derive_helpers(frame: pd.DataFrame, usable: set[str]) -> dict[str, np.ndarr
     (the not-null expectations report them) so one bad value is not reported twice."""
     helpers: dict[str, np.ndarray] = {}
     if usable.issuperset(CPU_PARTS):
-        helpers[CPU_PARTS_SUM] = sum(frame[c].to_numpy(dtype=float) for c in CPU_PARTS)
+        first, *rest = (frame[c].to_numpy(dtype=float) for c in CPU_PARTS)
+        helpers[CPU_PARTS_SUM] = sum(rest, first)
     if usable.issuperset(HELPER_COLUMNS[JAVA_CPU_OK][0]):
         java = frame[JAVA_CPU].to_numpy(dtype=float)
         bound = sum(frame[c].to_numpy(dtype=float) for c in JAVA_CPU_BOUND)
@@ -215,7 +216,7 @@ def _derive_helpers(frame: pd.DataFrame, usable: set[str]) -> dict[str, np.ndarr
     return helpers
 
 
-def _server_id_matches(codes: np.ndarray, names: Sequence[str], ids: pd.Series) -> np.ndarray:
+def _server_id_matches(codes: np.ndarray, names: Iterable[Any], ids: pd.Series) -> np.ndarray:
     """Hash each distinct name once (not per row), then compare integer codes."""
     id_codes, id_values = pd.factorize(ids)
     position = {value: i for i, value in enumerate(id_values)}

@@ -228,7 +228,7 @@ def suite_from_specs(kind: SuiteKind, specs: list[dict[str, Any]]) -> Expectatio
 
 def suite_json(kind: SuiteKind) -> str:
     """Deterministic JSON of a suite: no random ids or GE version, sorted keys, so diffs show contract changes."""
-    data = build_suite(kind).to_json_dict()
+    data: dict[str, Any] = build_suite(kind).to_json_dict()
     data.pop("id", None)
     data["meta"].pop("great_expectations_version", None)
     for exp in data["expectations"]:
