@@ -50,14 +50,12 @@ def _body(frame: pd.DataFrame, include_path: bool = True) -> bytes:
     return f'{{"rows":{rows},"include_path":{json.dumps(include_path)}}}'.encode()
 
 
-def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
-    """A model of that architecture, promoted in a temporary store; returns the store's environment."""
+def promote_in_temporary_store(
+    root: Path, model_dir: Path, targets: list[str], example: pd.DataFrame
+) -> dict[str, str]:
+    """Register and promote a saved model directory in a store under `root`; returns the store's environment."""
     import mlflow
 
-    from tftmon.config import TrainConfig
-    from tftmon.contract import MODEL_STEP, PREDICTION_STEPS
-    from tftmon.model.network import save_model
-    from tftmon.model.train import fit
     from tftmon.ops import registry, tracking
 
     env = {
@@ -67,6 +65,19 @@ def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
     }
     os.environ.update(env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    with tracking.job_run("bench"):
+        version = registry.register(model_dir, targets, example.reset_index(drop=True), {})
+    registry.promote(version, reason="benchmark")
+    return env
+
+
+def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
+    """A model of that architecture, promoted in a temporary store; returns the store's environment."""
+    from tftmon.config import TrainConfig
+    from tftmon.contract import MODEL_STEP, PREDICTION_STEPS
+    from tftmon.model.network import save_model
+    from tftmon.model.train import fit
+
     config = TrainConfig(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, progress_bar=False,
                          accelerator="cpu", devices=1, model=network)  # fmt: skip
     # Enough for one training window and the validation hold-out (plus an hour's slack).
@@ -75,10 +86,7 @@ def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
     model, _ = fit(data, config)
     save_model(model, root / "model_dir")
     example = data[data["server_name"] == data["server_name"].iloc[0]].tail(model.config.encoder_steps)
-    with tracking.job_run("bench"):
-        version = registry.register(root / "model_dir", model.config.targets, example.reset_index(drop=True), {})
-    registry.promote(version, reason="benchmark")
-    return env
+    return promote_in_temporary_store(root, root / "model_dir", model.config.targets, example)
 
 
 def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:

@@ -26,7 +26,7 @@ import pandas as pd
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import _body, _serve
+from bench_service import _body, _serve, promote_in_temporary_store
 
 from tftmon.config import EvaluationConfig
 from tftmon.contract import ORIGIN, SERVER_NAME, STEP_NS, TIMESTAMP
@@ -36,26 +36,6 @@ from tftmon.evaluation.incidents import episodes, incident_scores
 from tftmon.io import read_json, read_metrics
 from tftmon.model.features import resample_to_model_step
 from tftmon.model.network import CONFIG_FILE
-
-
-def promote_saved_model(model_dir: Path, root: Path, example: pd.DataFrame) -> dict[str, str]:
-    """Register and promote a saved model directory in a temporary store; returns the store's environment."""
-    import mlflow
-
-    from tftmon.ops import registry, tracking
-
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "TFTMON_ARTIFACT_ROOT": str(root / "mlartifacts"),
-        "BENTOML_HOME": str(root / "bentoml"),
-    }
-    os.environ.update(env)
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    targets = read_json(model_dir / CONFIG_FILE)["targets"]
-    with tracking.job_run("bench-warning-service"):
-        version = registry.register(model_dir, targets, example, {})
-    registry.promote(version, force=True, reason="benchmark")
-    return env
 
 
 def main() -> None:
@@ -72,8 +52,9 @@ def main() -> None:
     at = origins(frame, holdout_start(frame, args.holdout_hours), config.origin_every)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        example = raw[raw[SERVER_NAME] == raw[SERVER_NAME].iloc[0]].tail(encoder).reset_index(drop=True)
-        env = promote_saved_model(args.model_dir, root, example)
+        example = raw[raw[SERVER_NAME] == raw[SERVER_NAME].iloc[0]].tail(encoder)
+        targets = read_json(args.model_dir / CONFIG_FILE)["targets"]
+        env = promote_in_temporary_store(root, args.model_dir, targets, example)
         process, url = _serve(env, root / "service.log")
         try:
             rows, seconds = [], []
