@@ -156,7 +156,7 @@ def test_training_and_inference_paths_give_identical_tensors() -> None:
     cut = START + (first_prediction - int(frame[features.TIME_IDX].min())) * MODEL_STEP
     history = df[(df[SERVER_NAME] == frame[SERVER_NAME].iloc[0]) & (df[TIMESTAMP] < cut)]
     serving = features.build_dataset(params, features.inference_frame(history, METRICS, encoder), predict=True)
-    x_serve = features.inference_batch(serving)
+    x_serve = features.window_batch(serving)
 
     known = [serving.reals.index(name) for name in [*features.KNOWN_REALS, "relative_time_idx"]]
     for key in ("encoder_cont", "encoder_cat", "decoder_cat", "encoder_lengths", "decoder_time_idx"):
@@ -170,7 +170,17 @@ def torch_equal(a: object, b: object, what: str) -> None:
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=what)
 
 
-def test_inference_batch_is_the_datasets_own_batching() -> None:
+def assert_same_batch(fast: dict, slow: dict) -> None:
+    assert fast.keys() == slow.keys()
+    for key, value in slow.items():
+        for i, (a, b) in enumerate(
+            zip(value, fast[key], strict=True) if isinstance(value, list) else [(value, fast[key])]
+        ):
+            assert a.dtype == b.dtype, key
+            torch_equal(a, b, f"{key}[{i}]")
+
+
+def test_window_batch_is_the_datasets_own_batching() -> None:
     """One batch for all windows equals pytorch-forecasting's per-sample __getitem__ + collate, bit for bit:
     gaps, integer metrics, a flat series, a server never seen in training."""
     encoder = 12
@@ -180,24 +190,34 @@ def test_inference_batch_is_the_datasets_own_batching() -> None:
     live.loc[live[SERVER_NAME] == live[SERVER_NAME].iloc[0], CONSTANT] = 2.65
     live = live[~live[TIMESTAMP].between(START + pd.Timedelta(minutes=150), START + pd.Timedelta(minutes=161))]
     dataset = features.build_dataset(params, features.inference_frame(live, METRICS, encoder), predict=True)
-    fast = features.inference_batch(dataset)
     slow, _ = dataset._collate_fn([dataset[i] for i in range(len(dataset))])
-    assert len(dataset) == 4 and fast.keys() == slow.keys()
-    for key, value in slow.items():
-        for i, (a, b) in enumerate(
-            zip(value, fast[key], strict=True) if isinstance(value, list) else [(value, fast[key])]
-        ):
-            assert a.dtype == b.dtype, key
-            torch_equal(a, b, f"{key}[{i}]")
+    assert len(dataset) == 4
+    assert_same_batch(features.window_batch(dataset), slow)
 
 
-def test_inference_batch_refuses_what_it_does_not_mirror() -> None:
+def test_training_windows_across_gaps_are_the_datasets_own() -> None:
+    """Drawn training windows, some spanning missing steps (repeated from the row before, as __getitem__
+    fills them), equal the per-sample path bit for bit, in the order drawn."""
+    frame = features.prepare_frame(raw(servers=2, hours=12, interval="5min"), METRICS)
+    gappy = frame.drop(index=[60, 61, 62, 200]).reset_index(drop=True)
+    dataset = features.training_dataset(gappy, METRICS, encoder_steps=12)
+    whole = dataset.index["index_end"] - dataset.index["index_start"] + 1 == 12 + features.PREDICTION_STEPS
+    assert not whole.all()
+    windows = np.random.default_rng(0).choice(len(dataset), size=40, replace=False)
+    slow, (target, weight) = dataset._collate_fn([dataset[int(i)] for i in windows])
+    fast = features.window_batch(dataset, windows)
+    assert_same_batch(fast, slow)
+    assert weight is None
+    for a, b in zip(target, fast["decoder_target"], strict=True):
+        torch_equal(a, b, "y")
+
+
+def test_window_batch_refuses_what_it_does_not_mirror() -> None:
     frame = features.prepare_frame(raw(servers=1, hours=12, interval="5min"), METRICS)
     params = features.training_dataset(frame, METRICS, encoder_steps=12).get_parameters()
-    gappy = frame.drop(index=[60, 61]).reset_index(drop=True)  # windows across the gap have missing steps
-    dataset = features.build_dataset(params, gappy, predict=False)
-    with pytest.raises(ValueError, match="not whole"):
-        features.inference_batch(dataset)
+    dataset = features.build_dataset(params, frame, predict=False, min_encoder_length=6)
+    with pytest.raises(ValueError, match="shorter than encoder"):
+        features.window_batch(dataset)
 
 
 def test_window_carries_the_last_bin_across_gaps() -> None:

@@ -373,18 +373,21 @@ def _forecast_grid(
     return add_time_features(grid)
 
 
-def inference_batch(dataset: TimeSeriesDataSet) -> dict[str, Any]:
-    """Every window of an inference dataset as one batch of network input, in whole-tensor operations.
+def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) -> dict[str, Any]:
+    """Windows of a dataset (positions in its index; all by default) as one batch of network input.
 
     The tensors `dataset.to_dataloader` yields (pytorch-forecasting's per-sample `__getitem__`, then
-    `_collate_fn`; a test compares them), built from the dataset's own encoded data with its fitted
-    scalers and target normalisers, without the per-sample Python that was most of a forecast's time
-    (about 7 ms a server). Only whole windows, as inference_frame builds them, are accepted.
+    `_collate_fn`; tests compare them), built from the dataset's own encoded data with its fitted scalers
+    and target normalisers in whole-tensor operations, without the per-sample Python (about 7 ms a window)
+    that was most of a forecast's time and half of a training step's. Serving batches every window;
+    training draws batches of positions. A step missing inside a window repeats the row before it, as
+    `__getitem__` fills gaps.
     """
     _check_batchable(dataset)
+    index = dataset.index if windows is None else dataset.index.iloc[windows]
     encoder, decoder = dataset.max_encoder_length, dataset.max_prediction_length
-    starts = torch.as_tensor(dataset.index["index_start"].to_numpy(dtype=np.int64))
-    rows = starts[:, None] + torch.arange(encoder + decoder)
+    rows = _window_rows(dataset, index, encoder + decoder)
+    starts = rows[:, 0]
     data, reals = dataset.data, dataset.reals
     cont = data["reals"][rows]
     cat = data["categoricals"][rows]
@@ -418,6 +421,21 @@ def inference_batch(dataset: TimeSeriesDataSet) -> dict[str, Any]:
     }
 
 
+def _window_rows(dataset: TimeSeriesDataSet, index: pd.DataFrame, length: int) -> torch.Tensor:
+    """Each window's data row at every step: the last row at or before it, so a gap repeats the row
+    before it. One binary search over (series, time) keys; the data is sorted by group, then time."""
+    starts = torch.as_tensor(index["index_start"].to_numpy(dtype=np.int64))
+    whole = index["index_end"].to_numpy() - index["index_start"].to_numpy() + 1 == length
+    if whole.all():
+        return starts[:, None] + torch.arange(length)
+    time, groups = dataset.data["time"].to(torch.int64), dataset.data["groups"]
+    series = torch.cumsum(torch.cat([torch.zeros(1), (groups[1:] != groups[:-1]).any(dim=1)]), 0).to(torch.int64)
+    width = int(time.max() - time.min()) + length + 1
+    keys = series * width + (time - time.min())
+    wanted = keys[starts][:, None] + torch.arange(length)
+    return torch.searchsorted(keys, wanted, right=True) - 1
+
+
 def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
     """Each window's (centre, scale), exactly as EncoderNormalizer("standard") fits one window at a time.
 
@@ -434,13 +452,10 @@ def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
 
 
 def _check_batchable(dataset: TimeSeriesDataSet) -> None:
-    """inference_batch mirrors what training_dataset configures; anything else must not pass silently."""
-    index, length = dataset.index, dataset.max_encoder_length + dataset.max_prediction_length
+    """window_batch mirrors what training_dataset configures; anything else must not pass silently."""
+    length = dataset.max_encoder_length + dataset.max_prediction_length
     unsupported = {
-        "windows that are not whole": not (
-            (index["sequence_length"] == length).all()
-            and (index["index_end"] - index["index_start"] + 1 == length).all()
-        ),
+        "windows shorter than encoder + prediction": not (dataset.index["sequence_length"] == length).all(),
         "length randomisation": dataset.randomize_length is not None,
         "lags": bool(dataset.lagged_variables),
         "weights": dataset.data["weight"] is not None,
@@ -458,7 +473,7 @@ def _check_batchable(dataset: TimeSeriesDataSet) -> None:
     }
     found = [what for what, present in unsupported.items() if present]
     if found:
-        raise ValueError(f"inference_batch does not build datasets with {', '.join(found)}; use to_dataloader")
+        raise ValueError(f"window_batch does not build datasets with {', '.join(found)}; use to_dataloader")
 
 
 # ---------------------------------------------------------------------------------------------

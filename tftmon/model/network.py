@@ -138,7 +138,7 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
     dataset = features.build_dataset(model.dataset_parameters, frame, predict=True)
-    batch = features.inference_batch(dataset)
+    batch = features.window_batch(dataset)
     network = model.network.eval()
     # Decoded here, not by x_to_index: pytorch-forecasting's NaNLabelEncoder(add_nan=True) skips a code
     # when it extends itself with new servers, and its inverse transform then fails on the last one.
