@@ -372,12 +372,14 @@ def to_utc(
 ) -> pd.Series | pd.DatetimeIndex | pd.Timestamp:
     """Timestamps as timezone-aware UTC: naive values are taken as UTC, aware ones converted.
 
-    The one rule for time zones in tftmon (features, evaluation, serving and configs all call it).
+    The one rule for time zones in tftmon (features, evaluation, serving and configs all call it). A
+    Series of pandas datetimes skips pd.to_datetime: it would return the same values, at tens of ms a
+    call on a 900-server request (it builds a cache of the unique values first).
     """
     import pandas as pd
 
     if isinstance(ts, pd.Series):
-        out = pd.to_datetime(ts)
+        out = ts if isinstance(ts.array, pd.arrays.DatetimeArray) else pd.to_datetime(ts)
         return out.dt.tz_localize("UTC") if out.dt.tz is None else out.dt.tz_convert("UTC")
     if isinstance(ts, pd.DatetimeIndex):
         return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")

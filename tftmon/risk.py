@@ -274,39 +274,75 @@ def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]
 
     Every quantile column present is used (contract.quantile_columns). The step axis ends at the longest
     step present, so short forecasts (the next hour, one step) score in proportion to their length.
+    Groups are numbered from integer codes, not by grouping the rows' strings: a 900-server forecast
+    has 1.2 million rows.
     """
     missing = set(FORECAST_COLUMNS) - set(forecast.columns)
     if missing:
         raise ValueError(f"forecast lacks columns {sorted(missing)}; expected {list(FORECAST_COLUMNS)}")
     columns = quantile_columns(forecast.columns)
-    group = forecast.groupby([SERVER_NAME, ORIGIN], sort=True).ngroup().to_numpy()
-    keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].drop_duplicates([SERVER_NAME, ORIGIN])
-    keys = keys.sort_values([SERVER_NAME, ORIGIN]).reset_index(drop=True)
-    metric = pd.Categorical(forecast[METRIC], categories=METRICS).codes
+    name_codes = pd.factorize(forecast[SERVER_NAME], sort=True)[0]
+    origin_codes, origins = pd.factorize(forecast[ORIGIN], sort=True)
+    if (name_codes < 0).any() or (origin_codes < 0).any():
+        raise ValueError("forecast has rows without a server name or an origin")
+    pair = name_codes.astype(np.int64) * len(origins) + origin_codes
+    # Rows come in runs of one server×origin (as forecasts lay them out): the runs are numbered, sorted by
+    # (server, origin) as the groups are; each group's identity from its first row.
+    starts = np.flatnonzero(np.diff(pair, prepend=-1) != 0)
+    _, first_run, run_group = np.unique(pair[starts], return_index=True, return_inverse=True)
+    group = np.repeat(run_group, np.diff(np.r_[starts, len(pair)]))
+    keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].iloc[starts[first_run]].reset_index(drop=True)
+    metric_codes, metric_names = pd.factorize(forecast[METRIC])
+    metric = np.array([METRICS.index(m) if m in METRICS else -1 for m in metric_names] + [-1])[metric_codes]
     step = forecast[STEP].to_numpy(dtype=np.int64)
     ok = (metric >= 0) & (step >= 1) & (step <= PREDICTION_STEPS)
     n_steps = int(step[ok].max(initial=1))
-    cube = np.full((len(columns), len(keys), len(METRICS), n_steps), np.nan)
-    values = forecast[list(columns.values())].to_numpy(dtype=float)
-    cube[:, group[ok], metric[ok], step[ok] - 1] = values[ok].T
-    # Quantile heads are trained independently and may cross; a distribution needs them ordered.
-    return keys, np.array(list(columns)), np.sort(cube, axis=0)
+    n_cells = len(keys) * len(METRICS) * n_steps
+    # Whole rows of quantiles are scattered (not one strided scatter per quantile); rows outside the cube
+    # (a metric not in the contract, a step out of range) land in a spare last cell, dropped.
+    cell = np.where(ok, (group * len(METRICS) + metric) * n_steps + step - 1, n_cells)
+    by_cell = np.full((n_cells + 1, len(columns)), np.nan)
+    by_cell[cell] = _ascending(forecast[list(columns.values())].to_numpy(dtype=float))
+    return keys, np.array(list(columns)), by_cell[:-1].T.reshape(len(columns), len(keys), len(METRICS), n_steps)
+
+
+def _ascending(values: np.ndarray) -> np.ndarray:
+    """Each row's quantiles in ascending order, as np.sort orders them: quantile heads are trained
+    independently and may cross, a distribution needs them ordered.
+
+    A model's forecast arrives ordered already (network.forecast sorts crossed rows), and sorting 1.2
+    million rows of nine is most of building the cube, so ordered rows are kept as they are, unless a
+    row holds -0.0: the only value equal to another with other bits (0.0), which np.sort may swap.
+    """
+    ordered = (values[:, 1:] >= values[:, :-1]).all()  # False wherever a NaN is (np.sort moves NaN last)
+    if ordered and not (np.signbit(values) & (values == 0)).any():
+        return values
+    return np.sort(values, axis=1)
 
 
 def exceedance(values: np.ndarray, levels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """P(X ≥ threshold) from quantile forecasts: `values` [quantile, ...] ascending, at `levels`.
+    """P(X ≥ threshold) from quantile forecasts: `values` [quantile, ...] ascending, at `levels`
+    [quantile] (or [quantile, ...], broadcast against the values: risk metrics with levels of their own).
 
     The CDF is linear between the quantiles; beyond the outermost ones nothing is assumed (below the
     lowest quantile the level is reached for certain, above the highest never), so raising any quantile
     never lowers the probability. A NaN forecast (a metric the model does not forecast) gives 0.
+    Each quantile interval adds its share in place (`out=`): the arithmetic of one expression per
+    interval, without a fresh array per operation.
     """
     q = np.asarray(levels, dtype=float)
+    shape = np.broadcast_shapes(values.shape[1:], np.shape(threshold), q.shape[1:])
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         below = np.where(threshold >= values[0], q[0], 0.0) + np.where(threshold > values[-1], 1.0 - q[-1], 0.0)
+        frac, reached = np.empty(shape), np.empty(shape, dtype=bool)
         for i in range(len(q) - 1):
             width = values[i + 1] - values[i]
-            frac = np.where(width > 0, (threshold - values[i]) / width, (threshold >= values[i + 1]).astype(float))
-            below = below + (q[i + 1] - q[i]) * np.clip(frac, 0.0, 1.0)
+            np.divide(np.subtract(threshold, values[i], out=frac), width, out=frac)
+            flat = ~(width > 0)  # a step where two quantiles meet (or a NaN); rare in a model's forecast
+            if flat.any():
+                np.copyto(frac, np.greater_equal(threshold, values[i + 1], out=reached), where=flat)
+            np.clip(frac, 0.0, 1.0, out=frac)
+            below += np.multiply(frac, q[i + 1] - q[i], out=frac)
     return np.where(np.isnan(values).any(axis=0), 0.0, 1.0 - below)
 
 
@@ -330,9 +366,11 @@ def _metric_risk_chunk(
     values, metric_levels = _risk_values(cube, levels)  # [q, g, r, s], [r, q]
     thresholds = _THRESHOLDS[_profile_codes(keys[PROFILE])]  # [g, r, level]
     n_q, n_g, n_r, n_s = values.shape
-    prob = np.zeros((n_g, n_r, n_s, len(LEVEL_NAMES)))
-    for r in range(n_r):
-        prob[:, r] = exceedance(values[:, :, r, :, None], metric_levels[r], thresholds[None, :, r, None, :])
+    # Every risk metric and level in one call, [level, g, r, s]: steps innermost, where numpy's loops are long.
+    by_level = exceedance(
+        values[:, None], metric_levels.T[:, None, None, :, None], thresholds.transpose(2, 0, 1)[..., None]
+    )
+    prob = np.moveaxis(by_level, 0, -1)  # [g, r, s, level]
     score = prob * LEVEL_SCORES[1:] * _soonness(n_s)[:, None]  # [g, r, s, level]
     flat = score.reshape(n_g, n_r, -1)
     best = flat.argmax(axis=-1)  # first (soonest, then lowest level) of the highest scores

@@ -91,3 +91,23 @@ def test_to_utc_takes_naive_as_utc_and_converts_aware() -> None:
     series = c.to_utc(pd.Series(pd.to_datetime(["2026-01-05 12:00"])))
     assert str(series.dt.tz) == "UTC"
     assert int(c.MODEL_STEP.total_seconds() * 1e9) == c.STEP_NS and c.STEP_MINUTES == 5
+
+
+def test_to_utc_gives_what_parsing_every_series_gives() -> None:
+    """Series of pandas datetimes skip pd.to_datetime; the result is the one parsing them gives."""
+    import pandas as pd
+    import pyarrow as pa
+
+    naive = pd.Series(pd.to_datetime(["2026-01-05 12:00", "2026-07-05 13:30"]), index=[3, 7], name="timestamp")
+    for series in (
+        naive,
+        naive.dt.tz_localize("UTC"),
+        naive.dt.tz_localize("Europe/Paris"),
+        naive.astype("datetime64[s]"),
+        naive.astype(str),
+        naive.astype(object),
+        naive.astype(pd.ArrowDtype(pa.timestamp("us", tz="UTC"))),
+    ):
+        parsed = pd.to_datetime(series)
+        expected = parsed.dt.tz_localize("UTC") if parsed.dt.tz is None else parsed.dt.tz_convert("UTC")
+        pd.testing.assert_series_equal(c.to_utc(series), expected)

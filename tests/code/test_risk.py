@@ -17,6 +17,7 @@ from tftmon.risk import (
     SEVERITY_BANDS,
     AlertCalibration,
     Severity,
+    _ascending,
     colour_of,
     exceedance,
     metric_risk,
@@ -241,3 +242,49 @@ def test_scores_a_900_server_fleet_quickly() -> None:
     elapsed = time.perf_counter() - start
     assert len(out) == 900
     assert elapsed < 3.0, f"scoring 900 servers took {elapsed:.2f} s"
+
+
+def _plain_exceedance(values: np.ndarray, levels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """exceedance as one expression per quantile interval, a fresh array per operation: the reference."""
+    q = np.asarray(levels, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        below = np.where(threshold >= values[0], q[0], 0.0) + np.where(threshold > values[-1], 1.0 - q[-1], 0.0)
+        for i in range(len(q) - 1):
+            width = values[i + 1] - values[i]
+            frac = np.where(width > 0, (threshold - values[i]) / width, (threshold >= values[i + 1]).astype(float))
+            below = below + (q[i + 1] - q[i]) * np.clip(frac, 0.0, 1.0)
+    return np.where(np.isnan(values).any(axis=0), 0.0, 1.0 - below)
+
+
+def test_in_place_exceedance_is_bit_identical_to_the_plain_expression() -> None:
+    rng = np.random.default_rng(3)
+    values = np.sort(rng.normal(20, 10, size=(len(c.MODEL_QUANTILES), 40, 3, 96)).round(), axis=0)  # ties: flat steps
+    values[:, 0, 0, :5] = np.nan
+    values[:, 1, 1] = 25.0  # every quantile equal
+    levels = np.array(c.MODEL_QUANTILES)
+    per_metric = np.stack([levels, 1.0 - levels[::-1], levels])  # [metric, quantile], as risk metrics have them
+    thresholds = rng.choice([10.0, 20.0, 25.0, 30.0], size=(3, 40, 3, 1))  # [level, group, metric, 1]
+    args = (values[:, None], per_metric.T[:, None, None, :, None], thresholds)
+    assert exceedance(*args).tobytes() == _plain_exceedance(*args).tobytes()
+    one = (np.array([20.0, 25.0, 29.0]), np.array([0.1, 0.5, 0.9]), np.array(27.0))
+    assert exceedance(*one) == _plain_exceedance(*one)
+
+
+def test_quantiles_in_order_are_kept_and_others_sorted_as_np_sort_sorts_them() -> None:
+    ordered = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [0.0, 0.0, 5.0]])
+    assert _ascending(ordered) is ordered  # a model's forecast: nothing to sort
+    for row in ([3.0, 1.0, 2.0], [np.nan, 1.0, 2.0], [0.0, -0.0, 1.0], [-0.0, 0.0, 1.0]):
+        rows = np.vstack([ordered, row])
+        assert _ascending(rows).tobytes() == np.sort(rows, axis=1).tobytes()
+
+
+def test_row_order_and_rows_outside_the_cube_do_not_change_risk() -> None:
+    later = forecast("ppdb001").assign(origin=ORIGIN + c.MODEL_STEP)
+    fleet = pd.concat([forecast("ppweb001", {IOWAIT: {"p50": jump(34, 20)}}), forecast("ppdb001"), later])
+    fleet = fleet.reset_index(drop=True)
+    outside = pd.concat(
+        [fleet.head(3).assign(metric="not_a_metric"), fleet.head(3).assign(step=c.PREDICTION_STEPS + 1)]
+    )
+    shuffled = pd.concat([fleet, outside]).sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(metric_risk(shuffled), metric_risk(fleet), check_exact=True)
+    pd.testing.assert_frame_equal(score(shuffled), score(fleet), check_exact=True)

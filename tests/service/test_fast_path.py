@@ -1,5 +1,6 @@
 """Request validation without a server: the column-wise fast path agrees with the pydantic models it
-replaces, and their errors read as one problem per broken rule, each with a real fix."""
+replaces, whether it reads the body as Arrow's columns or as Python data, and their errors read as one
+problem per broken rule, each with a real fix."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from tftmon.contract import METRICS, PROFILE, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.serve.schemas import (
     LIMITS,
+    ArrowBody,
     ErrorResponse,
     FeedRequest,
     PredictRequest,
@@ -40,6 +44,20 @@ def body(fleet_history: pd.DataFrame) -> dict[str, Any]:
 
 def _slow(data: dict[str, Any], model: type[RowsRequest]) -> ValidRows:
     return ValidRows.from_request(model.model_validate(data))
+
+
+def _served(data: Any) -> Any:
+    """The body as the service hands it to fast_rows: Arrow's columns where Arrow reads it, else parsed."""
+    raw = json.dumps(data).encode()
+    return ArrowBody.read(raw) or from_json(raw)
+
+
+def _python(data: Any) -> Any:
+    return data
+
+
+#: Both ways a body reaches fast_rows.
+READERS = {"python": _python, "arrow": _served}
 
 
 def _same(fast: ValidRows, slow: ValidRows) -> None:
@@ -92,37 +110,97 @@ INVALID: dict[str, Change] = {
 }
 
 
+@pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("case", list(VALID))
-def test_fast_validation_equals_the_model(body: dict[str, Any], case: str) -> None:
+def test_fast_validation_equals_the_model(body: dict[str, Any], case: str, reader: str) -> None:
     data = copy.deepcopy(body)
     VALID[case](data)
-    fast = fast_rows(data, PredictRequest)
+    given = READERS[reader](data)
+    assert isinstance(given, ArrowBody) == (reader == "arrow")  # plain valid bodies take Arrow's path
+    fast = fast_rows(given, PredictRequest)
     assert fast is not None
     _same(fast, _slow(data, PredictRequest))
 
 
+@pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("case", list(UNUSUAL))
-def test_unusual_valid_input_is_left_to_the_model(body: dict[str, Any], case: str) -> None:
+def test_unusual_valid_input_is_left_to_the_model(body: dict[str, Any], case: str, reader: str) -> None:
     data = copy.deepcopy(body)
     UNUSUAL[case](data)
-    assert fast_rows(data, PredictRequest) is None
+    assert fast_rows(READERS[reader](data), PredictRequest) is None
     PredictRequest.model_validate(data)
 
 
+@pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("case", list(INVALID))
 @pytest.mark.parametrize("model", [PredictRequest, FeedRequest])
-def test_invalid_input_is_never_fast(body: dict[str, Any], case: str, model: type[RowsRequest]) -> None:
+def test_invalid_input_is_never_fast(body: dict[str, Any], case: str, model: type[RowsRequest], reader: str) -> None:
     data = copy.deepcopy(body)
     INVALID[case](data)
-    assert fast_rows(data, model) is None
+    assert fast_rows(READERS[reader](data), model) is None
     with pytest.raises(ValueError):
         model.model_validate(data)
 
 
-def test_feed_takes_no_include_path(body: dict[str, Any]) -> None:
-    assert fast_rows({**body, "include_path": True}, FeedRequest) is None
-    fast = fast_rows(body, FeedRequest)
+@pytest.mark.parametrize("reader", list(READERS))
+def test_feed_takes_no_include_path(body: dict[str, Any], reader: str) -> None:
+    for include_path in (True, None):
+        assert fast_rows(READERS[reader]({**body, "include_path": include_path}), FeedRequest) is None
+    fast = fast_rows(READERS[reader](body), FeedRequest)
     assert fast is not None and fast.options == {}
+
+
+@pytest.mark.parametrize("change", [lambda b: b.update(include_path=None), lambda b: b["rows"].append(None)])
+def test_nulls_are_left_to_the_model(body: dict[str, Any], change: Change) -> None:
+    """Arrow reads a null and an absent value alike; only an absent profile means the same as a null one."""
+    data = copy.deepcopy(body)
+    change(data)
+    assert fast_rows(_served(data), PredictRequest) is None
+    with pytest.raises(ValueError):
+        PredictRequest.model_validate(data)
+
+
+def test_arrow_reads_every_float_as_pydantic_core_does(body: dict[str, Any]) -> None:
+    rng = np.random.default_rng(7)
+    rows = [dict(body["rows"][i % len(body["rows"])]) for i in range(2000)]
+    values = rng.normal(size=len(rows)) * 10.0 ** rng.integers(-12, 3, size=len(rows))
+    texts = [f"{abs(v):.{rng.integers(1, 25)}g}" for v in values]
+    texts[:4] = [
+        "4.9406564584124654e-324",
+        "2.2250738585072011e-308",
+        "0.30000000000000004441",
+        "999999999.99999999999",
+    ]
+    for row, text in zip(rows, texts, strict=True):
+        row["net_in_mb_s"] = f"@{text}@"
+    raw = json.dumps({"rows": rows}).replace('"@', "").replace('@"', "").encode()
+    arrow, python = fast_rows(ArrowBody.read(raw), PredictRequest), fast_rows(from_json(raw), PredictRequest)
+    assert arrow is not None and python is not None
+    assert arrow.frame["net_in_mb_s"].to_numpy().tobytes() == python.frame["net_in_mb_s"].to_numpy().tobytes()
+    _same(arrow, python)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"rows": []} {"rows": []}',  # two objects: Arrow reads two rows
+        b"\xef\xbb\xbf" + b'{"rows": []}',  # byte-order mark: Arrow skips it, pydantic-core refuses it
+        '{"rows": [{"server_name": "ppweb\u00e9"}]}'.encode(),  # non-ASCII bytes: Arrow takes invalid UTF-8 too
+        b'{"rows": [{"server_name": "a", "server_name": "b"}]}',  # a repeated key: pydantic-core takes the last
+        b'{"rows": [], }',
+        b"",
+    ],
+)
+def test_arrow_reads_no_body_it_would_read_otherwise(raw: bytes) -> None:
+    """Where Arrow is laxer than pydantic-core, or would read other values, the body is parsed as before
+    (so ArrowBody.python never fails, and malformed JSON still answers FastAPI's 422)."""
+    assert ArrowBody.read(raw) is None
+
+
+def test_arrow_body_parses_as_pydantic_core_does(body: dict[str, Any]) -> None:
+    raw = json.dumps({**body, "include_path": False}).encode()
+    arrow = ArrowBody.read(raw)
+    assert arrow is not None and arrow.python() == from_json(raw)
 
 
 def _errors(data: dict[str, Any], model: type[RowsRequest] = PredictRequest) -> ErrorResponse:
