@@ -6,6 +6,7 @@ are read from the config classes (tftmon/config.py), so help texts and MLproject
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -101,11 +102,44 @@ class _Command(click.Command):
             raise click.NoSuchOption(exc.option_name, message=message, ctx=ctx) from exc
 
 
+#: What to do about an OS error, by errno; any other error on a path gets OS_ERROR_FIX.
+OS_ERROR_FIXES: dict[int, str] = {
+    errno.ENOSPC: "free space on that disk, or write somewhere else (e.g. --out on another disk), and run again",
+    errno.EDQUOT: "your disk quota is used up: free some, or write somewhere else, and run again",
+    errno.EACCES: "make that path writable (or readable) for this user, or use another path",
+    errno.EPERM: "make that path writable (or readable) for this user, or use another path",
+    errno.EROFS: "that file system is read-only: write somewhere else",
+    errno.ENOENT: "check that the path exists",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) and run again",
+}
+OS_ERROR_FIX = "check that path and its disk, then run again"
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OS error as one line: the path, what went wrong, and what to do (no traceback). One without a path
+    (a network error: requests' errors are OSErrors too) says what it knows."""
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    fix = OS_ERROR_FIXES.get(exc.errno or 0)
+    if not where:
+        return f"{exc}; {fix}" if fix else str(exc)
+    return f"{where}: {exc.strerror or exc}; {fix or OS_ERROR_FIX}"
+
+
 class _Group(_Command, click.Group):
-    """The `tftmon` group: its options and every command's list the valid ones on a typo."""
+    """The `tftmon` group: its options and every command's list the valid ones on a typo, and an OS error
+    (a full disk, a permission) in any command ends in one line naming the path and the fix."""
 
     command_class = _Command
     group_class = type  # subgroups are _Group too
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # click's own handling: output piped into `head`
+            raise
+        except OSError as exc:
+            log.debug("OS error", exc_info=True)
+            raise click.ClickException(os_error_line(exc)) from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -311,17 +345,24 @@ def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json
 
 
 @main.command()
-@click.option("--version", default=None, help="Version to promote (default: the newest).")
-@click.option("--force", is_flag=True, help="Promote even if it scores worse than the champion.")
+@click.option("--version", default=None, help="Version to promote (default: the newest whose training finished).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Backtest on the last hours of this dataset (>= 2 days) instead of the held-out sample kept with the version.",
+)
+@click.option("--force", is_flag=True, help="Promote even if it scores worse than the champion or cannot be scored.")
 @click.option("--reason", default="", help="Why; recorded as a tag on the version.")
-def promote(version: str | None, force: bool, reason: str) -> None:
-    """Gate a version (contract, files, forecasts for every server, vs champion), then make it production."""
+def promote(version: str | None, data: Path | None, force: bool, reason: str) -> None:
+    """Gate a version (its run finished, files, weights digest, forecasts for every server, a backtest of its
+    weights vs the baselines and the champion), then make it production."""
     from tftmon.ops.registry import PromotionRefused
     from tftmon.ops.registry import promote as promote_version
 
     try:
-        report = promote_version(version, force=force, reason=reason)
-    except PromotionRefused as exc:
+        report = promote_version(version, force=force, reason=reason, data=data)
+    except (PromotionRefused, ValueError) as exc:  # ValueError: --data is not a readable contract dataset
         raise click.ClickException(str(exc)) from exc
     click.echo(report.to_text())
     click.echo(f"version {report.version} is now production (alias @production, stage Production)")

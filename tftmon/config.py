@@ -186,9 +186,9 @@ class TrainConfig(StrictConfig):
 
     #: Metrics to forecast; None = all contract metrics.
     targets: list[str] | None = None
-    #: With max_batches_per_epoch, sized to the 20-minute training budget on 2 CPU cores at the ~54
-    #: samples/s measured there (docs/BENCHMARKS.md).
-    max_epochs: int = Field(15, ge=1)
+    #: With max_batches_per_epoch, sized to the 20-minute training budget on 2 CPU cores at the ~100
+    #: samples/s whole-tensor batches reach there (docs/BENCHMARKS.md).
+    max_epochs: int = Field(25, ge=1)
     #: Bounds CPU time: each epoch draws at most this many random batches (None = all).
     max_batches_per_epoch: int | None = Field(64, ge=1)
     max_val_batches: int | None = Field(5, ge=1)

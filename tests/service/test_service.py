@@ -262,7 +262,7 @@ def test_hot_reload_while_a_client_keeps_calling(service: Served, fleet_history:
 
     old = model_store["version"]
     new = register_version(model_store["model_dir"], fleet_history)
-    registry.promote(new, reason="hot reload test")
+    registry.promote(new, force=True, reason="hot reload test")
     thread = threading.Thread(target=client)
     thread.start()
     try:

@@ -7,11 +7,9 @@ finds per-epoch `train_loss_epoch`, `val_loss` and `lr` in `trainer.callback_met
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,7 @@ from torch.utils.data import (
 
 from tftmon.config import TrainConfig
 from tftmon.contract import INCIDENT_STATE, MODEL_STEP, SERVER_ID, SERVER_NAME, STATE
+from tftmon.io import CHECKPOINT_PREFIX, owned_temp_dir
 from tftmon.model.network import ForecastModel, build_network, features, training_info
 
 
@@ -197,7 +196,7 @@ def fit(
     model_config = config.to_model_config(targets, loss_weights(train_frame, targets))
     network = build_network(training, model_config)
     best = BestWeights()
-    checkpoint_dir = config.checkpoint_dir or Path(tempfile.mkdtemp(prefix="tftmon-ckpt-"))
+    checkpoint_dir = config.checkpoint_dir or owned_temp_dir(CHECKPOINT_PREFIX)
     trainer = Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,

@@ -137,7 +137,7 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
     """Metrics (at `step`, the one the logged model links), tables, plots and the markdown summary of an
     evaluation into the active run."""
     from tftmon.evaluation import report
-    from tftmon.ops.registry import SCORE_METRIC
+    from tftmon.ops.registry import SCORE_METRIC, headline_score
 
     metrics: dict[str, float] = {}
     row: Any  # an itertuples row: pandas-stubs cannot know the columns' types
@@ -147,8 +147,7 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
             metrics[f"eval_coverage_{row.horizon}_{row.model}"] = float(row.coverage)
     for row in results.ratio.itertuples(index=False):
         metrics[f"eval_mase_ratio_{row.horizon}"] = float(row.ratio)
-    tft = results.aggregate[results.aggregate["model"] == results.model]
-    metrics[SCORE_METRIC] = float(tft["mase"].mean())
+    metrics[SCORE_METRIC] = headline_score(results)
     per_metric = results.metrics[results.metrics["model"] == results.model]
     for row in per_metric.itertuples(index=False):
         if "seen" not in per_metric or row.seen:
@@ -245,6 +244,7 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
                 tags={"contract_version": CONTRACT_VERSION, "data_sha256": str(fingerprint["data_sha256"])},
                 step=step,
                 description=registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"),
+                sample=registry.GateSample.cut(frame, holdout, f"the held-out time of {path}"),
             )
         return {"run_id": run.info.run_id, "version": version, "summary": summary}
 

@@ -3,6 +3,9 @@
 Jobs call `job_run(...)`: inside `mlflow run` it resumes the run MLflow created (MLFLOW_RUN_ID), so
 entry points log where the UI expects them; standalone it starts a run in the `tftmon` experiment,
 whose artifacts live under ./mlartifacts when the store is local.
+
+A killed job cannot end its run, which then says RUNNING forever. Every job run therefore records the
+host and pid of its process; a RUNNING run whose process is gone is marked FAILED wherever it is found.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,14 @@ import mlflow
 from mlflow.data.pandas_dataset import from_pandas
 
 from tftmon.config import Settings
+from tftmon.io import pid_alive
 
 log = logging.getLogger(__name__)
+
+JOB_TAG = "tftmon.job"
+#: The process that started (or resumed) a run: how a later reader knows whether it can still finish.
+HOST_TAG = "tftmon.host"
+PID_TAG = "tftmon.pid"
 
 
 def configure(settings: Settings | None = None) -> Settings:
@@ -49,15 +59,54 @@ def inside_mlflow_run() -> bool:
     return bool(os.environ.get("MLFLOW_RUN_ID")) or mlflow.active_run() is not None
 
 
+def _owner_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def is_orphaned(run: Any) -> bool:
+    """A RUNNING run started on this host by a process that no longer exists: it will never finish.
+
+    A run from another host, or one without the tags (not a tftmon job), cannot be judged and never is.
+    """
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    if run.info.status != "RUNNING" or tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit():
+        return False
+    return not pid_alive(int(pid))
+
+
+def settle(run: Any) -> str:
+    """The run's status, after marking it FAILED if it is orphaned (`is_orphaned`)."""
+    if not is_orphaned(run):
+        return str(run.info.status)
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+    log.warning(
+        "run %s (%s) was left RUNNING by process %s on %s, which is gone: marked FAILED",
+        run.info.run_id, run.data.tags.get(JOB_TAG, "?"), run.data.tags[PID_TAG], run.data.tags[HOST_TAG],
+    )  # fmt: skip
+    return "FAILED"
+
+
+def fail_orphaned_runs(experiment_ids: list[str]) -> list[str]:
+    """Mark FAILED every orphaned tftmon job run in these experiments; returns their run ids."""
+    running = mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{PID_TAG}` != ''",
+        output_format="list",
+    )
+    return [run.info.run_id for run in running if settle(run) == "FAILED"]
+
+
 @contextlib.contextmanager
 def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """Run context for a job.
+    """Run context for a job, tagged with its job name and its process (host, pid).
 
     Inside `mlflow run` (MLFLOW_RUN_ID set, nothing active yet) it resumes that run; under an active
-    pipeline run (demo, retrain) it opens a nested child run; otherwise a new run in our experiment.
+    pipeline run (demo, retrain) it opens a nested child run; otherwise a new run in our experiment, after
+    marking the runs killed jobs left RUNNING there as FAILED.
     """
     settings = configure()
-    tags = {"tftmon.job": name, **(tags or {})}
+    tags = {JOB_TAG: name, **_owner_tags(), **(tags or {})}
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if mlflow.active_run() is None and run_id:
         with mlflow.start_run(run_id=run_id) as run:
@@ -66,7 +115,9 @@ def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
         return
     parent = mlflow.active_run()
     if parent is None:
-        with mlflow.start_run(experiment_id=experiment_id(settings), run_name=name, tags=tags) as run:
+        experiment = experiment_id(settings)
+        fail_orphaned_runs([experiment])
+        with mlflow.start_run(experiment_id=experiment, run_name=name, tags=tags) as run:
             yield run
         return
     # Create the child explicitly: start_run(nested=True) without a run id would resume MLFLOW_RUN_ID,
