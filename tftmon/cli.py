@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from tftmon import __version__
 from tftmon.config import (
+    FEED_TOKEN_ENV,
     JOB_CONFIGS,
     EvaluationConfig,
     NetworkConfig,
@@ -506,6 +507,12 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option(
     "--seed", type=int, default=_field_default(SimulationConfig, "seed"), show_default=True, help="Simulator seed."
 )
+@click.option(
+    "--token",
+    envvar=FEED_TOKEN_ENV,
+    required=True,
+    help=f"The service's /feed bearer token (env {FEED_TOKEN_ENV}; the service must have the same).",
+)
 def feed(
     url: str | None,
     servers: int,
@@ -515,6 +522,7 @@ def feed(
     backfill_hours: float,
     ticks: int | None,
     seed: int,
+    token: str,
 ) -> None:
     """Stream live simulator ticks (the batch simulator's code path) into the service's /feed."""
     from tftmon.serve.feed import live_config, run
@@ -528,7 +536,7 @@ def feed(
         raise click.UsageError(error_text(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    options = FeedOptions(url=url.rstrip("/"), speed=speed, backfill_hours=backfill_hours, max_ticks=ticks)
+    options = FeedOptions(url=url.rstrip("/"), token=token, speed=speed, backfill_hours=backfill_hours, max_ticks=ticks)
     try:
         sent = run(config, options)
     except RuntimeError as exc:

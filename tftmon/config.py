@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -270,6 +279,10 @@ class DemoConfig(StrictConfig):
     evaluation: EvaluationConfig = EvaluationConfig(holdout_hours=32)
 
 
+#: The environment variable of ServiceConfig.feed_token (named like TFTMON_ADMIN_TOKEN, not TFTMON_SERVICE_*).
+FEED_TOKEN_ENV = "TFTMON_FEED_TOKEN"
+
+
 class ServiceConfig(BaseSettings):
     """Limits and intervals of the HTTP service (env TFTMON_SERVICE_*): every bound is documented here."""
 
@@ -278,6 +291,8 @@ class ServiceConfig(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and FEED_TOKEN_ENV in data:  # feed_token's env name, outside the prefix
+            data = {**{k: v for k, v in data.items() if k != FEED_TOKEN_ENV}, "feed_token": data[FEED_TOKEN_ENV]}
         return reject_unknown_fields(cls, data)
 
     host: str = "127.0.0.1"
@@ -287,8 +302,17 @@ class ServiceConfig(BaseSettings):
     max_rows_per_request: int = Field(300_000, ge=1)
     #: One /feed request: at most this many rows (ticks x servers).
     max_feed_rows: int = Field(50_000, ge=1)
+    #: The largest request body read (bytes), checked from Content-Length and while it streams in; a full
+    #: /predict (300,000 rows of ~390 bytes of JSON each) fits.
+    max_body_bytes: int = Field(160 * 2**20, ge=1)
     #: Live windows kept at most for this many servers; further new servers are refused (memory bound).
     max_live_servers: int = Field(5000, ge=1)
+    #: Memory the live windows may hold, in MiB: new servers beyond this / one full window (the encoder span at
+    #: one tick per MIN_RAW_INTERVAL) are refused before anything is stored. Keeps the worker under 2 GB.
+    max_live_window_mib: int = Field(768, ge=1)
+    #: Bearer token of /feed (env TFTMON_FEED_TOKEN; a token of its own, not the admin one). Unset: /feed is
+    #: disabled, so no unauthenticated client can fill the live windows.
+    feed_token: SecretStr | None = Field(None, validation_alias=AliasChoices("feed_token", FEED_TOKEN_ENV))
     #: How often the background loop checks for new live data (seconds, wall clock).
     refresh_seconds: float = Field(2.0, gt=0)
     #: The loop forecasts when live data advanced a model step, or when new data came and this many wall-clock

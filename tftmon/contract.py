@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:
@@ -166,6 +166,38 @@ JAVA_CPU = "java_cpu_pct"
 JAVA_CPU_BOUND: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct")
 #: Uptime resets to this on a reboot; counts the days since.
 UPTIME = "uptime_days"
+
+#: Row rules and their repairs, worded once for the validator and the service.
+CPU_SUM_RULE = f"{' + '.join(CPU_PARTS)} must equal 100 ± {CPU_SUM_TOLERANCE:g} %"
+CPU_SUM_FIX = "rescale the CPU split so its parts add up to 100"
+PROFILE_RULE = "a server has one profile"
+PROFILE_FIX = "send the same profile in every row of a server, or leave it out"
+
+#: Timestamps outside [TIMESTAMP_MIN, now + TIMESTAMP_MAX_AHEAD] are refused: older data is a unit or epoch
+#: mistake, later is a clock error, and past 2262 a nanosecond timestamp wraps round (to 1816).
+TIMESTAMP_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TIMESTAMP_MAX_AHEAD = timedelta(days=1)
+TIMESTAMP_RULE = f"{TIMESTAMP} must lie between {TIMESTAMP_MIN:%Y-%m-%d} and now + {TIMESTAMP_MAX_AHEAD.days} day (UTC)"
+TIMESTAMP_FIX = f"send UTC sample times from {TIMESTAMP_MIN:%Y-%m-%d} to now: fix the clock, or the epoch or unit"
+
+
+def profile_conflicts(names: pd.Series, profiles: pd.Series) -> list[object]:
+    """Servers whose rows give more than one profile (a row without one agrees with any); vectorised."""
+    import numpy as np
+    import pandas as pd
+
+    name_codes, uniques = pd.factorize(names)
+    profile_codes, _ = pd.factorize(profiles)
+    given = profile_codes >= 0
+    seen = np.zeros((len(uniques), int(profile_codes.max(initial=-1)) + 1), dtype=bool)
+    seen[name_codes[given], profile_codes[given]] = True
+    counts = seen.sum(axis=1)
+    return list(uniques[np.flatnonzero(counts > 1)])
+
+
+def timestamp_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The earliest and latest timestamp the contract accepts at `now` (default: the current time)."""
+    return TIMESTAMP_MIN, (now or datetime.now(UTC)) + TIMESTAMP_MAX_AHEAD
 
 
 def required_columns(suite: Literal["simulated", "telemetry"]) -> tuple[str, ...]:
@@ -325,6 +357,13 @@ STEP_MINUTES = int(MODEL_STEP.total_seconds() // 60)
 STEP_NS = int(MODEL_STEP.total_seconds() * 1_000_000_000)
 #: Raw data may arrive at any interval at least this long; it is resampled to MODEL_STEP.
 MIN_RAW_INTERVAL = timedelta(seconds=5)
+#: A forecast's history must have a sample in at least this share of the model steps of the model's
+#: window (the encoder), not merely span it: two samples hours apart are no history of those hours.
+MIN_HISTORY_COVERAGE = 0.5
+HISTORY_COVERAGE_RULE = (
+    f"a server's history must have samples in at least {MIN_HISTORY_COVERAGE:.0%} of the {STEP_MINUTES}-min "
+    "steps of the model's window"
+)
 
 
 def steps(duration: timedelta) -> int:

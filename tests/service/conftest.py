@@ -19,6 +19,9 @@ from tests.conftest import ROOT
 from tftmon.config import NetworkConfig, SimulationConfig, TrainConfig
 
 ADMIN_TOKEN = "test-admin-token"
+FEED_TOKEN = "test-feed-token"
+#: The headers of a /feed request.
+FEED = {"Authorization": f"Bearer {FEED_TOKEN}"}
 #: Small enough to train in seconds on 2 cores; the service only needs *a* promoted model.
 TINY = TrainConfig(
     max_epochs=1, max_batches_per_epoch=3, max_val_batches=2, encoder_hours=1, validation_hours=9, batch_size=32,
@@ -136,8 +139,9 @@ class Served:
 
 @pytest.fixture(scope="session")
 def service(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The service with a promoted model and an admin token."""
-    served = Served({**model_store["env"], "TFTMON_ADMIN_TOKEN": ADMIN_TOKEN}, tmp_path_factory.mktemp("log") / "a")
+    """The service with a promoted model, an admin token and a feed token."""
+    env = {**model_store["env"], "TFTMON_ADMIN_TOKEN": ADMIN_TOKEN, "TFTMON_FEED_TOKEN": FEED_TOKEN}
+    served = Served(env, tmp_path_factory.mktemp("log") / "a")
     try:
         served.wait_ready()
         yield served
@@ -147,9 +151,9 @@ def service(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="session")
 def bare_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The service over an empty registry and without an admin token."""
+    """The service over an empty registry and without an admin token (with a feed token)."""
     root = tmp_path_factory.mktemp("empty")
-    env = {**store_env(root), "TFTMON_ADMIN_TOKEN": ""}
+    env = {**store_env(root), "TFTMON_ADMIN_TOKEN": "", "TFTMON_FEED_TOKEN": FEED_TOKEN}
     served = Served(env, root / "serve.log")
     try:
         served.wait_ready()

@@ -12,7 +12,7 @@ from tftmon.contract import PROFILE, SERVER_NAME
 from tftmon.model.network import load_model
 from tftmon.model.smoke import SmokeTestFailed
 from tftmon.serve.alerts import AlertBook
-from tftmon.serve.live import LiveWindows, LoadedModel, ModelSlot, UnknownTracker, utcnow
+from tftmon.serve.live import LiveFleet, LiveWindows, LoadedModel, ModelSlot, UnknownTracker, utcnow
 
 
 def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFrame:
@@ -21,7 +21,7 @@ def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFram
 
 
 def test_windows_are_bounded_and_report_warm_up() -> None:
-    windows = LiveWindows(max_servers=2)
+    windows = LiveWindows(max_servers=2, max_bytes=1 << 30)
     windows.set_encoder_steps(12)
     result = windows.append(pd.concat([ticks("ppweb001", "2026-01-05", 100), ticks("ppdb001", "2026-01-05", 3)]))
     assert result.accepted == 103
@@ -79,3 +79,25 @@ def test_reload_keeps_the_old_model_when_the_new_one_fails_the_smoke_test(model_
     with pytest.raises(SmokeTestFailed, match=r"version 2: no finite forecast for \d+ of \d+ servers"):
         slot.reload()
     assert slot.current is good
+
+
+def test_one_bad_server_never_stops_the_live_refresh(model_store: dict, fleet_history: pd.DataFrame) -> None:
+    slot = ModelSlot(lambda: LoadedModel("1", load_model(model_store["model_dir"]), utcnow()))
+    loaded = slot.reload()[1]
+    assert loaded is not None
+    windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
+    windows.set_encoder_steps(loaded.encoder_steps)
+    names = sorted(fleet_history[SERVER_NAME].unique())[:3]
+    windows.append(fleet_history[fleet_history[SERVER_NAME].isin(names)].groupby(SERVER_NAME).tail(40))
+    fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1)
+    real = slot.forecast
+
+    def breaks_on_one(model: LoadedModel, history: pd.DataFrame) -> pd.DataFrame:
+        if names[1] in set(history[SERVER_NAME]):
+            raise OverflowError("bad timestamps")
+        return real(model, history)
+
+    slot.forecast = breaks_on_one  # type: ignore[method-assign]
+    assert fleet.refresh(now=0.0)
+    assert [p["server_name"] for p in fleet.cache["predictions"]] == [names[0], names[2]]
+    assert fleet.failures == 1 and fleet.failing == {names[1]: "OverflowError: bad timestamps"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import requests
 from pydantic import BaseModel
 
-from tests.service.conftest import ADMIN_TOKEN, Served, register_version
+from tests.service.conftest import ADMIN_TOKEN, FEED, FEED_TOKEN, Served, register_version
 from tftmon.config import SimulationConfig
 from tftmon.contract import HORIZONS, METRICS, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, STATE
 from tftmon.data.simulate import simulate
@@ -131,7 +132,9 @@ def test_bad_rows_are_4xx_with_field_rule_fix(service: Served, fleet_history: pd
     row = _one_row(fleet_history)
     change(row)
     for endpoint in ("/predict", "/feed"):
-        body = assert_clean_error(requests.post(f"{service.url}{endpoint}", json={"rows": [row]}, timeout=10), 422)
+        body = assert_clean_error(
+            requests.post(f"{service.url}{endpoint}", json={"rows": [row]}, headers=FEED, timeout=10), 422
+        )
         (problem,) = body["problems"]
         assert (problem["field"], problem["count"], problem["rows"]) == (f"rows[*].{field}", 1, [0])
         assert rule in problem["rule"] and fix in problem["fix"], problem
@@ -195,7 +198,9 @@ def test_request_limits(service: Served, fleet_history: pd.DataFrame) -> None:
     body = assert_clean_error(requests.post(f"{service.url}/predict", json={"rows": many_servers}, timeout=10), 422)
     assert "21 servers" in body["problems"][0]["rule"] and "split the request" in body["problems"][0]["fix"]
     too_many_rows = [row] * 3001
-    body = assert_clean_error(requests.post(f"{service.url}/feed", json={"rows": too_many_rows}, timeout=30), 422)
+    body = assert_clean_error(
+        requests.post(f"{service.url}/feed", json={"rows": too_many_rows}, headers=FEED, timeout=30), 422
+    )
     assert "3000" in body["problems"][0]["fix"]
 
 
@@ -211,11 +216,17 @@ def _wait(url: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
 def test_feed_then_current_predictions_then_alerts(service: Served, fleet_history: pd.DataFrame) -> None:
     live = recent(fleet_history, sorted(fleet_history[SERVER_NAME].unique())[:3], hours=1.5)
     for _, tick in live.groupby("timestamp"):
-        conforming(requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10), FeedResponse)
+        conforming(
+            requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, headers=FEED, timeout=10), FeedResponse
+        )
     warming = fleet_history[fleet_history[SERVER_NAME] == fleet_history[SERVER_NAME].iloc[0]].tail(2)
-    feed = requests.post(f"{service.url}/feed", json={"rows": rows(warming.assign(server_name="ppetl950"))}, timeout=10)
+    feed = requests.post(
+        f"{service.url}/feed", json={"rows": rows(warming.assign(server_name="ppetl950"))}, headers=FEED, timeout=10
+    )
     assert conforming(feed, FeedResponse)["accepted"] == 2
-    again = conforming(requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, timeout=10), FeedResponse)
+    again = conforming(
+        requests.post(f"{service.url}/feed", json={"rows": rows(tick)}, headers=FEED, timeout=10), FeedResponse
+    )
     assert again["ignored_stale"] == len(tick)  # already seen: not appended twice
 
     def ready(body: dict[str, Any]) -> bool:
@@ -293,8 +304,11 @@ def test_without_model_or_token(bare_service: Served, fleet_history: pd.DataFram
                               503)  # fmt: skip
     assert "tftmon promote" in body["fix"]
     # Live windows are as long as the model's encoder: without a model there is nothing to size them by.
-    body = assert_clean_error(requests.post(f"{url}/feed", json={"rows": rows(fleet_history.head(3))}, timeout=10), 503)
+    feed = {"rows": rows(fleet_history.head(3))}
+    body = assert_clean_error(requests.post(f"{url}/feed", json=feed, headers=FEED, timeout=10), 503)
     assert "tftmon promote" in body["fix"]
+    body = assert_clean_error(requests.post(f"{url}/feed", json=feed, timeout=10), 401)  # a token of its own
+    assert "TFTMON_FEED_TOKEN" in body["fix"]
     body = assert_clean_error(
         requests.post(f"{url}/admin/reload", headers={"Authorization": "Bearer anything"}, timeout=10), 403
     )
@@ -318,7 +332,7 @@ def test_feeder_streams_simulator_ticks(service: Served) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tftmon.cli", "feed", "--url", service.url, "--servers", "3", "--scenario", "critical",
          "--backfill-hours", "1.2", "--ticks", "20", "--speed", "3000"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TFTMON_FEED_TOKEN": FEED_TOKEN},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     # The back-fill: 5-min ticks from 1.2 h ago (floored to the grid) through the first at or after 5 min ago,

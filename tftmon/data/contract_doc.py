@@ -28,8 +28,7 @@ def render_markdown() -> str:
         "",
         "## Columns",
         "",
-        "| column | type | pandas dtype | role | unit | range | simulated | telemetry | to model step |"
-        " description |",
+        "| column | type | pandas dtype | role | unit | range | simulated | telemetry | to model step | description |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for col in c.COLUMNS:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FeedOptions:
     url: str = "http://127.0.0.1:3000"
+    #: The service's /feed bearer token (TFTMON_FEED_TOKEN).
+    token: str = ""
     speed: float = 60.0
     backfill_hours: float = 6.0
     #: Rows per /feed request while back-filling (below the service's max_feed_rows).
@@ -91,6 +93,7 @@ def run(config: SimulationConfig, options: FeedOptions) -> int:
 
     ticks = FleetSimulator(config).ticks()
     session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {options.token}"
     backfilled = 0
     now = pd.Timestamp(datetime.now(UTC))
     for rows in _batches(ticks, now - pd.Timedelta(config.interval), options.batch_rows):

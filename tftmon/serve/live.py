@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -42,6 +43,8 @@ from tftmon.model.smoke import SmokeTestFailed, smoke_test
 from tftmon.risk import SEVERITY_LABELS, AlertCalibration, Severity, score
 from tftmon.serve.alerts import AlertBook
 
+log = logging.getLogger(__name__)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -57,6 +60,8 @@ class LoadedModel:
     version: str
     model: ForecastModel
     loaded_at: datetime
+    #: SHA-256 of the weights registered with the version: a recreated registry reuses version numbers.
+    digest: str | None = None
 
     @property
     def known_servers(self) -> frozenset[str]:
@@ -87,7 +92,7 @@ class ModelSlot:
             candidate = self._loader()
             if candidate is None:
                 return previous, previous
-            if previous is not None and candidate.version == previous.version:
+            if previous is not None and (candidate.version, candidate.digest) == (previous.version, previous.digest):
                 return previous, previous
             try:
                 smoke_test(candidate.model)
@@ -123,6 +128,7 @@ class _Series:
     def append(self, ts: np.ndarray, values: np.ndarray, keep_ns: int, max_rows: int) -> int:
         """Append ticks newer than the last one; returns how many were older and dropped."""
         received = len(ts)
+        ts, values = ts[-max_rows:], values[-max_rows:]  # older rows would be cut below: never stored
         last = self.last_ts
         if last is not None:
             newer = ts > last
@@ -132,8 +138,8 @@ class _Series:
             ts, values = ts[increasing], values[increasing]
         dropped = received - len(ts)
         n, k = self.end - self.start, len(ts)
-        if self.end + k > len(self.ts):
-            capacity = max(2 * (n + k), 64)
+        if self.end + k > len(self.ts):  # n and k are at most max_rows: a window never exceeds 2 x max_rows
+            capacity = min(max(2 * (n + k), 64), 2 * max_rows)
             new_ts, new_values = np.empty(capacity, dtype=np.int64), np.empty((capacity, len(METRICS)))
             new_ts[:n], new_values[:n] = self.ts[self.start : self.end], self.values[self.start : self.end]
             self.ts, self.values, self.start, self.end = new_ts, new_values, 0, n
@@ -156,14 +162,17 @@ class _Series:
 class FeedResult:
     accepted: int
     ignored_stale: int
+    #: New servers of a batch refused for lack of room; when any is, nothing of the batch was stored.
     refused_servers: list[str] = field(default_factory=list)
 
 
 class LiveWindows:
-    """Per-server rolling windows; memory is bounded by max_servers x (encoder span / 5 s) rows."""
+    """Per-server rolling windows; memory is bounded by the server limit x one full window's bytes, with
+    the server limit the smaller of max_servers and what max_bytes holds at full windows."""
 
-    def __init__(self, max_servers: int) -> None:
-        self.max_servers = max_servers
+    def __init__(self, max_servers: int, max_bytes: int) -> None:
+        self.max_servers_configured = max_servers
+        self.max_bytes = max_bytes
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
         self.steps = 0
@@ -181,6 +190,12 @@ class LiveWindows:
     def _max_rows(self) -> int:
         return int(self.steps * MODEL_STEP / MIN_RAW_INTERVAL) + 1
 
+    @property
+    def max_servers(self) -> int:
+        """Servers whose full windows (2 x max rows of timestamp + metrics, see _Series) fit max_bytes."""
+        window_bytes = 2 * self._max_rows * 8 * (1 + len(METRICS))
+        return max(0, min(self.max_servers_configured, self.max_bytes // window_bytes))
+
     def __len__(self) -> int:
         return len(self._series)
 
@@ -195,13 +210,15 @@ class LiveWindows:
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
         with self._lock:
+            new = [str(name) for name in uniques if name not in self._series]
+            room = self.max_servers - len(self._series)
+            if len(new) > room:  # all or nothing: a client retrying a half-stored batch would double it
+                result.refused_servers = new[max(room, 0) :]
+                return result
             for i, name in enumerate(uniques):
                 rows = order[bounds[i] : bounds[i + 1]]
                 series = self._series.get(name)
                 if series is None:
-                    if len(self._series) >= self.max_servers:
-                        result.refused_servers.append(str(name))
-                        continue
                     given = profiles[rows[0]] if profiles is not None else None
                     series = self._series[name] = _Series(given if isinstance(given, str) else profile_of(name))
                 ts, values = ts_all[rows], values_all[rows]
@@ -394,6 +411,9 @@ class LiveFleet:
         self._data_ns: int | None = None
         self._wall = float("-inf")
         self._version: str | None = None
+        #: Server forecasts that failed since start, and the servers whose last forecast failed (with why).
+        self.failures = 0
+        self.failing: dict[str, str] = {}
         #: Bumped whenever the cache and alerts change, so encoded views are rebuilt only then.
         self.generation = 0
 
@@ -407,6 +427,27 @@ class LiveFleet:
         joined = len(self.windows) != self._servers_seen
         return new_step or joined or loaded.version != self._version or now - self._wall >= self.every_seconds
 
+    def _forecast(self, loaded: LoadedModel, history: pd.DataFrame) -> list[dict[str, Any]]:
+        """The fleet in one call; when that fails, server by server, so one bad server costs only its own
+        forecast (counted in failures and failing) and never freezes everyone else's."""
+        try:
+            records = payloads(self.slot.forecast(loaded, history), loaded)
+            self.failing = {}
+            return records
+        except Exception as exc:
+            log.warning("live forecast of %d servers failed (%s); retrying server by server", len(history), exc)
+        records, failing = [], {}
+        for name, one in history.groupby(SERVER_NAME, sort=False):
+            try:
+                records += payloads(self.slot.forecast(loaded, one), loaded)
+            except Exception as exc:
+                failing[str(name)] = f"{exc.__class__.__name__}: {exc}"
+        self.failures += len(failing)
+        self.failing = failing
+        if failing:
+            log.error("live forecast failed for %d servers: %s", len(failing), failing)
+        return sorted(records, key=lambda r: r["server_name"])
+
     def refresh(self, now: float | None = None) -> bool:
         """Forecast every ready server now (if due); returns whether the cache changed."""
         now = time.monotonic() if now is None else now
@@ -418,7 +459,7 @@ class LiveFleet:
         self._servers_seen = len(self.windows)
         self._data_ns = self.windows.latest_ns()
         history, warming = self.windows.snapshot(loaded.encoder_steps)
-        records = payloads(self.slot.forecast(loaded, history), loaded) if len(history) else []
+        records = self._forecast(loaded, history) if len(history) else []
         self._wall, self._version = now, loaded.version
         self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
         self.alerts.update(records, utcnow())

@@ -7,6 +7,7 @@ reaches the API, its validation and its OpenAPI schema without an edit here. Lim
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from pydantic import (
     AfterValidator,
@@ -32,19 +34,33 @@ from pydantic_core import PydanticCustomError, from_json
 
 from tftmon.config import ServiceConfig
 from tftmon.contract import (
+    CPU_PARTS,
+    CPU_SUM_FIX,
+    CPU_SUM_RULE,
+    CPU_SUM_TOLERANCE,
     DEPRECATED_COLUMNS,
+    HISTORY_COVERAGE_RULE,
     HORIZONS,
     METRIC_COLUMNS,
     METRICS,
+    MIN_HISTORY_COVERAGE,
     PROFILE,
+    PROFILE_FIX,
     PROFILE_NAMES,
+    PROFILE_RULE,
     QUANTILE_NAMES,
     SERVER_ID,
     SERVER_NAME,
     STATE,
+    STEP_MINUTES,
+    STEP_NS,
     TIMESTAMP,
+    TIMESTAMP_FIX,
+    TIMESTAMP_RULE,
     Column,
     normalise_hostname,
+    profile_conflicts,
+    timestamp_bounds,
 )
 
 LIMITS = ServiceConfig()
@@ -62,8 +78,16 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _in_window(value: datetime) -> datetime:
+    """The contract's timestamp rule, before any nanosecond cast can overflow or wrap (past 2262)."""
+    low, high = timestamp_bounds()
+    if not low <= value <= high:
+        raise PydanticCustomError("timestamp_range", TIMESTAMP_RULE, {"fix": TIMESTAMP_FIX})
+    return value
+
+
 Hostname = Annotated[str, Field(pattern=HOSTNAME_PATTERN, examples=["ppweb001"]), AfterValidator(normalise_hostname)]
-UtcTimestamp = Annotated[datetime, AfterValidator(_utc)]
+UtcTimestamp = Annotated[datetime, AfterValidator(_utc), AfterValidator(_in_window)]
 ProfileName = Literal[PROFILE_NAMES]  # type: ignore[valid-type]
 
 
@@ -129,7 +153,7 @@ MetricRow: type[BaseModel] = create_model(  # type: ignore[call-overload]  # myp
     __base__=_RowBase,
     __doc__="One sample of one server: identity columns and every contract metric.",
     **{
-        TIMESTAMP: (UtcTimestamp, Field(..., description="Sample time, ISO 8601; naive means UTC.")),
+        TIMESTAMP: (UtcTimestamp, Field(..., description=f"Sample time, ISO 8601; naive means UTC; {TIMESTAMP_RULE}.")),
         SERVER_NAME: (Hostname, Field(..., description="Hostname; compared lower-case.")),
         PROFILE: (ProfileName | None, Field(None, description="Workload profile; inferred from the hostname")),
         **{c.name: _metric_field(c) for c in METRIC_COLUMNS},
@@ -357,6 +381,81 @@ def _valid(
     return ValidRows(pd.DataFrame({**columns, **metrics}), options)
 
 
+def row_count_problem(data: Any, model: type[RowsRequest]) -> Problem | None:
+    """Too many rows, counted before any row is validated: 300,001 rows are refused in the time it takes
+    to count them, not after a model per row."""
+    if isinstance(data, ArrowBody):
+        rows = data.table.column("rows") if "rows" in data.table.column_names else None
+        count = 0 if rows is None or rows.null_count else int(pc.list_value_length(rows)[0].as_py())
+    else:
+        count = len(data["rows"]) if type(data) is dict and type(data.get("rows")) is list else 0
+    if count <= model.max_rows:
+        return None
+    setting = "MAX_FEED_ROWS" if model is FeedRequest else "MAX_ROWS_PER_REQUEST"
+    return Problem(
+        field="rows",
+        rule=f"{count} rows in one request; the limit is {model.max_rows} (TFTMON_SERVICE_{setting})",
+        fix=f"split the request: at most {model.max_rows} rows per request",
+        count=count,
+    )
+
+
+def json_problem(message: str) -> Problem:
+    """A body that is not JSON, as pydantic-core words it ("... at line 1 column 15"), with its repair."""
+    if message.startswith("recursion limit exceeded"):
+        fix = 'nest less deeply: a request is {"rows": [...]} with one flat JSON object per row'
+    else:
+        fix = "send valid JSON (double-quoted keys, no trailing commas, no NaN or Infinity) at the place named"
+    return Problem(field="body", rule=f"invalid JSON: {message}", fix=fix)
+
+
+def row_rule_problems(valid: ValidRows) -> list[Problem]:
+    """The contract's rules across columns and rows, in the validator's words: the CPU split adds up to
+    100, and a server has one profile. Column-wise, so the fast path stays fast."""
+    frame, problems = valid.frame, []
+    cpu = frame[list(CPU_PARTS)].to_numpy(dtype=np.float64).sum(axis=1)
+    bad = np.flatnonzero(np.abs(cpu - 100) > CPU_SUM_TOLERANCE)
+    if bad.size:
+        problems.append(_row_problem(f"rows[*].{'+'.join(CPU_PARTS)}", CPU_SUM_RULE, CPU_SUM_FIX, bad))
+    servers = profile_conflicts(frame[SERVER_NAME], frame[PROFILE])
+    if servers:
+        rows = np.flatnonzero(frame[SERVER_NAME].isin(servers).to_numpy())
+        problems.append(_row_problem(f"rows[*].{PROFILE}", PROFILE_RULE, PROFILE_FIX, rows))
+    return problems
+
+
+def coverage_problem(frame: pd.DataFrame, encoder_steps: int) -> Problem | None:
+    """Servers whose history spans the model's window but leaves most of its steps empty: the model would
+    forecast from carried-forward values. Counts each server's distinct steps in its last window; a history
+    shorter than the window is the model's InsufficientHistory, said in its own words."""
+    bins = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64) // STEP_NS
+    codes, names = pd.factorize(frame[SERVER_NAME])
+    start = np.full(len(names), np.iinfo(np.int64).min)
+    first = np.full(len(names), np.iinfo(np.int64).max)
+    np.maximum.at(start, codes, bins - encoder_steps + 1)
+    np.minimum.at(first, codes, bins)
+    inside = bins >= start[codes]
+    seen = np.zeros((len(names), encoder_steps), dtype=bool)
+    seen[codes[inside], bins[inside] - start[codes][inside]] = True
+    have = seen.sum(axis=1)
+    short = np.flatnonzero((have < math.ceil(MIN_HISTORY_COVERAGE * encoder_steps)) & (first <= start))
+    if not short.size:
+        return None
+    hours = encoder_steps * STEP_MINUTES / 60
+    fix = (
+        f"send {hours:g} h of history per server with a sample every {STEP_MINUTES} min or more often "
+        f"({names[short[0]]} has samples in {have[short[0]]} of {encoder_steps} steps)"
+    )
+    rows = np.flatnonzero(np.isin(codes, short))
+    problem = _row_problem("rows", HISTORY_COVERAGE_RULE, fix, rows)
+    problem.count = len(short)
+    return problem
+
+
+def _row_problem(field: str, rule: str, fix: str, rows: np.ndarray) -> Problem:
+    return Problem(field=field, rule=rule, fix=fix, count=len(rows), rows=rows[:MAX_ROWS_SHOWN].tolist())
+
+
 # ---------------------------------------------------------------------------------------------
 # Responses
 # ---------------------------------------------------------------------------------------------
@@ -536,7 +635,11 @@ def request_errors(errors: Sequence[Any]) -> ErrorResponse:
         problem.count += 1
         if row is not None and len(problem.rows) < MAX_ROWS_SHOWN:
             problem.rows.append(row)
-    problems = list(grouped.values())
+    return problem_response(list(grouped.values()))
+
+
+def problem_response(problems: list[Problem]) -> ErrorResponse:
+    """The 422 body for these problems: each named in the error line (the first three), all listed."""
     said = [f"{p.field}: {p.rule}" + (f", {p.count} row{'s' * (p.count > 1)}" if p.rows else "") for p in problems]
     more = f"; and {len(said) - 3} more" if len(said) > 3 else ""
     error = f"{len(problems)} problem{'s' * (len(problems) != 1)} in the request: {'; '.join(said[:3])}{more}"

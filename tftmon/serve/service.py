@@ -11,14 +11,16 @@ of their errors, in tftmon.serve.schemas; what a request's rows become for the m
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hmac
-import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -28,12 +30,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import SkipValidation, ValidationError
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import Field, SkipValidation, ValidationError
 from pydantic_core import from_json, to_json
 from starlette.exceptions import HTTPException
 
-from tftmon.config import ServiceConfig, Settings
+from tftmon.config import FEED_TOKEN_ENV, ServiceConfig, Settings
 from tftmon.contract import CONTRACT_VERSION, MIN_RAW_INTERVAL, MODEL_STEP
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
 from tftmon.serve.alerts import AlertBook
@@ -58,39 +61,43 @@ from tftmon.serve.schemas import (
     Health,
     PredictRequest,
     PredictResponse,
+    Problem,
     ReloadResponse,
     RowsRequest,
     Status,
     ValidRows,
+    coverage_problem,
     fast_rows,
+    json_problem,
+    problem_response,
     request_errors,
+    row_count_problem,
+    row_rule_problems,
 )
 
 log = logging.getLogger(__name__)
 CONFIG = ServiceConfig()
 SETTINGS = Settings()
+#: A connection per registry query, so a tracking DB recreated under the service is read, not the unlinked
+#: file a pooled connection still holds (reload re-reads the registry).
+os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
 
 # ---------------------------------------------------------------------------------------------
-# Prometheus metrics (our own registry, appended to BentoML's /metrics by __metrics__)
+# Prometheus metrics. `bentoml serve` runs prometheus_client in multiprocess mode: counters and histograms
+# live in its files and BentoML's /metrics already exposes them, so they are registered nowhere else (each
+# family once). What describes the service's state now (model, alerts, unknown servers) is built from that
+# state at scrape time by __metrics__, so a swapped-out model version leaves no series behind.
 # ---------------------------------------------------------------------------------------------
 
-METRICS_REGISTRY = CollectorRegistry()
-REQUESTS = Counter("tftmon_http_requests", "HTTP requests", ["endpoint", "method", "code"], registry=METRICS_REGISTRY)
+REQUESTS = Counter("tftmon_http_requests", "HTTP requests", ["endpoint", "method", "code"], registry=None)
 LATENCY = Histogram(
-    "tftmon_http_request_seconds", "HTTP request latency", ["endpoint"], registry=METRICS_REGISTRY,
+    "tftmon_http_request_seconds", "HTTP request latency", ["endpoint"], registry=None,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
-PREDICTIONS = Counter(
-    "tftmon_predictions", "Server forecasts produced", ["source", "cold_start"], registry=METRICS_REGISTRY
-)
-UNKNOWN_SERVERS = Gauge("tftmon_unknown_servers", "Distinct hostnames the model never saw", registry=METRICS_REGISTRY)
-UNKNOWN_RATE = Gauge("tftmon_unknown_server_rate", "Unknown share of predictions (window)", registry=METRICS_REGISTRY)
-MODEL_INFO = Gauge("tftmon_model_info", "Loaded model version (value 1)", ["version"], registry=METRICS_REGISTRY)
-MODEL_LOADED = Gauge("tftmon_model_loaded", "1 when a Production model is loaded", registry=METRICS_REGISTRY)
-ALERTS = Gauge("tftmon_alerts_active", "Active alerts", ["severity"], registry=METRICS_REGISTRY)
-RELOADS = Counter("tftmon_model_reloads", "Admin reloads", ["outcome"], registry=METRICS_REGISTRY)
+PREDICTIONS = Counter("tftmon_predictions", "Server forecasts produced", ["source", "cold_start"], registry=None)
+RELOADS = Counter("tftmon_model_reloads", "Admin reloads", ["outcome"], registry=None)
 FORECAST_SECONDS = Histogram(
-    "tftmon_forecast_seconds", "Model time per forecast call", ["source"], registry=METRICS_REGISTRY,
+    "tftmon_forecast_seconds", "Model time per forecast call", ["source"], registry=None,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 ROUTES = frozenset(
@@ -106,25 +113,54 @@ NO_MODEL_FIX = "promote a version with `tftmon promote`, then POST /admin/reload
 # ---------------------------------------------------------------------------------------------
 
 
+def _tracking_db_present() -> None:
+    """Refuse to read a sqlite tracking DB that was deleted: MLflow keeps its connection to the unlinked
+    file (and would answer from it), while a new connection would create an empty one."""
+    uri = SETTINGS.mlflow_tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(
+            f"the tracking DB {uri} is gone; restore it or point MLFLOW_TRACKING_URI at the new one"
+        )
+
+
 def load_production() -> LoadedModel | None:
-    """The version alias `production` points at now, imported into the BentoML store once per version."""
+    """The version alias `production` points at now, imported into the BentoML store once per weights
+    digest: a recreated registry reuses version numbers, so the tag names the content, not the number.
+    The imported copy's weights are checked against the digest at every load; a copy that fails is
+    removed from the store, so the next reload imports it afresh."""
+    from tftmon.model.network import WEIGHTS_FILE
     from tftmon.ops import registry
 
+    _tracking_db_present()
     version = registry.production_version()
     if version is None:
         return None
-    tag = f"{SETTINGS.tftmon_model_name}:v{version}"
+    digest = registry.weights_digest(version)
+    tag = f"{SETTINGS.tftmon_model_name}:v{version}-{(digest or 'undigested')[:16]}"
+    if digest is None:  # nothing to key a cached copy by (an older tftmon registered it): import afresh
+        _remove_import(tag)
     try:
         bento_model = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         bento_model = bentoml.mlflow.import_model(
             tag,
             model_uri=f"models:/{SETTINGS.tftmon_model_name}/{version}",
-            labels={"mlflow_version": version, "contract_version": CONTRACT_VERSION},
+            labels={"mlflow_version": version, "weights_sha256": digest or "", "contract_version": CONTRACT_VERSION},
             metadata={"tracking_uri": SETTINGS.mlflow_tracking_uri},
         )
-    pyfunc = bentoml.mlflow.load_model(bento_model)
-    return LoadedModel(version, pyfunc.unwrap_python_model().model, utcnow())
+    try:
+        weights = next(Path(bento_model.path).rglob(WEIGHTS_FILE), None)
+        registry.verify_weights(version, Path(bento_model.path) if weights is None else weights.parent)
+        pyfunc = bentoml.mlflow.load_model(bento_model)
+    except Exception:
+        _remove_import(tag)
+        raise
+    return LoadedModel(version, pyfunc.unwrap_python_model().model, utcnow(), digest)
+
+
+def _remove_import(tag: str) -> None:
+    with contextlib.suppress(bentoml.exceptions.NotFound):
+        bentoml.models.delete(tag)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,9 +169,9 @@ def load_production() -> LoadedModel | None:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, fix: str | None = None) -> None:
+    def __init__(self, status: int, error: str, fix: str | None = None, problems: list[Problem] | None = None) -> None:
         super().__init__(error)
-        self.status, self.error, self.fix = status, error, fix
+        self.status, self.error, self.fix, self.problems = status, error, fix, problems or []
 
 
 def _error_body(error: str, fix: str | None = None) -> dict[str, Any]:
@@ -145,18 +181,35 @@ def _error_body(error: str, fix: str | None = None) -> dict[str, Any]:
 def _read_body(body: bytes) -> Any:
     """A JSON body as the endpoints take it: Arrow's columns when it is a plain rows request
     (schemas.ArrowBody), else pydantic-core's parse (Rust), twice as fast as json.loads on the tens of MB a
-    fleet's history is. Malformed JSON raises the JSONDecodeError FastAPI answers 422 to."""
+    fleet's history is. Malformed JSON is a 422 that says where and how to repair it."""
     arrow = ArrowBody.read(body)
     if arrow is not None:
         return arrow
     try:
         return from_json(body)
     except ValueError as exc:
-        raise json.JSONDecodeError(str(exc), body.decode(errors="replace"), 0) from None
+        problem = json_problem(str(exc))
+        raise ApiError(422, f"the body is not valid JSON: {exc}", problem.fix, [problem]) from None
 
 
 class _JsonBodyRequest(Request):
-    """A request whose JSON body is read by _read_body."""
+    """A request whose body is read within CONFIG.max_body_bytes, and whose JSON is read by _read_body."""
+
+    async def body(self) -> bytes:
+        """The body, refused (413) from its Content-Length, or as soon as the bytes streamed in pass the limit,
+        so an oversized body is never held whole."""
+        if not hasattr(self, "_body"):
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > CONFIG.max_body_bytes:
+                raise _too_large()
+            chunks, size = [], 0
+            async for chunk in self.stream():
+                size += len(chunk)
+                if size > CONFIG.max_body_bytes:
+                    raise _too_large()
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -164,14 +217,33 @@ class _JsonBodyRequest(Request):
         return self._json
 
 
+def _too_large() -> ApiError:
+    limit = CONFIG.max_body_bytes
+    return ApiError(
+        413,
+        f"the request body is larger than the limit of {limit} bytes ({limit / 2**20:g} MiB)",
+        "split the rows over several requests, or raise TFTMON_SERVICE_MAX_BODY_BYTES",
+    )
+
+
 class _JsonBodyRoute(APIRoute):
-    """Every route of the app reads its body through _JsonBodyRequest (FastAPI's custom-route hook)."""
+    """Every route of the app reads its body through _JsonBodyRequest (FastAPI's custom-route hook). A body
+    is read, and its Content-Type and JSON checked, before FastAPI's handler: what FastAPI does not
+    recognise as JSON it would pass on as bytes, to be refused as "not a JSON object"."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def route(request: Request) -> Response:
-            return await handler(_JsonBodyRequest(request.scope, request.receive))
+            wrapped = _JsonBodyRequest(request.scope, request.receive)
+            if takes_body and await wrapped.body():
+                kind = wrapped.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+                if kind != "application/json" and not kind.endswith("+json"):
+                    fix = "send Content-Type: application/json"
+                    raise ApiError(415, f"the body is sent as Content-Type {kind!r}, not JSON", fix)
+                await wrapped.json()
+            return await handler(wrapped)
 
         return route
 
@@ -183,7 +255,7 @@ app = FastAPI(
 )
 app.router.route_class = _JsonBodyRoute
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 415, 422, 503)
 }
 
 
@@ -195,7 +267,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 @app.exception_handler(ApiError)
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(_error_body(exc.error, exc.fix), status_code=exc.status, headers=headers)
+    body = ErrorResponse(error=exc.error, fix=exc.fix, problems=exc.problems).model_dump()
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 @app.exception_handler(HTTPException)
@@ -236,6 +309,24 @@ def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, De
         raise ApiError(401, "missing or wrong bearer token", "send Authorization: Bearer $TFTMON_ADMIN_TOKEN")
 
 
+def require_feed(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """/feed writes into the service's memory: it needs its own token, and with none configured it is off."""
+    token = CONFIG.feed_token
+    if token is None or not token.get_secret_value():
+        raise ApiError(403, "/feed is disabled", f"set {FEED_TOKEN_ENV} on the service and send it as a bearer token")
+    if credentials is None or not hmac.compare_digest(
+        credentials.credentials.encode(), token.get_secret_value().encode()
+    ):
+        raise ApiError(401, "missing or wrong bearer token", f"send Authorization: Bearer ${FEED_TOKEN_ENV}")
+
+
+class LiveStatus(Status):
+    """/status with the live loop's forecast failures, so a server that cannot be forecast is seen."""
+
+    live_forecast_failures: int = Field(..., description="Server forecasts of the live loop that failed.")
+    servers_failing: dict[str, str] = Field(..., description="Servers whose last live forecast failed, and why.")
+
+
 def _json(body: Any) -> Response:
     """Encoded in Rust (5x json.dumps on 25 MB); payloads() has refused non-finite forecasts already."""
     return Response(to_json(body), media_type="application/json")
@@ -244,14 +335,27 @@ def _json(body: Any) -> Response:
 def _validated(body: Any, model: type[RowsRequest]) -> ValidRows:
     """The request's rows as columns. FastAPI only parses the JSON (the endpoints skip its validation):
     the column-wise fast path takes plainly valid requests, the pydantic model everything else, and its
-    errors answer 422 through the same handler as FastAPI's own."""
-    fast = fast_rows(body, model)
-    if fast is not None:
-        return fast
-    try:
-        return ValidRows.from_request(model.model_validate(body.python() if isinstance(body, ArrowBody) else body))
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    errors answer 422 through the same handler as FastAPI's own. The row count is checked before any row,
+    and the contract's rules across rows (schemas.row_rule_problems) after the rows are valid one by one."""
+    too_many = row_count_problem(body, model)
+    if too_many is not None:
+        raise _unprocessable([too_many])
+    valid = fast_rows(body, model)
+    if valid is None:
+        try:
+            valid = ValidRows.from_request(model.model_validate(body.python() if isinstance(body, ArrowBody) else body))
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    problems = row_rule_problems(valid)
+    if problems:
+        raise _unprocessable(problems)
+    return valid
+
+
+def _unprocessable(problems: list[Problem]) -> ApiError:
+    """A 422 in the shape of a validation error's (error line, problems), for the rules checked by hand."""
+    response = problem_response(problems)
+    return ApiError(422, response.error, problems=response.problems)
 
 
 def _freeze_heap() -> None:
@@ -277,7 +381,8 @@ class Tftmon:
         torch.set_num_threads(CONFIG.torch_threads)
         self.slot = ModelSlot(load_production)
         self.unknown = UnknownTracker(CONFIG.unknown_rate_window_seconds, CONFIG.max_unknown_names)
-        self.windows = LiveWindows(CONFIG.max_live_servers)  # sized by the model once one is installed
+        # sized by the model once one is installed
+        self.windows = LiveWindows(CONFIG.max_live_servers, CONFIG.max_live_window_mib << 20)
         self.live = LiveFleet(
             self.slot,
             self.windows,
@@ -301,10 +406,7 @@ class Tftmon:
     # -- helpers -------------------------------------------------------------------------------
 
     def _installed(self, loaded: LoadedModel | None) -> None:
-        MODEL_INFO.clear()
-        MODEL_LOADED.set(0 if loaded is None else 1)
         if loaded is not None:
-            MODEL_INFO.labels(loaded.version).set(1)
             self.windows.set_encoder_steps(loaded.encoder_steps)
             log.info("serving %s version %s", SETTINGS.tftmon_model_name, loaded.version)
             _freeze_heap()
@@ -315,8 +417,6 @@ class Tftmon:
             PREDICTIONS.labels(source, "true").inc(cold)
             PREDICTIONS.labels(source, "false").inc(len(records) - cold)
             self.last_prediction = utcnow()
-            for severity, n in self.live.alerts.counts().items():
-                ALERTS.labels(severity).set(n)
 
         return count
 
@@ -348,10 +448,40 @@ class Tftmon:
     def _shutdown(self) -> None:
         self._stop.set()
 
+    def __is_ready__(self) -> bool:
+        """BentoML's /readyz: not ready while no model is loaded (the forecast endpoints would answer 503)."""
+        return self.slot.current is not None
+
     def __metrics__(self, content: str) -> str:
-        UNKNOWN_SERVERS.set(len(self.unknown.names))
-        UNKNOWN_RATE.set(self.unknown.rate())
-        return content + generate_latest(METRICS_REGISTRY).decode()
+        """BentoML's text (our counters and histograms included) plus the state gauges, built now."""
+        registry = CollectorRegistry()
+        registry.register(self)
+        return content + generate_latest(registry).decode()
+
+    def collect(self) -> Iterator[Metric]:
+        """The service's state as gauges (prometheus_client's Collector protocol), for __metrics__."""
+        loaded = self.slot.current
+        info = GaugeMetricFamily("tftmon_model_info", "Loaded model version (value 1)", labels=["version"])
+        if loaded is not None:
+            info.add_metric([loaded.version], 1)
+        yield info
+        yield GaugeMetricFamily("tftmon_model_loaded", "1 when a Production model is loaded", value=int(bool(loaded)))
+        alerts = GaugeMetricFamily("tftmon_alerts_active", "Active alerts", labels=["severity"])
+        for severity, n in self.live.alerts.counts().items():
+            alerts.add_metric([severity], n)
+        yield alerts
+        yield GaugeMetricFamily(
+            "tftmon_unknown_servers", "Distinct hostnames the model never saw", value=len(self.unknown.names)
+        )
+        yield CounterMetricFamily(
+            "tftmon_live_forecast_failures", "Server forecasts of the live loop that failed", value=self.live.failures
+        )
+        yield GaugeMetricFamily(
+            "tftmon_live_servers_failing", "Servers whose last live forecast failed", value=len(self.live.failing)
+        )
+        yield GaugeMetricFamily(
+            "tftmon_unknown_server_rate", "Unknown share of predictions (window)", value=self.unknown.rate()
+        )
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -360,11 +490,11 @@ class Tftmon:
         """Liveness and whether a model is loaded (the service runs without one)."""
         return Health(model_loaded=self.slot.current is not None)
 
-    @app.get("/status", response_model=Status, tags=["tftmon"])
-    def status(self) -> Status:
+    @app.get("/status", response_model=LiveStatus, tags=["tftmon"])
+    def status(self) -> LiveStatus:
         """Model, uptime, fleet knowledge and unknown-server rate."""
         loaded = self.slot.current
-        return Status(
+        return LiveStatus(
             model_name=SETTINGS.tftmon_model_name,
             model_version=None if loaded is None else loaded.version,
             contract_version=CONTRACT_VERSION,
@@ -378,6 +508,8 @@ class Tftmon:
             unknown_rate=self.unknown.rate(),
             unknown_rate_window_seconds=self.unknown.window,
             last_prediction_time=self.last_prediction,
+            live_forecast_failures=self.live.failures,
+            servers_failing=dict(self.live.failing),
         )
 
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["tftmon"])
@@ -387,6 +519,9 @@ class Tftmon:
         loaded = self._model()
         try:
             check_interval(valid.frame)
+            sparse = coverage_problem(valid.frame, loaded.encoder_steps)
+            if sparse is not None:
+                raise _unprocessable([sparse])
             started = time.perf_counter()
             tidy = self.slot.forecast(loaded, valid.frame)
         except SamplesTooFrequent as exc:
@@ -401,7 +536,9 @@ class Tftmon:
         self._counted("predict")(records, loaded)
         return _json({"model_version": loaded.version, "predictions": [public(r) for r in records]})
 
-    @app.post("/feed", response_model=FeedResponse, responses=ERRORS, tags=["tftmon"])
+    @app.post(
+        "/feed", response_model=FeedResponse, responses=ERRORS, tags=["tftmon"], dependencies=[Depends(require_feed)]
+    )
     def feed(self, body: Annotated[FeedRequest, SkipValidation()]) -> FeedResponse:
         """Append live ticks to each server's rolling window; the background loop forecasts them."""
         valid = _validated(body, FeedRequest)
@@ -410,9 +547,11 @@ class Tftmon:
         if result.refused_servers:
             raise ApiError(
                 409,
-                f"live window limit of {CONFIG.max_live_servers} servers reached; refused "
+                f"live window limit of {self.windows.max_servers} servers reached; nothing of this batch was "
+                f"stored: {len(result.refused_servers)} new servers do not fit, e.g. "
                 f"{', '.join(result.refused_servers[:5])}",
-                "raise TFTMON_SERVICE_MAX_LIVE_SERVERS or restart to forget retired servers",
+                "send only servers already live, raise TFTMON_SERVICE_MAX_LIVE_SERVERS and "
+                "TFTMON_SERVICE_MAX_LIVE_WINDOW_MIB, or restart to forget retired servers",
             )
         return FeedResponse(
             accepted=result.accepted,
@@ -465,6 +604,6 @@ class Tftmon:
         return ReloadResponse(
             previous_version=None if previous is None else previous.version,
             model_version=current.version,
-            changed=previous is None or previous.version != current.version,
+            changed=current is not previous,  # the slot keeps the same object when nothing changed
             loaded_at=current.loaded_at,
         )

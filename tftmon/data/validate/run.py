@@ -24,12 +24,19 @@ from tftmon.contract import (
     DEPRECATED_COLUMNS,
     JAVA_CPU,
     JAVA_CPU_BOUND,
+    PROFILE,
+    PROFILE_FIX,
+    PROFILE_RULE,
     SERVER_ID,
     SERVER_NAME,
     STATE,
     TIMESTAMP,
+    TIMESTAMP_FIX,
+    TIMESTAMP_RULE,
     Column,
     deprecation_message,
+    profile_conflicts,
+    timestamp_bounds,
 )
 from tftmon.data.validate.report import (
     RESULT_FORMAT,
@@ -144,6 +151,7 @@ def _validate(
             if problem:  # numeric columns are reported by GE's own type expectation
                 failures.append(precheck("logical_type", (name,), problem, observed=str(df[name].dtype)))
 
+    failures += _row_rule_prechecks(df, usable)
     frame = df[present].copy(deep=False)  # copy-on-write: helper columns never touch the caller's frame
     for helper, values in _derive_helpers(frame, usable).items():
         frame[helper] = values
@@ -165,6 +173,26 @@ def _name_checks(names: list[str], kind: SuiteKind, strict: bool) -> tuple[list[
         for n in unknown
     ]
     return (failures + extra, []) if strict else (failures, extra)
+
+
+def _row_rule_prechecks(frame: pd.DataFrame, usable: set[str]) -> list[Finding]:
+    """Rules the service applies with the same words: the contract's timestamp window (a bound that moves
+    with the clock, so no static GE suite can hold it) and one profile per server."""
+    findings = []
+    if TIMESTAMP in usable:
+        low, high = timestamp_bounds()
+        ts = frame[TIMESTAMP]
+        outside = ts.lt(pd.Timestamp(low)) | ts.gt(pd.Timestamp(high))
+        if outside.any():
+            observed = f"{int(outside.sum())} rows, e.g. {ts[outside].iloc[0].isoformat()}"
+            findings.append(precheck("timestamp_range", (TIMESTAMP,), f"{TIMESTAMP_RULE}: {TIMESTAMP_FIX}", observed))
+    if usable.issuperset((SERVER_NAME, PROFILE)):
+        servers = profile_conflicts(frame[SERVER_NAME], frame[PROFILE])
+        if servers:
+            observed = f"{len(servers)} servers, e.g. {servers[0]}"
+            fix = f"{PROFILE_RULE}: {PROFILE_FIX}"
+            findings.append(precheck("one_profile_per_server", (SERVER_NAME, PROFILE), fix, observed))
+    return findings
 
 
 def _logical_type_problem(series: pd.Series, col: Column) -> str | None:

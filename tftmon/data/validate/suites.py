@@ -20,6 +20,8 @@ from tftmon.contract import (
     COLUMNS,
     CONTRACT_VERSION,
     CPU_PARTS,
+    CPU_SUM_FIX,
+    CPU_SUM_RULE,
     CPU_SUM_TOLERANCE,
     JAVA_CPU,
     JAVA_CPU_BOUND,
@@ -152,14 +154,13 @@ def _column_specs(col: Column, required: bool) -> list[dict[str, Any]]:
 
 
 def _cross_column_specs() -> list[dict[str, Any]]:
-    parts = " + ".join(CPU_PARTS)
     bound = " + ".join(JAVA_CPU_BOUND)
     return [
         _spec(
             "cpu_sum",
             "expect_column_values_to_be_between",
             CPU_PARTS,
-            f"{parts} must equal 100 ± {CPU_SUM_TOLERANCE:g} %: rescale the CPU split so its parts add up to 100",
+            f"{CPU_SUM_RULE}: {CPU_SUM_FIX}",
             column=CPU_PARTS_SUM,
             min_value=100 - CPU_SUM_TOLERANCE,
             max_value=100 + CPU_SUM_TOLERANCE,
