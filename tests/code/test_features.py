@@ -195,6 +195,27 @@ def test_window_batch_is_the_datasets_own_batching() -> None:
     assert_same_batch(features.window_batch(dataset), slow)
 
 
+def test_inference_inputs_are_the_datasets_batch() -> None:
+    """The forecast path's batch, built without from_parameters, equals the dataset's batch bit for bit:
+    servers never seen in training (codes appended after the known ones), gaps inside the window, integer
+    metrics, a flat series; windows come in the dataset's order and name their servers."""
+    encoder = 12
+    train = raw(servers=3, hours=12, interval="5min")
+    params = features.training_dataset(features.prepare_frame(train, METRICS), METRICS, encoder).get_parameters()
+    live = raw(servers=6, hours=3, interval="1min", seed=5)
+    live.loc[live[SERVER_NAME] == live[SERVER_NAME].iloc[0], CONSTANT] = 2.65
+    live = live[~live[TIMESTAMP].between(START + pd.Timedelta(minutes=150), START + pd.Timedelta(minutes=161))]
+    frame = features.inference_frame(live, METRICS, encoder)
+    dataset = features.build_dataset(params, frame, predict=True)
+    fast, servers = features.inference_inputs(params, frame)
+    assert_same_batch(fast, features.window_batch(dataset))
+    codes = dataset.get_parameters()["categorical_encoders"][features.GROUP_ID_ENCODER].classes_
+    assert [codes[s] for s in servers] == fast["groups"][:, 0].tolist()
+    assert len(set(servers) - set(params["categorical_encoders"][features.GROUP_ID_ENCODER].classes_)) == 3
+    with pytest.raises(ValueError, match="whole windows"):
+        features.inference_inputs(params, frame.iloc[1:])
+
+
 def test_training_windows_across_gaps_are_the_datasets_own() -> None:
     """Drawn training windows, some spanning missing steps (repeated from the row before, as __getitem__
     fills them), equal the per-sample path bit for bit, in the order drawn."""

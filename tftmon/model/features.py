@@ -11,7 +11,9 @@ missing time steps, so pytorch-forecasting repeats the last observation across a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -385,24 +387,162 @@ def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) 
     """
     _check_batchable(dataset)
     index = dataset.index if windows is None else dataset.index.iloc[windows]
-    encoder, decoder = dataset.max_encoder_length, dataset.max_prediction_length
-    rows = _window_rows(dataset, index, encoder + decoder)
+    rows = _window_rows(dataset, index, dataset.max_encoder_length + dataset.max_prediction_length)
+    layout = _Layout(
+        reals=dataset.reals,
+        target_names=dataset.target_names,
+        target_normalizers=dataset.target_normalizers,
+        scale_real=dataset.transform_values,
+        add_relative_time_idx=dataset.add_relative_time_idx,
+        add_target_scales=dataset.add_target_scales,
+        encoder=dataset.max_encoder_length,
+        decoder=dataset.max_prediction_length,
+    )
+    return _batch(layout, dataset.data, rows)
+
+
+def inference_inputs(parameters: dict[str, Any], frame: pd.DataFrame) -> tuple[dict[str, Any], np.ndarray]:
+    """The network batch `window_batch(build_dataset(parameters, frame, predict=True))` gives, and each
+    window's server id, for an `inference_frame` (complete windows, sorted by server then time).
+
+    `from_parameters` preprocesses row by row in Python (label lookups, index construction), which cost
+    more than the network for large fleets; here each server's labels are encoded once and the known
+    covariates scaled as whole columns, by the same fitted encoders and scalers. Windows come in the
+    dataset's order (by group code: a server unseen in training gets the code pytorch-forecasting's
+    encoder appends for it).
+    """
+    layout = _Layout.from_parameters(parameters)
+    length = layout.encoder + layout.decoder
+    firsts = np.arange(0, len(frame), length)
+    ids = frame[SERVER_ID].to_numpy(dtype=object)
+    if len(frame) % length or (ids[firsts][:, None] != ids.reshape(-1, length)).any():
+        raise ValueError("inference_inputs takes an inference_frame: whole windows of one server each")
+    servers = ids[firsts]
+    if (servers[1:] <= servers[:-1]).any():
+        raise ValueError("inference_inputs takes an inference_frame: servers sorted by id, each once")
+    encoders = parameters["categorical_encoders"]
+    # Fitted on a copy, as from_parameters extends the group encoder without touching the stored one.
+    codes = np.asarray(deepcopy(encoders[GROUP_ID_ENCODER]).fit(servers, overwrite=False).transform(servers))
+    order = np.argsort(codes, kind="stable")
+    n_rows = len(frame)
+    reals = np.zeros((n_rows, len(layout.reals)))
+    for k, name in enumerate(layout.reals):
+        if name not in layout.set_per_window:
+            reals[:, k] = layout.scale_real(name, frame[name])
+    categoricals = np.zeros((n_rows, len(layout.categoricals)), dtype=np.int64)
+    for k, name in enumerate(layout.categoricals):
+        labels, uniques = pd.factorize(frame[name], use_na_sentinel=False)
+        categoricals[:, k] = np.asarray(encoders[name].transform(np.asarray(uniques, dtype=object)))[labels]
+    data = {
+        "reals": torch.tensor(reals, dtype=torch.float),
+        "categoricals": torch.tensor(categoricals, dtype=torch.int64),
+        "target": [torch.tensor(frame[t].to_numpy(np.float64), dtype=torch.float) for t in layout.target_names],
+        "time": torch.tensor(frame[TIME_IDX].to_numpy(np.int64), dtype=torch.int64),
+        "groups": torch.tensor(np.repeat(codes, length)[:, None].astype(np.int64), dtype=torch.int64),
+    }
+    rows = torch.as_tensor(firsts[order])[:, None] + torch.arange(length)
+    return _batch(layout, data, rows), servers[order]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What batching reads from a dataset besides its tensors: the inputs' order, normalisers, lengths."""
+
+    reals: list[str]
+    target_names: list[str]
+    target_normalizers: list[Any]
+    scale_real: Callable[[str, Any], np.ndarray]
+    add_relative_time_idx: bool
+    add_target_scales: bool
+    encoder: int
+    decoder: int
+    categoricals: list[str] = field(default_factory=list)
+
+    @property
+    def set_per_window(self) -> set[str]:
+        """Reals every window overwrites, so their per-row values never reach the network."""
+        scales = [f"{t}_{s}" for t in self.target_names for s in ("center", "scale")] if self.add_target_scales else []
+        return {*self.target_names, *scales, *(["relative_time_idx"] if self.add_relative_time_idx else [])}
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> _Layout:
+        """The layout `TimeSeriesDataSet.from_parameters` would give, refusing what batching does not mirror."""
+        normalizer = parameters["target_normalizer"]
+        target = parameters["target"]
+        scalers = parameters["scalers"]
+
+        def scale_real(name: str, values: Any) -> np.ndarray:
+            scaler = scalers.get(name)
+            frame = values.to_frame() if isinstance(values, pd.Series) else np.asarray(values).reshape(-1, 1)
+            return values if scaler is None else np.asarray(scaler.transform(frame)).reshape(-1)
+
+        names = list(target) if isinstance(target, list | tuple) else [target]
+        static, known, unknown = (
+            list(parameters[k] or [])
+            for k in ("static_reals", "time_varying_known_reals", "time_varying_unknown_reals")
+        )
+        # The inputs TimeSeriesDataSet appends: target centre/scale to the static reals (in preprocessing),
+        # relative time to the known reals.
+        if parameters["add_target_scales"]:
+            static += [f"{t}_{s}" for t in names for s in ("center", "scale") if f"{t}_{s}" not in static]
+        if parameters["add_relative_time_idx"] and "relative_time_idx" not in known:
+            known.append("relative_time_idx")
+        layout = cls(
+            reals=[*static, *known, *unknown],
+            target_names=names,
+            target_normalizers=normalizer.normalizers if isinstance(normalizer, MultiNormalizer) else [normalizer],
+            scale_real=scale_real,
+            add_relative_time_idx=parameters["add_relative_time_idx"],
+            add_target_scales=parameters["add_target_scales"],
+            encoder=parameters["max_encoder_length"],
+            decoder=parameters["max_prediction_length"],
+            categoricals=[
+                name
+                for key in (
+                    "static_categoricals",
+                    "time_varying_known_categoricals",
+                    "time_varying_unknown_categoricals",
+                )
+                for name in parameters[key] or []
+            ],
+        )
+        _refuse_unsupported(
+            {
+                "shorter windows": parameters["min_encoder_length"] != layout.encoder
+                or parameters["min_prediction_length"] != layout.decoder,
+                "lags": bool(parameters["lags"]),
+                "weights": parameters["weight"] is not None,
+                "encoder length as input": parameters["add_encoder_length"],
+                "variable groups": bool(parameters["variable_groups"]),
+                "targets not standardised per window": not _standardised_per_window(layout.target_normalizers),
+                "covariates not scaled by fitted scalers": any(
+                    not isinstance(scalers.get(name), StandardScaler | None)
+                    for name in layout.reals
+                    if name not in layout.set_per_window
+                ),
+            }
+        )
+        return layout
+
+
+def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The network batch for windows given as data rows [window, step]: one implementation for both paths."""
+    encoder, decoder, reals = layout.encoder, layout.decoder, layout.reals
     starts = rows[:, 0]
-    data, reals = dataset.data, dataset.reals
     cont = data["reals"][rows]
     cat = data["categoricals"][rows]
     targets = [target[rows] for target in data["target"]]
-    if dataset.add_relative_time_idx:
-        relative = torch.arange(-encoder, decoder, dtype=cont.dtype) / dataset.max_encoder_length
+    if layout.add_relative_time_idx:
+        relative = torch.arange(-encoder, decoder, dtype=cont.dtype) / encoder
         cont[..., reals.index("relative_time_idx")] = relative
     target_scale = []
-    for name, normalizer, target in zip(dataset.target_names, dataset.target_normalizers, targets, strict=True):
+    for name, normalizer, target in zip(layout.target_names, layout.target_normalizers, targets, strict=True):
         scale = _window_scale(target[:, :encoder])
         if name in reals:
             cont[..., reals.index(name)] = normalizer.transform(target, target_scale=scale)
-        if dataset.add_target_scales:
+        if layout.add_target_scales:
             for k, part in enumerate(("center", "scale")):
-                scaled = dataset.transform_values(f"{name}_{part}", scale[:, k].numpy())
+                scaled = layout.scale_real(f"{name}_{part}", scale[:, k].numpy())
                 cont[..., reals.index(f"{name}_{part}")] = torch.as_tensor(scaled, dtype=cont.dtype)[:, None]
         target_scale.append(scale)
     lengths = torch.full((len(starts),), encoder, dtype=torch.long)
@@ -454,23 +594,32 @@ def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
 def _check_batchable(dataset: TimeSeriesDataSet) -> None:
     """window_batch mirrors what training_dataset configures; anything else must not pass silently."""
     length = dataset.max_encoder_length + dataset.max_prediction_length
-    unsupported = {
-        "windows shorter than encoder + prediction": not (dataset.index["sequence_length"] == length).all(),
-        "length randomisation": dataset.randomize_length is not None,
-        "lags": bool(dataset.lagged_variables),
-        "weights": dataset.data["weight"] is not None,
-        "encoder length as input": dataset.add_encoder_length,
-        "targets not standardised per window": not all(
-            isinstance(n, EncoderNormalizer)
-            and (n.method, n.center, n.transformation, n.max_length) == ("standard", True, None, None)
-            for n in dataset.target_normalizers
-        ),
-        "covariates normalised per window": any(
-            isinstance(dataset.get_transformer(name), EncoderNormalizer)
-            for name in dataset.reals
-            if name not in dataset.target_names
-        ),
-    }
+    _refuse_unsupported(
+        {
+            "windows shorter than encoder + prediction": not (dataset.index["sequence_length"] == length).all(),
+            "length randomisation": dataset.randomize_length is not None,
+            "lags": bool(dataset.lagged_variables),
+            "weights": dataset.data["weight"] is not None,
+            "encoder length as input": dataset.add_encoder_length,
+            "targets not standardised per window": not _standardised_per_window(dataset.target_normalizers),
+            "covariates normalised per window": any(
+                isinstance(dataset.get_transformer(name), EncoderNormalizer)
+                for name in dataset.reals
+                if name not in dataset.target_names
+            ),
+        }
+    )
+
+
+def _standardised_per_window(normalizers: Sequence[Any]) -> bool:
+    return all(
+        isinstance(n, EncoderNormalizer)
+        and (n.method, n.center, n.transformation, n.max_length) == ("standard", True, None, None)
+        for n in normalizers
+    )
+
+
+def _refuse_unsupported(unsupported: dict[str, bool]) -> None:
     found = [what for what, present in unsupported.items() if present]
     if found:
         raise ValueError(f"window_batch does not build datasets with {', '.join(found)}; use to_dataloader")

@@ -18,6 +18,7 @@ import safetensors.torch
 import torch
 from pytorch_forecasting import TemporalFusionTransformer, TimeSeriesDataSet
 from pytorch_forecasting.metrics import MultiLoss, QuantileLoss
+from torch import nn
 
 from tftmon.config import ModelConfig
 from tftmon.contract import (
@@ -57,7 +58,11 @@ class ForecastModel:
 
 
 def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFusionTransformer:
-    """The TFT for a dataset: one QuantileLoss (the config's quantiles) per target."""
+    """The TFT for a dataset: one QuantileLoss (the config's quantiles) per target.
+
+    No logging metrics: pytorch-forecasting would compute and log five per target on every training step
+    (70 with 14 targets), and nothing reads them; accuracy is the evaluation's job.
+    """
     weights = config.loss_weights or [1.0] * len(config.targets)
     loss = MultiLoss([QuantileLoss(quantiles=list(config.quantiles)) for _ in config.targets], weights=weights)
     return TemporalFusionTransformer.from_dataset(
@@ -71,6 +76,7 @@ def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFu
         reduce_on_plateau_patience=config.reduce_on_plateau_patience,
         output_size=[len(config.quantiles)] * len(config.targets),
         loss=loss,
+        logging_metrics=nn.ModuleList(),
         log_interval=-1,
     )
 
@@ -137,13 +143,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     """
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
-    dataset = features.build_dataset(model.dataset_parameters, frame, predict=True)
-    batch = features.window_batch(dataset)
+    batch, window_servers = features.inference_inputs(model.dataset_parameters, frame)
     network = model.network.eval()
-    # Decoded here, not by x_to_index: pytorch-forecasting's NaNLabelEncoder(add_nan=True) skips a code
-    # when it extends itself with new servers, and its inverse transform then fails on the last one.
-    group_codes = dataset.get_parameters()["categorical_encoders"][features.GROUP_ID_ENCODER].classes_
-    id_of_code = {code: sid for sid, code in group_codes.items()}
     blocks: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(batch["groups"]), batch_size):
@@ -152,7 +153,7 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
             prediction = network(x)["prediction"]
             blocks.append(torch.stack(list(prediction), dim=1).cpu().numpy())  # (batch, target, step, q)
     values = np.concatenate(blocks)
-    server_ids = [id_of_code[int(c)] for c in batch["groups"][:, 0].tolist()]
+    server_ids = [str(sid) for sid in window_servers]
     first_step = batch["decoder_time_idx"][:, 0].numpy().astype(np.int64)
     n_servers, n_targets, n_steps, _ = values.shape
 
