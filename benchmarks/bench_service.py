@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the results file's hand-written part begins (kept when the tables are rewritten).
 HAND_WRITTEN = "\n---\n"
+#: The service's /feed token in the benchmark's own store (the feed is off without one).
+FEED_TOKEN = "bench-feed-token"
 
 
 def _history(servers: int, hours: float) -> pd.DataFrame:
@@ -62,6 +64,7 @@ def promote_in_temporary_store(
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "TFTMON_ARTIFACT_ROOT": str(root / "mlartifacts"),
         "BENTOML_HOME": str(root / "bentoml"),
+        "TFTMON_FEED_TOKEN": FEED_TOKEN,
     }
     os.environ.update(env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -226,7 +229,8 @@ def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
     """Fill the live windows so /predictions/current serves a 90-server cache."""
     for _, chunk in frame.groupby(pd.Grouper(key="timestamp", freq="2h")):
         requests.post(f"{url}/feed", data=_body(chunk).replace(b',"include_path":true', b""),
-                      headers={"Content-Type": "application/json"}, timeout=120).raise_for_status()  # fmt: skip
+                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {FEED_TOKEN}"},
+                      timeout=120).raise_for_status()  # fmt: skip
     servers = frame["server_name"].nunique()
     for _ in range(120):
         if len(requests.get(f"{url}/predictions/current", timeout=10).json()["predictions"]) >= servers:
