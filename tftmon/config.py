@@ -320,6 +320,15 @@ class ServiceConfig(BaseSettings):
     forecast_every_seconds: float | None = Field(None, gt=0)
     #: Alert transitions kept for /alerts/history.
     alert_history: int = Field(1000, ge=1)
+    #: Fleet summaries kept for /fleet/history, one per live forecast (2016 = a week of 5-min steps).
+    fleet_history: int = Field(2016, ge=1)
+    #: Per-client rate limits (token bucket per client address; 0 = no limit), checked before the body is
+    #: read: a client over its limit gets 429 with Retry-After. Behind a reverse proxy the client address
+    #: is the proxy's unless the server trusts its forwarded headers (docs/SECURITY.md).
+    predict_per_minute: float = Field(300.0, ge=0)
+    predict_burst: int = Field(30, ge=1)
+    feed_per_minute: float = Field(1200.0, ge=0)
+    feed_burst: int = Field(120, ge=1)
     #: An active alert resolves after this many consecutive healthy forecasts (no one-tick flapping).
     resolve_after: int = Field(2, ge=1)
     #: Window of the unknown-server prediction rate (seconds).

@@ -101,3 +101,31 @@ def test_one_bad_server_never_stops_the_live_refresh(model_store: dict, fleet_hi
     assert fleet.refresh(now=0.0)
     assert [p["server_name"] for p in fleet.cache["predictions"]] == [names[0], names[2]]
     assert fleet.failures == 1 and fleet.failing == {names[1]: "OverflowError: bad timestamps"}
+
+
+def test_explanation_reads_the_forecasts_own_inputs(model_store: dict) -> None:
+    """The cache keeps the history at the model step (not the raw 5 s window, twice the memory): forecast
+    and explanation from it are those of the raw window, bit for bit."""
+    from tftmon.config import SimulationConfig
+    from tftmon.data.simulate import simulate
+
+    slot = ModelSlot(lambda: LoadedModel("1", load_model(model_store["model_dir"]), utcnow()))
+    loaded = slot.reload()[1]
+    assert loaded is not None
+    raw = simulate(SimulationConfig(servers=2, hours=1.5, interval="5s", seed=5)).drop(columns=["state"])
+    windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
+    windows.set_encoder_steps(loaded.encoder_steps)
+    windows.append(raw)
+    fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1)
+    assert fleet.refresh(now=0.0)
+    history, _ = windows.snapshot(loaded.encoder_steps)
+    assert len(fleet.inputs) < len(history) / 50  # 5-min bins of 5 s ticks
+    quantiles = ["p10", "p50", "p90"]
+    np.testing.assert_array_equal(
+        slot.forecast(loaded, fleet.inputs)[quantiles].to_numpy(), slot.forecast(loaded, history)[quantiles].to_numpy()
+    )
+    name = history[SERVER_NAME].iloc[0]
+    binned, rows = fleet.inputs[fleet.inputs[SERVER_NAME] == name], history[history[SERVER_NAME] == name]
+    assert slot.explain(loaded, binned) == slot.explain(loaded, rows)
+    summary = fleet.summaries[-1]
+    assert summary["servers"] == 2 and sum(summary["counts"].values()) == 2

@@ -187,6 +187,43 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     return out[[SERVER_NAME, SERVER_ID, PROFILE, STEP, TIMESTAMP, METRIC, *names]]
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """The TFT's own account of one forecast: variable selection weights (each group sums to 1) and the
+    first forecast step's attention over the encoder, oldest bin first."""
+
+    static_variables: dict[str, float]
+    encoder_variables: dict[str, float]
+    decoder_variables: dict[str, float]
+    attention: list[float]
+
+
+def explain(model: ForecastModel, history: pd.DataFrame) -> Explanation:
+    """Interpret the forecast of the one server in `history` with `interpret_output`: the same inputs as
+    `forecast`, so the weights are those behind the served numbers, not a separate model of them."""
+    config = model.config
+    frame = features.inference_frame(history, config.targets, config.encoder_steps)
+    batch, servers = features.inference_inputs(model.dataset_parameters, frame)
+    if len(servers) != 1:
+        raise ValueError(f"explain reads one server's history, got {len(servers)}")
+    network = model.network.eval()
+    with torch.no_grad():
+        interpretation = network.interpret_output(network(batch), reduction="none")
+
+    def weights(names: list[str], values: torch.Tensor) -> dict[str, float]:
+        row = values[0].double()
+        total = float(row.sum()) or 1.0
+        return {name: float(w) / total for name, w in zip(names, row.tolist(), strict=True)}
+
+    encoder = interpretation["attention"][0, : network.hparams.max_encoder_length].double()
+    return Explanation(
+        static_variables=weights(network.static_variables, interpretation["static_variables"]),
+        encoder_variables=weights(network.encoder_variables, interpretation["encoder_variables"]),
+        decoder_variables=weights(network.decoder_variables, interpretation["decoder_variables"]),
+        attention=(encoder / (float(encoder.sum()) or 1.0)).tolist(),
+    )
+
+
 #: Key in training_info.json: per target, per step, the factor that widens the forecast distribution
 #: around its median so p10–p90 covers 80 % on validation origins (split-conformal, tftmon.evaluation).
 BAND_SCALE_KEY = "band_scale"

@@ -38,7 +38,8 @@ from tftmon.contract import (
     TIMESTAMP,
     profile_of,
 )
-from tftmon.model.network import ForecastModel, forecast
+from tftmon.model.features import resample_to_model_step
+from tftmon.model.network import Explanation, ForecastModel, explain, forecast
 from tftmon.model.smoke import SmokeTestFailed, smoke_test
 from tftmon.risk import SEVERITY_LABELS, AlertCalibration, Severity, score
 from tftmon.serve.alerts import AlertBook
@@ -104,6 +105,10 @@ class ModelSlot:
     def forecast(self, loaded: LoadedModel, history: pd.DataFrame) -> pd.DataFrame:
         with self._infer_lock:
             return forecast(loaded.model, history)
+
+    def explain(self, loaded: LoadedModel, history: pd.DataFrame) -> Explanation:
+        with self._infer_lock:
+            return explain(loaded.model, history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +263,12 @@ class LiveWindows:
         history.insert(2, PROFILE, np.repeat(np.array([p[1] for p in parts], dtype=object), lengths))
         return history, warming
 
+    def servers(self) -> list[tuple[str, str, int, int]]:
+        """(name, profile, newest sample in ns, span in model steps) of every live server, by name."""
+        with self._lock:
+            rows = [(n, s.profile, s.last_ts, s.span_steps()) for n, s in self._series.items()]
+        return sorted((n, p, ts, span) for n, p, ts, span in rows if ts is not None)
+
     def latest_ns(self) -> int | None:
         with self._lock:
             times = [s.last_ts for s in self._series.values() if s.last_ts is not None]
@@ -401,6 +412,7 @@ class LiveFleet:
         unknown: UnknownTracker,
         every_seconds: float,
         on_forecast: Callable[[list[dict[str, Any]], LoadedModel], None] | None = None,
+        summaries: int = 2016,
     ) -> None:
         self.slot, self.windows, self.alerts, self.unknown = slot, windows, alerts, unknown
         self.every_seconds = every_seconds
@@ -416,6 +428,10 @@ class LiveFleet:
         self.failing: dict[str, str] = {}
         #: Bumped whenever the cache and alerts change, so encoded views are rebuilt only then.
         self.generation = 0
+        #: The history the cached forecast read, at the model step (per server: /explain and the fan charts).
+        self.inputs = pd.DataFrame()
+        #: One fleet summary per live forecast, oldest first (the Historical view).
+        self.summaries: deque[dict[str, Any]] = deque(maxlen=summaries)
 
     def due(self, now: float) -> bool:
         """New rows and (a new model step of data, a server that joined, a new model, or every_seconds)."""
@@ -463,6 +479,9 @@ class LiveFleet:
         self._wall, self._version = now, loaded.version
         self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
         self.alerts.update(records, utcnow())
+        # At the model step: the model reads nothing finer, and raw 5 s windows would double the windows' memory.
+        self.inputs = resample_to_model_step(history) if len(history) else history
+        self.summaries.append(fleet_summary(records, len(warming), self.alerts.counts(), loaded.version))
         self.cache = {
             "model_version": loaded.version,
             "computed_at": utcnow().isoformat(),
@@ -473,3 +492,30 @@ class LiveFleet:
         if self.on_forecast is not None:
             self.on_forecast(records, loaded)
         return True
+
+
+def _counts(severities: pd.Series) -> dict[str, int]:
+    return {level.value: int((severities == level.value).sum()) for level in Severity}
+
+
+def _risk_summary(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "servers": len(frame),
+        "mean_risk": round(float(frame["risk"].mean()), 4) if len(frame) else 0.0,
+        "max_risk": round(float(frame["risk"].max()), 4) if len(frame) else 0.0,
+        "counts": _counts(frame["severity"]),
+    }
+
+
+def fleet_summary(records: list[dict[str, Any]], warming: int, alerts: dict[str, int], version: str) -> dict[str, Any]:
+    """The fleet at one forecast, overall and per profile (a few numbers; kept for a week by default)."""
+    frame = pd.DataFrame(records, columns=["profile", "risk", "severity", "prediction_time"])
+    return {
+        "computed_at": utcnow().isoformat(),
+        "data_time": frame["prediction_time"].max() if len(frame) else None,
+        "model_version": version,
+        "warming_up": warming,
+        **_risk_summary(frame),
+        "alerts": dict(alerts),
+        "by_profile": {str(p): _risk_summary(part) for p, part in frame.groupby("profile", sort=True)},
+    }

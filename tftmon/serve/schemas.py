@@ -571,6 +571,91 @@ class Status(BaseModel):
     last_prediction_time: datetime | None
 
 
+class LiveStatus(Status):
+    """/status with the live loop's forecast failures, so a server that cannot be forecast is seen."""
+
+    live_forecast_failures: int = Field(..., description="Server forecasts of the live loop that failed.")
+    servers_failing: dict[str, str] = Field(..., description="Servers whose last live forecast failed, and why.")
+
+
+class FleetServer(BaseModel):
+    server_name: str
+    profile: str
+    last_seen: datetime = Field(..., description="Data time of the server's newest sample (UTC).")
+    warming_up: bool = Field(..., description="Too little history for a forecast yet.")
+
+
+class Fleet(BaseModel):
+    """The live fleet: every server fed to the service, newest sample first known."""
+
+    servers: list[FleetServer]
+
+
+class SeverityCounts(BaseModel):
+    healthy: int
+    warning: int
+    critical: int
+
+
+class ProfileSummary(BaseModel):
+    servers: int
+    mean_risk: float
+    max_risk: float
+    counts: SeverityCounts
+
+
+class FleetSummary(BaseModel):
+    """The fleet at one live forecast: what the Historical view plots over time."""
+
+    computed_at: datetime = Field(..., description="Wall-clock time of the forecast.")
+    data_time: datetime | None = Field(..., description="Newest forecast origin (data time).")
+    model_version: str
+    servers: int
+    warming_up: int
+    mean_risk: float
+    max_risk: float
+    counts: SeverityCounts
+    alerts: dict[str, int] = Field(..., description="Active alerts by severity after this forecast (hysteresis).")
+    by_profile: dict[str, ProfileSummary]
+
+
+class FleetHistory(BaseModel):
+    summaries: list[FleetSummary] = Field(..., description="Oldest first; bounded by fleet_history.")
+
+
+class ServerHistory(BaseModel):
+    """What the model read for the server's current forecast, at the model step (bin start, UTC)."""
+
+    server_name: str
+    profile: str
+    step_minutes: int
+    timestamps: list[datetime]
+    metrics: dict[str, list[float | None]]
+
+
+class VariableWeight(BaseModel):
+    name: str
+    importance: float = Field(..., ge=0, le=1)
+
+
+class AttentionWeight(BaseModel):
+    minutes_before: int = Field(..., description="Age of the history bin at the forecast origin (0 = newest).")
+    weight: float = Field(..., ge=0, le=1)
+
+
+class ExplainResponse(BaseModel):
+    """The TFT's interpretation of the server's current forecast (interpret_output), nothing else."""
+
+    server_name: str
+    profile: str
+    model_version: str
+    prediction_time: datetime
+    static_variables: list[VariableWeight] = Field(..., description="Largest first; sums to 1.")
+    encoder_variables: list[VariableWeight] = Field(..., description="Largest first; sums to 1.")
+    decoder_variables: list[VariableWeight] = Field(..., description="Largest first; sums to 1.")
+    attention: list[AttentionWeight] = Field(..., description="First forecast step over the history, oldest first.")
+
+
 class FeedResponse(BaseModel):
     accepted: int
     ignored_stale: int = Field(..., description="Rows not newer than the server's last sample (dropped).")

@@ -12,18 +12,21 @@ of their errors, in tftmon.serve.schemas; what a request's rows become for the m
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import hmac
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import pandas as pd
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,14 +35,25 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import Field, SkipValidation, ValidationError
+from pydantic import SkipValidation, ValidationError
 from pydantic_core import from_json, to_json
 from starlette.exceptions import HTTPException
 
 from tftmon.config import FEED_TOKEN_ENV, ServiceConfig, Settings
-from tftmon.contract import CONTRACT_VERSION, MIN_RAW_INTERVAL, MODEL_STEP
+from tftmon.contract import (
+    CONTRACT_VERSION,
+    METRICS,
+    MIN_RAW_INTERVAL,
+    MODEL_STEP,
+    PROFILE,
+    SERVER_NAME,
+    STEP_MINUTES,
+    STEP_NS,
+    TIMESTAMP,
+)
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
 from tftmon.serve.alerts import AlertBook
+from tftmon.serve.limits import RateLimiter, retry_after_header
 from tftmon.serve.live import (
     LiveFleet,
     LiveWindows,
@@ -56,15 +70,19 @@ from tftmon.serve.schemas import (
     ArrowBody,
     CurrentPredictions,
     ErrorResponse,
+    ExplainResponse,
     FeedRequest,
     FeedResponse,
+    Fleet,
+    FleetHistory,
     Health,
+    LiveStatus,
     PredictRequest,
     PredictResponse,
     Problem,
     ReloadResponse,
     RowsRequest,
-    Status,
+    ServerHistory,
     ValidRows,
     coverage_problem,
     fast_rows,
@@ -102,8 +120,20 @@ FORECAST_SECONDS = Histogram(
 )  # fmt: skip
 ROUTES = frozenset(
     {"/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
-     "/admin/reload"}
+     "/fleet", "/fleet/history", "/admin/reload"}
 )  # fmt: skip
+#: Routes with a path parameter, counted under their template (one label per route, not per server).
+TEMPLATES = ("/explain/", "/servers/")
+#: Per-client limits on the endpoints that take work in a body, checked before the body is read.
+LIMITS = {
+    "/predict": RateLimiter(CONFIG.predict_per_minute, CONFIG.predict_burst),
+    "/feed": RateLimiter(CONFIG.feed_per_minute, CONFIG.feed_burst),
+}
+#: What the handler learned about a request (servers, rows, model version), for the one log line per
+#: /predict the middleware writes. A mutable dict in a context variable: set by the middleware, filled by
+#: the handler (which runs in a copy of the middleware's context), read back after it.
+REQUEST_FACTS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tftmon_request_facts")
+request_log = logging.getLogger("tftmon.requests")
 
 NO_MODEL_FIX = "promote a version with `tftmon promote`, then POST /admin/reload (or restart the service)"
 
@@ -255,7 +285,7 @@ app = FastAPI(
 )
 app.router.route_class = _JsonBodyRoute
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 }
 
 
@@ -283,18 +313,51 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_error_body("internal error; the service log has the details"), status_code=500)
 
 
+def _endpoint(path: str) -> str:
+    if path in ROUTES:
+        return path
+    return next((t + "{name}" for t in TEMPLATES if path.startswith(t)), "other")
+
+
+def _rate_limited(path: str, client: str, limiter: RateLimiter, wait: float) -> JSONResponse:
+    retry = retry_after_header(wait)
+    return JSONResponse(
+        _error_body(
+            f"rate limit: more than {limiter.per_second * 60:g} requests per minute to {path} from {client}",
+            f"retry after {retry} s, or raise TFTMON_SERVICE_{path.strip('/').upper()}_PER_MINUTE on the service",
+        ),
+        status_code=429,
+        headers={"Retry-After": retry},
+    )
+
+
 @app.middleware("http")
 async def _count(request: Request, call_next: Any) -> Response:
+    """Rate limits first (before any body is read), then the request; counted, timed, and for /predict
+    one structured log line (client, servers, rows, latency, model version, status; never the body)."""
     started = time.perf_counter()
-    endpoint = request.url.path if request.url.path in ROUTES else "other"
+    path = request.url.path
+    endpoint = _endpoint(path)
+    client = request.client.host if request.client else "unknown"
+    facts: dict[str, Any] = {}
+    REQUEST_FACTS.set(facts)
     code = 500
     try:
+        limiter = LIMITS.get(path) if request.method == "POST" else None
+        wait = limiter.acquire(client) if limiter is not None else None
+        if limiter is not None and wait is not None:
+            code = 429
+            return _rate_limited(path, client, limiter, wait)
         response = await call_next(request)
         code = response.status_code
         return response
     finally:
-        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        LATENCY.labels(endpoint).observe(latency)
         REQUESTS.labels(endpoint, request.method, str(code)).inc()
+        if path == "/predict":
+            line = {"event": "predict", "client": client, "status": code, "latency_ms": round(latency * 1000, 1)}
+            request_log.info(json.dumps({**line, **facts}))
 
 
 _bearer = HTTPBearer(auto_error=False, description="TFTMON_ADMIN_TOKEN")
@@ -320,11 +383,8 @@ def require_feed(credentials: Annotated[HTTPAuthorizationCredentials | None, Dep
         raise ApiError(401, "missing or wrong bearer token", f"send Authorization: Bearer ${FEED_TOKEN_ENV}")
 
 
-class LiveStatus(Status):
-    """/status with the live loop's forecast failures, so a server that cannot be forecast is seen."""
-
-    live_forecast_failures: int = Field(..., description="Server forecasts of the live loop that failed.")
-    servers_failing: dict[str, str] = Field(..., description="Servers whose last live forecast failed, and why.")
+def _utc(ts_ns: int) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC)
 
 
 def _json(body: Any) -> Response:
@@ -378,6 +438,9 @@ class Tftmon:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        # BentoML's server logging keeps the root at WARNING: tftmon's own lines (model swaps, one JSON line
+        # per /predict) are INFO.
+        logging.getLogger("tftmon").setLevel(logging.INFO)
         torch.set_num_threads(CONFIG.torch_threads)
         self.slot = ModelSlot(load_production)
         self.unknown = UnknownTracker(CONFIG.unknown_rate_window_seconds, CONFIG.max_unknown_names)
@@ -390,6 +453,7 @@ class Tftmon:
             self.unknown,
             CONFIG.forecast_every_seconds or MODEL_STEP.total_seconds(),
             on_forecast=self._counted("feed"),
+            summaries=CONFIG.fleet_history,
         )
         self.last_prediction: datetime | None = None
         self._encoded: dict[str, tuple[int, bytes]] = {}
@@ -516,7 +580,9 @@ class Tftmon:
     def predict(self, body: Annotated[PredictRequest, SkipValidation()]) -> Response:
         """Forecast, risk and severity per server from the posted history (resampled to the model step)."""
         valid = _validated(body, PredictRequest)
+        REQUEST_FACTS.get({}).update(servers=int(valid.frame[SERVER_NAME].nunique()), rows=len(valid.frame))
         loaded = self._model()
+        REQUEST_FACTS.get({})["model_version"] = loaded.version
         try:
             check_interval(valid.frame)
             sparse = coverage_problem(valid.frame, loaded.encoder_steps)
@@ -582,6 +648,78 @@ class Tftmon:
     def alerts_history(self) -> Response:
         """Alert transitions (raised, escalated, resolved), newest last; bounded."""
         return self._cached("history", lambda: {"transitions": list(self.live.alerts.history)})
+
+    @app.get("/fleet", response_model=Fleet, tags=["tftmon"])
+    def fleet(self) -> Fleet:
+        """Every live server with the data time of its newest sample, and whether it still warms up."""
+        loaded = self.slot.current
+        need = None if loaded is None else loaded.encoder_steps
+        return Fleet(
+            servers=[
+                {"server_name": name, "profile": profile, "last_seen": _utc(ts_ns),
+                 "warming_up": need is None or span < need}
+                for name, profile, ts_ns, span in self.windows.servers()
+            ]
+        )  # fmt: skip
+
+    @app.get("/fleet/history", response_model=FleetHistory, tags=["tftmon"])
+    def fleet_history(self) -> Response:
+        """Fleet risk, severities and alerts per live forecast, overall and per profile; oldest first."""
+        return self._cached("fleet_history", lambda: {"summaries": list(self.live.summaries)})
+
+    def _inputs_of(self, server_name: str) -> tuple[LoadedModel, pd.DataFrame]:
+        """The history the server's cached forecast read; 404 when it is not live, 409 while warming up."""
+        loaded = self._model()
+        inputs = self.live.inputs
+        rows = inputs[inputs[SERVER_NAME] == server_name] if len(inputs) else inputs
+        if len(rows):
+            return loaded, rows
+        warming = next((w for w in self.live.cache["warming_up"] if w["server_name"] == server_name), None)
+        if warming is not None:
+            raise ApiError(
+                409, f"{server_name} is warming up: no forecast yet",
+                f"keep feeding it; it needs {warming['need_minutes']} more minutes of history",
+            )  # fmt: skip
+        raise ApiError(
+            404, f"{server_name} has no live forecast", "feed its metrics to POST /feed; GET /fleet lists live servers"
+        )
+
+    @app.get("/servers/{server_name}/history", response_model=ServerHistory, responses=ERRORS, tags=["tftmon"])
+    def server_history(self, server_name: str) -> ServerHistory:
+        """What the model read for the server's current forecast, at the model step: the fan chart's past."""
+        _, binned = self._inputs_of(server_name)
+        return ServerHistory(
+            server_name=server_name,
+            profile=str(binned[PROFILE].iloc[0]),
+            step_minutes=STEP_MINUTES,
+            timestamps=binned[TIMESTAMP].tolist(),
+            metrics={m: [None if v != v else round(v, 3) for v in binned[m].astype(float)] for m in METRICS},
+        )
+
+    @app.get("/explain/{server_name}", response_model=ExplainResponse, responses=ERRORS, tags=["tftmon"])
+    def explain(self, server_name: str) -> ExplainResponse:
+        """The TFT's own interpretation of the server's current forecast: variable importance of static,
+        encoder and decoder inputs, and attention over the history (interpret_output). Never invented."""
+        loaded, rows = self._inputs_of(server_name)
+        explanation = self.slot.explain(loaded, rows)
+        steps = len(explanation.attention)
+
+        def ranked(weights: dict[str, float]) -> list[dict[str, Any]]:
+            return [{"name": n, "importance": round(w, 6)} for n, w in sorted(weights.items(), key=lambda x: -x[1])]
+
+        return ExplainResponse(
+            server_name=server_name,
+            profile=str(rows[PROFILE].iloc[0]),
+            model_version=loaded.version,
+            prediction_time=_utc(int(rows[TIMESTAMP].max().value) // STEP_NS * STEP_NS),
+            static_variables=ranked(explanation.static_variables),
+            encoder_variables=ranked(explanation.encoder_variables),
+            decoder_variables=ranked(explanation.decoder_variables),
+            attention=[
+                {"minutes_before": (steps - 1 - i) * STEP_MINUTES, "weight": round(w, 6)}
+                for i, w in enumerate(explanation.attention)
+            ],
+        )
 
     @app.post(
         "/admin/reload", response_model=ReloadResponse, responses=ERRORS, tags=["admin"],
