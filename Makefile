@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format contract bench clean
+.PHONY: setup demo stack test lint format contract bench clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Trains on a small fleet, then keeps service, feeder and dashboard up until Ctrl-C (`tftmon demo --no-stack`:
+# the pipeline only).
 demo: setup
 	$(BIN)/tftmon demo
+
+# The live stack alone, over the current Production model.
+stack: setup
+	$(BIN)/tftmon stack
 
 test: setup lint
 	$(BIN)/tftmon contract --markdown --expectations --check
@@ -40,4 +46,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_validate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data reports mlruns mlartifacts mlflow.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data reports logs mlruns mlartifacts mlflow.db

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The tiny promoted model and real services, shared by tests/service and tests/dashboard.
+pytest_plugins = ("tests.serving",)
 
 
 @pytest.fixture

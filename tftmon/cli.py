@@ -33,8 +33,11 @@ from tftmon.config import (
     error_text,
 )
 from tftmon.contract import CONTRACT_VERSION, METRICS
+from tftmon.dashboard.settings import DashboardSettings
 from tftmon.data.validate import SUITES, SuiteKind
+from tftmon.ops.stack import StackOptions
 from tftmon.serve.feed import FeedOptions
+from tftmon.serve.feed_control import ControlOptions
 
 log = logging.getLogger("tftmon")
 
@@ -391,8 +394,15 @@ def rollback(reason: str) -> None:
     show_default=True,
     help="Where the demo fleet is written.",
 )
-def demo(out: Path) -> None:
-    """The whole pipeline on a small fleet: generate -> validate -> train -> evaluate -> promote."""
+@click.option(
+    "--stack/--no-stack",
+    default=True,
+    show_default=True,
+    help="Then bring up service, feeder and dashboard until Ctrl-C (as `tftmon stack`); --no-stack: pipeline only.",
+)
+def demo(out: Path, stack: bool) -> None:
+    """The whole pipeline on a small fleet: generate -> validate -> train -> evaluate -> promote, then
+    the live stack: service, feeder (degrading scenario) and dashboard on 127.0.0.1 until Ctrl-C."""
     from tftmon.ops.jobs import run_demo
 
     outcome = run_demo(out)
@@ -404,6 +414,98 @@ def demo(out: Path) -> None:
         f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {outcome['tracking_uri']}\n"
         f"  Data Docs:   {outcome['docs']}"
     )
+    if stack:
+        from tftmon.ops.stack import run_stack
+
+        click.echo("\nStarting the live stack (service, feeder, dashboard)...")
+        code = run_stack()
+        if code:
+            sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIOS),
+    default=StackOptions.scenario,
+    show_default=True,
+    help="The feeder's scenario at start (switch it later from the dashboard).",
+)
+@click.option(
+    "--servers",
+    type=click.IntRange(min=1),
+    default=StackOptions.servers,
+    show_default=True,
+    help="The feeder's fleet size (the demo's fleet by default, so the demo model knows every server).",
+)
+@click.option("--seed", type=int, default=StackOptions.seed, show_default=True, help="The feeder's simulator seed.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help=f"Simulated seconds per wall-clock second (default: the feeder's, {FeedOptions.speed:g}).",
+)
+@click.option(
+    "--service-port",
+    type=click.IntRange(1, 65535),
+    default=StackOptions.service_port,
+    show_default=True,
+    help="Port of `tftmon serve`.",
+)
+@click.option(
+    "--control-port",
+    type=click.IntRange(1, 65535),
+    default=StackOptions.control_port,
+    show_default=True,
+    help="Port of the feeder's scenario control.",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=StackOptions.dashboard_port,
+    show_default=True,
+    help="Port of the dashboard.",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=StackOptions.log_dir,
+    show_default=True,
+    help="Each process's output goes to NAME.log here.",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(min=1),
+    default=StackOptions.ready_timeout,
+    show_default=True,
+    help="Seconds the service may take to load its model (and each other process to answer).",
+)
+def stack(
+    scenario: str,
+    servers: int,
+    seed: int,
+    speed: float | None,
+    service_port: int,
+    control_port: int,
+    dashboard_port: int,
+    log_dir: Path,
+    ready_timeout: float,
+) -> None:
+    """Service, live feeder and dashboard on 127.0.0.1 over the Production model, until Ctrl-C.
+
+    Starts `tftmon serve`, waits for its /readyz, then `tftmon feed` (sharing TFTMON_FEED_TOKEN with the
+    service; generated if unset) and `tftmon dashboard`, and prints the dashboard's URL. Restarts nothing:
+    if one exits, it says which and stops the rest. Ctrl-C or SIGTERM stops them all.
+    """
+    from tftmon.ops.stack import run_stack
+
+    options = StackOptions(
+        scenario=scenario, servers=servers, seed=seed, speed=speed, service_port=service_port,
+        control_port=control_port, dashboard_port=dashboard_port, log_dir=log_dir, ready_timeout=ready_timeout,
+    )  # fmt: skip
+    code = run_stack(options)
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -513,6 +615,13 @@ def serve(host: str | None, port: int | None) -> None:
     required=True,
     help=f"The service's /feed bearer token (env {FEED_TOKEN_ENV}; the service must have the same).",
 )
+@click.option(
+    "--control-port",
+    type=click.IntRange(min=0, max=65535),
+    default=ControlOptions.port,
+    show_default=True,
+    help="Scenario control API on 127.0.0.1 (GET/POST /scenario, switches from the next tick); 0 = off.",
+)
 def feed(
     url: str | None,
     servers: int,
@@ -523,9 +632,15 @@ def feed(
     ticks: int | None,
     seed: int,
     token: str,
+    control_port: int,
 ) -> None:
-    """Stream live simulator ticks (the batch simulator's code path) into the service's /feed."""
+    """Stream live simulator ticks (the batch simulator's code path) into the service's /feed.
+
+    The scenario can be switched while it runs: `curl -X POST 127.0.0.1:3001/scenario -d '{"scenario":
+    "critical"}'` (or the dashboard's buttons); the new scenario's forced path starts at the next tick.
+    """
     from tftmon.serve.feed import live_config, run
+    from tftmon.serve.feed_control import ControlServer, ScenarioControl
 
     if url is None:
         service = _build(ServiceConfig, {})
@@ -537,11 +652,64 @@ def feed(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     options = FeedOptions(url=url.rstrip("/"), token=token, speed=speed, backfill_hours=backfill_hours, max_ticks=ticks)
+    control = ScenarioControl(config.scenario)
+    server = None
+    if control_port:
+        try:
+            server = ControlServer(control, ControlOptions(port=control_port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve the scenario control on 127.0.0.1:{control_port} ({exc.strerror or exc}); "
+                "pick a free port with --control-port, or --control-port 0 to run without it"
+            ) from None
     try:
-        sent = run(config, options)
+        sent = run(config, options, control)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if server is not None:
+            server.close()
     click.echo(f"sent {sent} ticks for {servers} servers to {url}/feed")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True, help="HTTP port on 127.0.0.1.")
+@click.option(
+    "--service-url", help="The service (default $TFTMON_DASHBOARD_SERVICE_URL, else where `tftmon serve` listens)."
+)
+@click.option(
+    "--feeder-url",
+    help="The feeder's scenario control, for the demo buttons (default $TFTMON_DASHBOARD_FEEDER_URL, else "
+    f"{_field_default(DashboardSettings, 'feeder_url')}).",
+)
+@click.option(
+    "--refresh-seconds",
+    type=float,
+    help="Seconds between refreshes (default $TFTMON_DASHBOARD_REFRESH_SECONDS, else "
+    f"{_field_default(DashboardSettings, 'refresh_seconds'):g}).",
+)
+def dashboard(port: int, service_url: str | None, feeder_url: str | None, refresh_seconds: float | None) -> None:
+    """Streamlit dashboard over the service's HTTP API: fleet heatmap, forecasts with thresholds, explanations.
+
+    Listens on 127.0.0.1 only. This process becomes Streamlit (settings passed as TFTMON_DASHBOARD_*
+    variables), so one SIGTERM stops it.
+    """
+    values = {"service_url": service_url, "feeder_url": feeder_url, "refresh_seconds": refresh_seconds}
+    settings = _build(DashboardSettings, values)
+    os.environ.update(
+        TFTMON_DASHBOARD_SERVICE_URL=settings.service_url,
+        TFTMON_DASHBOARD_FEEDER_URL=settings.feeder_url,
+        TFTMON_DASHBOARD_REFRESH_SECONDS=str(settings.refresh_seconds),
+    )
+    app = Path(__file__).with_name("dashboard") / "app.py"
+    # Accents in blue: on this page red means critical.
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+            "--theme.primaryColor", "#1565c0"]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @main.command("config")

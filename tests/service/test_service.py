@@ -26,15 +26,20 @@ from tftmon.serve.schemas import (
     AlertHistory,
     CurrentPredictions,
     ErrorResponse,
+    ExplainResponse,
     FeedResponse,
+    Fleet,
+    FleetHistory,
     Health,
     PredictResponse,
     ReloadResponse,
+    ServerHistory,
     Status,
 )
 
 ENDPOINTS = ("/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
-             "/admin/reload", "/metrics")  # fmt: skip
+             "/fleet", "/fleet/history", "/servers/{server_name}/history", "/explain/{server_name}", "/admin/reload",
+             "/metrics")  # fmt: skip
 
 
 def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -253,6 +258,44 @@ def test_feed_then_current_predictions_then_alerts(service: Served, fleet_histor
         assert name in metrics, name
 
 
+def test_fleet_history_and_explanation_of_live_servers(service: Served) -> None:
+    """What the dashboard reads beyond the forecasts (after the feed test above made servers live)."""
+    current = requests.get(f"{service.url}/predictions/current", timeout=5).json()
+    forecast = current["predictions"][0]
+    name = forecast["server_name"]
+    fleet = conforming(requests.get(f"{service.url}/fleet", timeout=5), Fleet)["servers"]
+    by_name = {s["server_name"]: s for s in fleet}
+    assert by_name[name]["warming_up"] is False and by_name["ppetl950"]["warming_up"] is True
+
+    summaries = conforming(requests.get(f"{service.url}/fleet/history", timeout=5), FleetHistory)["summaries"]
+    last = summaries[-1]
+    assert last["servers"] == len(current["predictions"]) and sum(last["counts"].values()) == last["servers"]
+    assert sum(p["servers"] for p in last["by_profile"].values()) == last["servers"]
+
+    past = conforming(requests.get(f"{service.url}/servers/{name}/history", timeout=5), ServerHistory)
+    assert set(past["metrics"]) == set(METRICS) and len(past["timestamps"]) == len(past["metrics"]["cpu_idle_pct"])
+    assert pd.Timestamp(past["timestamps"][-1]) == pd.Timestamp(forecast["prediction_time"])  # what it read
+
+    why = conforming(requests.get(f"{service.url}/explain/{name}", timeout=30), ExplainResponse)
+    assert why["model_version"] == forecast["model_version"]
+    for group in ("static_variables", "encoder_variables", "decoder_variables"):
+        weights = [v["importance"] for v in why[group]]
+        assert weights == sorted(weights, reverse=True) and sum(weights) == pytest.approx(1, abs=1e-3)
+    assert sum(a["weight"] for a in why["attention"]) == pytest.approx(1, abs=1e-3)
+    assert why["attention"][-1]["minutes_before"] == 0
+
+    for path in ("explain", "servers"):
+        suffix = "/history" if path == "servers" else ""
+        assert (
+            "warming up"
+            in assert_clean_error(requests.get(f"{service.url}/{path}/ppetl950{suffix}", timeout=5), 409)["error"]
+        )
+        assert (
+            "POST /feed"
+            in assert_clean_error(requests.get(f"{service.url}/{path}/ppnobody001{suffix}", timeout=5), 404)["fix"]
+        )
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
 def test_admin_rejects_missing_or_wrong_token(service: Served, headers: dict[str, str]) -> None:
     assert_clean_error(requests.post(f"{service.url}/admin/reload", headers=headers, timeout=10), 401)
@@ -331,7 +374,7 @@ def test_schemathesis_finds_no_server_error(service: Served, tmp_path: Path) -> 
 def test_feeder_streams_simulator_ticks(service: Served) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tftmon.cli", "feed", "--url", service.url, "--servers", "3", "--scenario", "critical",
-         "--backfill-hours", "1.2", "--ticks", "20", "--speed", "3000"],
+         "--backfill-hours", "1.2", "--ticks", "20", "--speed", "3000", "--control-port", "0"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "TFTMON_FEED_TOKEN": FEED_TOKEN},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,9 +1,10 @@
 """Stream simulator ticks into the service's /feed: the live demo's data source.
 
 Ticks come from `FleetSimulator.ticks()`, the same blocks batch generation writes, so the live fleet is
-the batch fleet. The feeder owns the scenario (healthy / degrading / critical). It first back-fills
-`backfill_hours` as fast as the service accepts (so forecasts start at once), then paces one tick per
-`interval / speed` of wall clock, with data timestamps ending near the present.
+the batch fleet. The feeder owns the scenario (healthy / degrading / critical), switched while it runs
+through `feed_control` (applied at the next tick). It first back-fills `backfill_hours` as fast as the
+service accepts (so forecasts start at once), then paces one tick per `interval / speed` of wall clock,
+with data timestamps ending near the present.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import requests
 
 from tftmon.config import SimulationConfig
-from tftmon.contract import SERVER_ID, STATE
+from tftmon.contract import SERVER_ID, STATE, TIMESTAMP
+
+if TYPE_CHECKING:
+    from tftmon.data.simulate import FleetSimulator
+    from tftmon.serve.feed_control import ScenarioControl
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +93,33 @@ def _batches(ticks: Iterator[pd.DataFrame], until: datetime, batch_rows: int) ->
         yield batch
 
 
-def run(config: SimulationConfig, options: FeedOptions) -> int:
-    """Back-fill, then stream paced ticks (max_ticks of them, after the back-fill); returns ticks sent."""
+def steered(sim: FleetSimulator, control: ScenarioControl | None) -> Iterator[pd.DataFrame]:
+    """`sim.ticks()`, switching the scenario before the next tick whenever `control` asks for another."""
+    ticks = sim.ticks()
+    step = pd.Timedelta(sim.config.interval)
+    at = pd.Timestamp(sim.config.start)
+    while True:
+        wanted = None if control is None else control.take()
+        if wanted is not None and control is not None:
+            sim.switch_scenario(wanted, at)
+            control.applied(wanted, at)
+            log.info("scenario %s from data time %s", wanted, at.isoformat())
+        tick = next(ticks, None)
+        if tick is None:
+            return
+        yield tick
+        at = tick[TIMESTAMP].iloc[0] + step
+
+
+def run(config: SimulationConfig, options: FeedOptions, control: ScenarioControl | None = None) -> int:
+    """Back-fill, then stream paced ticks (max_ticks of them, after the back-fill); returns ticks sent.
+    `control`, when given, switches the scenario from the next tick on."""
     from tftmon.data.simulate import FleetSimulator
 
-    ticks = FleetSimulator(config).ticks()
+    sim = FleetSimulator(config)
+    if control is not None:
+        control.applied(config.scenario, pd.Timestamp(config.start))
+    ticks = steered(sim, control)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {options.token}"
     backfilled = 0

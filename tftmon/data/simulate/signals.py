@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy.signal import lfilter
 
-from tftmon.config import SimulationConfig
+from tftmon.config import Scenario, SimulationConfig
 from tftmon.contract import (
     CPU_PARTS,
     INTEGER_METRICS,
@@ -256,13 +256,40 @@ class FleetSimulator:
         self.pidx = np.array([PROFILE_NAMES.index(s.profile) for s in self.fleet])
         table = [PROFILE_PARAMS[s.profile] for s in self.fleet]
         self.prof = {f.name: np.array([getattr(t, f.name) for t in table], dtype=float) for f in fields(ProfileParams)}
-        problem = np.array([s.problem_child for s in self.fleet])
-        self.episodes = Episodes(config, self.key, self.p, problem, self.start_ns, self.n_ticks, self.interval_s)
+        self.problem = np.array([s.problem_child for s in self.fleet])
+        self.episodes = self._episodes(config)
         self.quiet = self.episodes.quiet
         self.shift_min = self.p["shift"].astype(np.int64)
         self.upstreams = assign_upstreams(self.fleet, self.pidx, self.key)
         self.depth = depths(self.upstreams)
         self.phi = np.array([math.exp(-self.interval_s / tau) for _, tau in CHANNELS])
+
+    def _episodes(self, config: SimulationConfig) -> Episodes:
+        return Episodes(config, self.key, self.p, self.problem, self.start_ns, self.n_ticks, self.interval_s)
+
+    def switch_scenario(self, scenario: Scenario, at: pd.Timestamp) -> None:
+        """Follow `scenario` from data time `at` on: a live feed's scenario control. `ticks()` applies it from
+        its next tick, even inside a block it already computed.
+
+        The forced path starts at `at`, except that a forced path under way carries on where it is when the
+        switch is to the same scenario, or between degrading and critical during its ramp (both ramp alike),
+        so a ramp is never cut back to zero. Only the episodes change: noise, maintenance and reboots carry on
+        as they were. They are aligned to `start`, not absolutely in time, so a simulator rebuilt to start at
+        `at` would not continue them: the noise would restart from its initial state."""
+        old = self.episodes
+        t = pd.Timestamp(at).value / 1e9
+        forced = scenario in ("degrading", "critical")
+        same = scenario == self.config.scenario
+        ramping = old.forced_start <= t < old.forced_ramp_end  # False while there is no forced path (NaN)
+        keep = forced and bool(old.forced.any()) and (ramping or (same and t < old.forced_end))
+        if same and (keep or not forced):
+            return
+        begin = old.forced_start if keep else t
+        hours = max(0.0, (begin - self.start_ns / 1e9) / 3600)
+        config = self.config.model_copy(update={"scenario": scenario, "scenario_start_hours": hours})
+        self.config = config
+        self.episodes = self._episodes(config)
+        self.quiet = self.episodes.quiet
 
     # -- streams --------------------------------------------------------------------------------
 
@@ -305,15 +332,24 @@ class FleetSimulator:
             yield noise
 
     def _block(
-        self, idx: np.ndarray, near: np.ndarray, ts: np.ndarray, n: dict[str, np.ndarray], last_boot: np.ndarray
+        self,
+        idx: np.ndarray,
+        near: np.ndarray,
+        ts: np.ndarray,
+        n: dict[str, np.ndarray],
+        last_boot: np.ndarray,
+        episodes: Episodes | None = None,
     ) -> tuple[Block, np.ndarray]:
         """One block: a cheap path for every server, then the few rows with an episode, an upstream in
         trouble or maintenance recomputed in full (most server-blocks are quiet). `near` is idx plus its
-        upstreams (their episodes cascade down); `n` the block's noise per channel."""
+        upstreams (their episodes cascade down); `n` the block's noise per channel; `episodes` those of
+        the scenario in force (default: the current ones)."""
+        if episodes is None:
+            episodes = self.episodes
         t = ts / 1e9
         tt = t[None, :]
         t0, t1 = float(t[0]), float(t[-1])
-        ep = self.episodes.at(near, t)
+        ep = episodes.at(near, t)
         cascade_rows, cascade = self._cascade(near, ep, len(t))
 
         minute = np.floor(t / 60.0).astype(np.int64)
@@ -322,7 +358,7 @@ class FleetSimulator:
         act = np.take(_ACTIVITY2, flat)
         state = np.take(_BACKGROUND2, flat)
 
-        ms, me, last_maint = self.episodes.recent_maintenance(idx, t0, t1)
+        ms, me, last_maint = episodes.recent_maintenance(idx, t0, t1)
         boot = np.maximum(last_boot, np.where(me <= t0, me, NO_TIME)[:, 0])
 
         metrics = self._metrics(idx, act, n, last_maint, tt)
@@ -548,10 +584,30 @@ class FleetSimulator:
             yield self.frame(block)
 
     def ticks(self) -> Iterator[pd.DataFrame]:
-        """One frame per tick for a live feed, sliced from the very blocks batch generation uses."""
-        for block in self.stream():
-            for i in range(block.ticks):
+        """One frame per tick for a live feed, sliced from the very blocks batch generation uses.
+
+        A `switch_scenario` between two ticks recomputes the rest of the current block with the new
+        episodes, from the same noise and the reboots up to that tick, so it applies from the next tick."""
+        idx = np.arange(len(self.fleet))
+        last_boot = self.episodes.initial_boot(idx)
+        near = closure(self.upstreams, idx)
+        for (lo, hi), noise in zip(self._spans(), self._noise(idx), strict=True):
+            ts = self.start_ns + np.arange(lo, hi, dtype=np.int64) * self.interval_ns
+            boot, episodes = last_boot, self.episodes
+            block, last_boot = self._block(idx, near, ts, noise, boot, episodes)
+            i = 0
+            while i < block.ticks:
+                if self.episodes is not episodes:
+                    if i:  # the reboots of the ticks already sent, under the episodes they were sent with
+                        _, boot = self._block(
+                            idx, near, ts[:i], {k: v[:, :i] for k, v in noise.items()}, boot, episodes
+                        )
+                        ts, noise = ts[i:], {k: v[:, i:] for k, v in noise.items()}
+                    episodes = self.episodes
+                    block, last_boot = self._block(idx, near, ts, noise, boot, episodes)
+                    i = 0
                 yield self.frame(block.slice(i, i + 1))
+                i += 1
 
 
 class Cursor:

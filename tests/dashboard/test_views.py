@@ -1,0 +1,197 @@
+"""The dashboard's data shaping, without Streamlit or a service: payloads as the service's schemas shape them,
+reasons as tftmon.risk words them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tftmon.contract import CPU_IDLE, CPU_IOWAIT, MEM_USED, PREDICTION_STEPS, PROFILE_NAMES, QUANTILE_NAMES
+from tftmon.dashboard import views
+from tftmon.risk import CPU_USED, RISK_METRICS_BY_KEY, SEVERITY_BANDS, reasons, severity_of
+
+ORIGIN = "2026-03-02T12:00:00+00:00"
+
+
+def reason(key: str, profile: str, level: str, minutes: int = 40) -> str:
+    """A driver sentence exactly as risk.py words it."""
+    levels = dict(zip(("elevated", "high", "critical"), RISK_METRICS_BY_KEY[key].levels(profile), strict=True))
+    row = {"risk_metric": key, "profile": profile, "level": level, "threshold": levels[level],
+           "minutes_ahead": minutes, "probability": 0.64, "value": levels[level] + 1.0}  # fmt: skip
+    return str(reasons(pd.DataFrame([row])).iloc[0])
+
+
+def prediction(name: str, profile: str, risk: float, metric: str | None = None, drivers: tuple[str, ...] = (),
+               path: dict[str, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One record of /predictions/current; `path` per metric as [quantile, step]."""
+    severity = str(severity_of(risk))
+    return {
+        "server_name": name, "profile": profile, "prediction_time": ORIGIN, "cold_start": False,
+        "model_version": "3", "risk": risk, "severity": severity, "severity_label": severity.capitalize(),
+        "colour": "#000", "metric": metric, "reason": drivers[0] if drivers else "nothing crosses",
+        "drivers": list(drivers), "horizons": {}, "step_minutes": 5,
+        "path": {m: dict(zip(QUANTILE_NAMES, q.tolist(), strict=True)) for m, q in (path or {}).items()},
+    }  # fmt: skip
+
+
+def payload(*records: dict[str, Any], warming: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"model_version": "3", "computed_at": ORIGIN, "predictions": list(records), "warming_up": warming or []}
+
+
+def flat(p10: float, p50: float, p90: float) -> np.ndarray:
+    return np.array([[p10], [p50], [p90]]) * np.ones(PREDICTION_STEPS)
+
+
+def test_forecasts_keep_one_row_per_server_and_paths_as_arrays() -> None:
+    body = payload(
+        prediction("ppweb002", "web_api", 0.1, path={CPU_IOWAIT: flat(1, 2, 3)}),
+        prediction("ppdb001", "database", 0.8, CPU_IOWAIT, (reason(CPU_IOWAIT, "database", "critical"),)),
+        warming=[{"server_name": "ppetl950", "have_steps": 2, "need_steps": 10, "need_minutes": 50}],
+    )
+    forecasts = views.Forecasts.from_payload(body)
+    assert forecasts.table["server_name"].tolist() == ["ppdb001", "ppweb002"]
+    assert forecasts.ranked()["server_name"].tolist() == ["ppdb001", "ppweb002"]
+    assert forecasts.table["metric_label"].tolist() == ["I/O wait", "none"]
+    assert forecasts.paths["ppweb002"][CPU_IOWAIT].shape == (len(QUANTILE_NAMES), PREDICTION_STEPS)
+    assert "path" not in forecasts.records["ppweb002"]
+    assert forecasts.data_time() == pd.Timestamp(ORIGIN)
+    assert forecasts.warming["still_needs"].tolist() == ["50 min more history (2 of 12 steps of 5 min)"]
+    assert views.severity_counts(forecasts.table) == {"healthy": 1, "warning": 0, "critical": 1}
+
+
+def test_an_empty_fleet_is_empty_tables_not_errors() -> None:
+    forecasts = views.Forecasts.from_payload(payload())
+    assert forecasts.table.empty and forecasts.warming.empty and forecasts.data_time() is None
+    assert views.severity_counts(forecasts.table) == {b.severity.value: 0 for b in SEVERITY_BANDS}
+    assert views.heatmap_grid(forecasts.table).cells.empty
+
+
+def test_risk_distribution_bins_never_straddle_a_band() -> None:
+    risks = np.linspace(0, 1, 101)
+    table = pd.DataFrame({"risk": risks, "severity": severity_of(risks)})
+    bins = views.risk_distribution(table)
+    assert bins["servers"].sum() == len(risks)
+    assert not bins.duplicated(["risk_from"]).any()  # one severity per bin
+    assert (bins["severity"] == severity_of(bins["risk_from"].to_numpy())).all()
+
+
+def test_heatmap_has_one_cell_per_server_grouped_by_profile_at_900_servers() -> None:
+    rng = np.random.default_rng(0)
+    names = [f"pp{PROFILE_NAMES[i % len(PROFILE_NAMES)][:3]}{i:04d}" for i in range(900)]
+    profiles = [PROFILE_NAMES[i % len(PROFILE_NAMES)] for i in range(900)]
+    table = pd.DataFrame({"server_name": names, "profile": profiles, "risk": rng.uniform(size=900)})
+    grid = views.heatmap_grid(table, selected=names[5])
+    cells = grid.cells
+    assert len(cells) == 900 and grid.columns == 40
+    assert not cells.duplicated(["column", "row"]).any() and set(cells["row"]) <= set(grid.rows)
+    assert cells["selected"].sum() == 1 and cells.loc[cells["selected"], "server_name"].item() == names[5]
+    labelled = [r for r in grid.rows if views.HIDDEN not in r]
+    assert labelled == [f"{p} ({profiles.count(p)})" for p in PROFILE_NAMES]  # the contract's profile order
+    assert len(grid.rows) * 18 < 700  # readable at a glance: 900 cells in well under a screen's height
+    # A cell keeps its place when risks change: position depends on name and profile only.
+    again = views.heatmap_grid(table.assign(risk=rng.uniform(size=900)))
+    assert cells[["server_name", "column", "row"]].equals(again.cells[["server_name", "column", "row"]])
+
+
+def test_driver_keys_follow_risks_own_sentences() -> None:
+    drivers = (reason(CPU_IOWAIT, "database", "critical"), reason(MEM_USED, "database", "high"),
+               reason(CPU_USED, "database", "elevated"))  # fmt: skip
+    assert views.driver_keys({"metric": CPU_IOWAIT, "drivers": drivers}) == [CPU_IOWAIT, MEM_USED]
+    assert views.driver_keys({"metric": CPU_IOWAIT, "drivers": drivers}, limit=3) == [CPU_IOWAIT, MEM_USED, CPU_USED]
+    assert views.driver_keys({"metric": None, "drivers": []}) == list(views.QUIET_METRICS)
+
+
+def test_fan_shows_cpu_as_used_with_the_profiles_levels_from_the_last_observation() -> None:
+    idle = flat(20, 30, 45)  # idle p10/p50/p90 -> used p10 = 100 - 45, p50 = 70, p90 = 80
+    forecasts = views.Forecasts.from_payload(payload(prediction("ppml0001", "ml_compute", 0.5, path={CPU_IDLE: idle})))
+    times = pd.date_range(end=ORIGIN, periods=12, freq="5min").map(pd.Timestamp.isoformat).tolist()
+    history = {"timestamps": times, "metrics": {CPU_IDLE: [40.0] * 11 + [None]}}
+    fan = views.fan(forecasts, "ppml0001", CPU_USED, history)
+    assert fan is not None and fan.label == "CPU used" and fan.percent
+    assert fan.past["value"].iloc[0] == 60.0 and np.isnan(fan.past["value"].iloc[-1])  # used = 100 - idle; gap kept
+    assert fan.future[["p10", "p50", "p90"]].iloc[-1].tolist() == [55.0, 70.0, 80.0]
+    assert fan.future["time"].iloc[0] == pd.Timestamp(ORIGIN) + pd.Timedelta(minutes=5)
+    assert fan.levels["value"].tolist() == list(RISK_METRICS_BY_KEY[CPU_USED].levels("ml_compute"))
+    assert views.fan(forecasts, "ppml0001", CPU_IOWAIT, history) is None  # not forecast by this model
+
+    later = [*times, (pd.Timestamp(ORIGIN) + pd.Timedelta(minutes=5)).isoformat()]  # read after a newer forecast
+    observed = {"timestamps": later, "metrics": {CPU_IDLE: [40.0] * 12 + [10.0]}}
+    joined = views.fan(forecasts, "ppml0001", CPU_USED, observed)
+    assert joined is not None
+    assert joined.future.iloc[0][["p10", "p50", "p90"]].tolist() == [60.0] * 3  # the band starts at the last point
+    assert joined.future["time"].iloc[0] == pd.Timestamp(ORIGIN) and joined.past["time"].max() == pd.Timestamp(ORIGIN)
+
+
+@pytest.mark.parametrize(
+    ("p10", "p50", "p90", "words"),
+    [(55, 60, 70, "very likely"), (40, 55, 70, "likely"), (30, 40, 60, "possibly"), (10, 20, 30, "may rise")],
+)
+def test_alert_in_plain_words_with_the_profiles_threshold(p10: float, p50: float, p90: float, words: str) -> None:
+    critical = RISK_METRICS_BY_KEY[CPU_IOWAIT].levels("database")[2]
+    assert critical == 50
+    path = flat(1, 2, 3)
+    path[:, 7] = (p10, p50, p90)  # step 8: 40 min ahead
+    forecasts = views.Forecasts.from_payload(payload(prediction("ppdb007", "database", 0.8, path={CPU_IOWAIT: path})))
+    alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "quantile": "p98",
+             "minutes_ahead": 40, "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
+    assert views.alert_sentence(alert, forecasts) == f"I/O wait on ppdb007 {words} above 50 % in about 40 min"
+
+
+def test_alert_on_cpu_reads_used_from_idle() -> None:
+    idle = flat(1.0, 1.5, 3.0)  # used: p10 = 97, p50 = 98.5, p90 = 99 against ml_compute's critical 98
+    forecasts = views.Forecasts.from_payload(payload(prediction("ppml0001", "ml_compute", 0.8, path={CPU_IDLE: idle})))
+    alert = {"server_name": "ppml0001", "profile": "ml_compute", "metric": CPU_USED, "minutes_ahead": 5,
+             "reason": reason(CPU_USED, "ml_compute", "critical", minutes=5)}  # fmt: skip
+    assert views.alert_sentence(alert, forecasts) == "CPU used on ppml0001 likely above 98 % in about 5 min"
+
+
+def test_alert_without_a_level_falls_back_to_the_reason() -> None:
+    alert = {"server_name": "ppweb001", "profile": "web_api", "metric": None, "reason": "something"}
+    assert views.alert_sentence(alert, views.Forecasts.from_payload(payload())) == "ppweb001: something"
+
+
+@pytest.mark.parametrize(("minutes", "text"), [(0, "0 min"), (40, "40 min"), (60, "1 h"), (125, "2 h 5 min")])
+def test_when(minutes: int, text: str) -> None:
+    assert views.when(minutes) == text
+
+
+def test_ago_in_words() -> None:
+    now = pd.Timestamp("2026-03-02T12:00:00Z")
+    assert views.ago(None, now) == "unknown"
+    assert views.ago("2026-03-02T11:59:40Z", now) == "just now"
+    assert views.ago("2026-03-02T10:30:00Z", now) == "1 h 30 min ago"
+    assert views.ago("2026-02-20T12:00:00Z", now) == "10 days ago"
+    assert views.ago("2026-03-02T14:00:00Z", now) == "2 h ahead of this clock"
+
+
+def test_fleet_trends_and_transitions_over_time() -> None:
+    summary = {
+        "computed_at": ORIGIN, "data_time": ORIGIN, "model_version": "3", "servers": 3, "warming_up": 0,
+        "counts": {"healthy": 2, "warning": 1, "critical": 0}, "mean_risk": 0.2, "max_risk": 0.4,
+        "alerts": {"warning": 1, "critical": 0},
+        "by_profile": {"database": {"servers": 3, "mean_risk": 0.2, "max_risk": 0.4,
+                                    "counts": {"healthy": 2, "warning": 1, "critical": 0}}},
+    }  # fmt: skip
+    trends = views.fleet_trends([summary, {**summary, "computed_at": "2026-03-02T12:05:00+00:00"}])
+    assert trends["severities"]["servers"].sum() == 6
+    assert trends["risk"]["measure"].tolist() == ["mean", "max"] * 2
+    assert trends["profiles"]["profile"].unique().tolist() == ["database"]
+    assert all(len(f) == 0 for f in views.fleet_trends([]).values())
+
+    moves = [{"kind": "resolved", "server_name": "ppdb001", "severity": "healthy", "previous_severity": "warning",
+              "metric": None, "reason": "", "data_time": ORIGIN, "at": "2026-03-02T12:10:00+00:00"},
+             {"kind": "raised", "server_name": "ppdb001", "severity": "warning", "previous_severity": "healthy",
+              "metric": CPU_IOWAIT, "reason": "r", "data_time": ORIGIN, "at": ORIGIN}]  # fmt: skip
+    frame = views.transitions(moves)
+    assert frame["kind"].tolist() == ["raised", "resolved"] and frame["metric_label"].tolist() == ["I/O wait", "none"]
+
+
+def test_importances_name_risk_metrics_and_show_idle_as_used() -> None:
+    frame = views.importances([{"name": "hour_sin", "importance": 0.2}, {"name": CPU_IDLE, "importance": 0.5},
+                               {"name": CPU_IOWAIT, "importance": 0.3}])  # fmt: skip
+    assert frame["label"].tolist() == ["CPU used (100 − idle)", "I/O wait", "hour_sin"]
+    weights = views.attention([{"minutes_before": 5, "weight": 0.7}, {"minutes_before": 0, "weight": 0.3}])
+    assert weights["minutes_before"].tolist() == [0, 5]
