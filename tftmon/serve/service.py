@@ -48,7 +48,6 @@ from tftmon.contract import (
     PROFILE,
     SERVER_NAME,
     STEP_MINUTES,
-    STEP_NS,
     TIMESTAMP,
 )
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
@@ -457,6 +456,9 @@ class Tftmon:
         )
         self.last_prediction: datetime | None = None
         self._encoded: dict[str, tuple[int, bytes]] = {}
+        #: Explanations of the current live forecast (generation, by server): the network runs once per
+        #: server and forecast, however often a dashboard asks.
+        self._explained: tuple[int, dict[str, ExplainResponse]] = (-1, {})
         try:
             self._installed(self.slot.reload()[1])
         except Exception as exc:  # the service starts without a model; /health tells
@@ -700,6 +702,12 @@ class Tftmon:
     def explain(self, server_name: str) -> ExplainResponse:
         """The TFT's own interpretation of the server's current forecast: variable importance of static,
         encoder and decoder inputs, and attention over the history (interpret_output). Never invented."""
+        generation = self.live.generation
+        if self._explained[0] != generation:
+            self._explained = (generation, {})
+        cached = self._explained[1].get(server_name)
+        if cached is not None:
+            return cached
         loaded, rows = self._inputs_of(server_name)
         explanation = self.slot.explain(loaded, rows)
         steps = len(explanation.attention)
@@ -707,11 +715,11 @@ class Tftmon:
         def ranked(weights: dict[str, float]) -> list[dict[str, Any]]:
             return [{"name": n, "importance": round(w, 6)} for n, w in sorted(weights.items(), key=lambda x: -x[1])]
 
-        return ExplainResponse(
+        answer = self._explained[1][server_name] = ExplainResponse(
             server_name=server_name,
             profile=str(rows[PROFILE].iloc[0]),
             model_version=loaded.version,
-            prediction_time=_utc(int(rows[TIMESTAMP].max().value) // STEP_NS * STEP_NS),
+            prediction_time=_utc(int(rows[TIMESTAMP].max().value)),  # bins at the model step already
             static_variables=ranked(explanation.static_variables),
             encoder_variables=ranked(explanation.encoder_variables),
             decoder_variables=ranked(explanation.decoder_variables),
@@ -720,6 +728,7 @@ class Tftmon:
                 for i, w in enumerate(explanation.attention)
             ],
         )
+        return answer
 
     @app.post(
         "/admin/reload", response_model=ReloadResponse, responses=ERRORS, tags=["admin"],
