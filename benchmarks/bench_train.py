@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `tests` importable
 from tests.synthetic import daily, fleet_frame
 from tftmon.config import TrainConfig
-from tftmon.model import features
+from tftmon.data.resample import resample_to_model_step
 from tftmon.model.train import fit
 
 
@@ -31,7 +31,7 @@ def bench_resample(rows: int) -> None:
     days = rows / servers * 5 / 86400
     raw = synthetic(servers, days, "5s")
     started = time.perf_counter()
-    out = features.resample_to_model_step(raw)
+    out = resample_to_model_step(raw)
     seconds = time.perf_counter() - started
     print(
         f"| resample 5 s -> 5 min | {len(raw):,} rows -> {len(out):,} | {seconds:.2f} s | "

@@ -26,11 +26,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tftmon.config import EvaluationConfig, SimulationConfig, TrainConfig
 from tftmon.contract import SERVER_NAME, TIMESTAMP
+from tftmon.data.resample import resample_to_model_step
 from tftmon.data.simulate import write_dataset
 from tftmon.evaluation import backtest
 from tftmon.evaluation.report import summary_markdown
 from tftmon.io import read_metrics
-from tftmon.model.features import resample_to_model_step
 from tftmon.model.network import save_model
 from tftmon.model.train import fit
 

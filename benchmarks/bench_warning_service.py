@@ -30,11 +30,11 @@ from bench_service import _body, _serve, promote_in_temporary_store
 
 from tftmon.config import EvaluationConfig
 from tftmon.contract import ORIGIN, SERVER_NAME, STEP_NS, TIMESTAMP
+from tftmon.data.resample import resample_to_model_step
 from tftmon.evaluation.actuals import origins
 from tftmon.evaluation.backtest import holdout_start
 from tftmon.evaluation.incidents import episodes, incident_scores
 from tftmon.io import read_json, read_metrics
-from tftmon.model.features import resample_to_model_step
 from tftmon.model.network import CONFIG_FILE
 
 

@@ -22,6 +22,7 @@ from tftmon.contract import (
     UPTIME,
     profile_of,
 )
+from tftmon.data.resample import resample_to_model_step
 from tftmon.model import features
 
 START = pd.Timestamp("2026-01-09 00:00", tz="UTC")  # a Friday: the weekend starts a day later
@@ -38,7 +39,7 @@ def raw(servers: int = 2, hours: float = 1.0, interval: str = "5s", seed: int = 
 def test_resample_5s_applies_each_columns_aggregation() -> None:
     df = raw(servers=2, hours=0.5)
     df.loc[df.index[7], STATE] = "critical_issue"
-    out = features.resample_to_model_step(df)
+    out = resample_to_model_step(df)
 
     assert len(out) == 2 * 6
     assert str(out[TIMESTAMP].dt.tz) == "UTC"
@@ -62,15 +63,15 @@ def test_resample_5s_applies_each_columns_aggregation() -> None:
 def test_resample_last_is_by_time_not_by_row_order() -> None:
     df = raw(servers=2, hours=0.25, interval="1min")
     shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    pd.testing.assert_frame_equal(features.resample_to_model_step(df), features.resample_to_model_step(shuffled))
-    bins = features.resample_to_model_step(shuffled)
+    pd.testing.assert_frame_equal(resample_to_model_step(df), features.resample_to_model_step(shuffled))
+    bins = resample_to_model_step(shuffled)
     last = df.sort_values(TIMESTAMP).groupby([SERVER_NAME, df[TIMESTAMP].dt.floor(MODEL_STEP)])[UPTIME].last()
     np.testing.assert_array_equal(bins[UPTIME].to_numpy(), last.to_numpy())
 
 
 def test_data_at_model_step_passes_through_unchanged() -> None:
     df = raw(servers=3, hours=2, interval="5min")
-    out = features.resample_to_model_step(df)
+    out = resample_to_model_step(df)
     expected = df.sort_values([SERVER_NAME, TIMESTAMP]).reset_index(drop=True)
     expected[TIMESTAMP] = expected[TIMESTAMP].astype(COLUMNS_BY_NAME[TIMESTAMP].pandas_dtype)
     pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=True)
@@ -80,7 +81,7 @@ def test_unknown_state_is_refused() -> None:
     df = raw(servers=1, hours=0.1)
     df.loc[0, STATE] = "on_fire"
     with pytest.raises(ValueError, match="on_fire"):
-        features.resample_to_model_step(df)
+        resample_to_model_step(df)
 
 
 def test_time_idx_comes_from_timestamps_so_gaps_stay_gaps() -> None:

@@ -33,8 +33,8 @@ from tftmon.contract import (
     TIMESTAMP,
     steps,
 )
+from tftmon.data.resample import resample_to_model_step
 from tftmon.data.simulate import simulate
-from tftmon.model.features import resample_to_model_step
 from tftmon.risk import Severity, score
 
 NORMAL_STATES = STATES[:3]  # healthy, idle, morning_spike

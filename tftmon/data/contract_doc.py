@@ -80,7 +80,7 @@ def render_markdown() -> str:
         "",
         f"- Model step: {int(c.MODEL_STEP.total_seconds() // 60)} min. Raw data may arrive at any interval ≥ "
         f"{int(c.MIN_RAW_INTERVAL.total_seconds())} s and is resampled to the step by "
-        "`tftmon.model.features.resample_to_model_step` (the aggregation column above).",
+        "`tftmon.data.resample.resample_to_model_step` (the aggregation column above).",
         "- Horizons: " + ", ".join(f"{name} = {n} steps" for name, n in c.HORIZONS.items()) + ".",
         f"- Quantiles: {', '.join(f'{n} ({q:g})' for n, q in zip(c.QUANTILE_NAMES, c.QUANTILES, strict=True))}.",
         "",

@@ -181,8 +181,8 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
     """Validate, train on every server, fit the alert threshold on validation origins, evaluate on the
     held-out time against the baselines, log and register a version; returns ids and the summary.
     """
+    from tftmon.data.resample import resample_to_model_step
     from tftmon.io import read_metrics
-    from tftmon.model.features import resample_to_model_step
     from tftmon.model.network import save_model
     from tftmon.model.train import fit
     from tftmon.ops import registry
@@ -251,8 +251,8 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
 
 def run_evaluate(path: Path, version: str | None = None, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Evaluate a registered version (default: production) on a dataset against the baselines."""
+    from tftmon.data.resample import resample_to_model_step
     from tftmon.io import read_metrics
-    from tftmon.model.features import resample_to_model_step
     from tftmon.model.network import load_model
     from tftmon.ops import registry
 

@@ -268,8 +268,8 @@ class GateSample:
     @classmethod
     def from_dataset(cls, path: Path) -> GateSample:
         """The sample of a dataset's last GATE_EVALUATION.holdout_hours (e.g. fresh data given to `promote`)."""
+        from tftmon.data.resample import resample_to_model_step
         from tftmon.io import read_metrics
-        from tftmon.model.features import resample_to_model_step
 
         frame = resample_to_model_step(read_metrics(path))
         return cls.cut(frame, backtest.holdout_start(frame, GATE_EVALUATION.holdout_hours), f"the end of {path}")

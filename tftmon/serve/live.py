@@ -38,7 +38,7 @@ from tftmon.contract import (
     TIMESTAMP,
     profile_of,
 )
-from tftmon.model.features import resample_to_model_step
+from tftmon.data.resample import resample_to_model_step
 from tftmon.model.network import Explanation, ForecastModel, explain, forecast
 from tftmon.model.smoke import SmokeTestFailed, smoke_test
 from tftmon.risk import SEVERITY_LABELS, AlertCalibration, Severity, score
