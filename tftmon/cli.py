@@ -24,8 +24,12 @@ from tftmon import __version__
 from tftmon.config import (
     FEED_TOKEN_ENV,
     JOB_CONFIGS,
+    DemoConfig,
+    DriftConfig,
     EvaluationConfig,
+    IngestConfig,
     NetworkConfig,
+    RetrainConfig,
     Scenario,
     ServiceConfig,
     SimulationConfig,
@@ -242,7 +246,11 @@ def generate(out: Path, fleet_file: str, progress: bool, **options: str | None) 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--strict", is_flag=True, help="Also fail on unknown extra columns and require every column.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also fail on unknown columns; require every identity column (simulated: every column).",
+)
 @click.option(
     "--suite",
     type=click.Choice(["auto", *SUITES]),
@@ -272,7 +280,11 @@ def validate(
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--targets", default="", help=f"Comma-separated metrics to forecast (default: all {len(METRICS)}).")
+@click.option(
+    "--targets",
+    default="",
+    help=f"Comma-separated metrics to forecast (default: those of the {len(METRICS)} PATH has).",
+)
 @_config_option("max-epochs", TrainConfig, "Upper bound on epochs; early stopping may end sooner", "N")
 @_config_option("max-batches-per-epoch", TrainConfig, "Bounds CPU time per epoch", "N")
 @_config_option("encoder-hours", TrainConfig, "History the model reads", "H")
@@ -343,9 +355,97 @@ def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json
     tables = {"ratio": results.ratio, "aggregate": results.aggregate, "cold_start": results.cold_start}
     if results.warnings is not None:
         tables["warnings"] = results.warnings.table
-    payload = {"version": outcome["version"], "run_id": outcome["run_id"]}
+    payload = {
+        "version": outcome["version"],
+        "run_id": outcome["run_id"],
+        "incidents_skipped": results.incidents_skipped,
+    }
     payload |= {name: None if t is None else t.to_dict(orient="records") for name, t in tables.items()}
     click.echo(json.dumps(payload, indent=2, default=str))
+
+
+@main.command()
+@click.argument("source", required=False, default="")
+@click.option(
+    "--mapping",
+    "mapping_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML mapping: fields, metric names and units, time zone, profiles (docs/INGEST.md); not needed for "
+    "a long file whose metrics already have contract names.",
+)
+@_config_option(
+    "format", IngestConfig, "File format; auto detects it from the first file's columns", "[auto|long|wide|series]"
+)
+@click.option(
+    "--prometheus", default="", metavar="URL", help="Query this Prometheus server (URL) instead of reading SOURCE."
+)
+@click.option(
+    "--start", default="", metavar="TIME", help="Prometheus: first sample time, ISO 8601 (default: a day before --end)."
+)
+@click.option("--end", default="", metavar="TIME", help="Prometheus: last sample time, ISO 8601 (default: now).")
+@_config_option("max-gap", IngestConfig, "Interpolate gaps up to this long; longer ones split a series", "T")
+@_config_option("duplicates", IngestConfig, "Samples with one server, metric and time: last|mean|error", "RULE")
+@click.option(
+    "--timezone", default="", metavar="ZONE", help="Zone of timestamps without an offset (overrides the mapping's)."
+)
+@click.option(
+    "--profile", default="", metavar="NAME", help="Profile of every server (default: field, mapping, or hostname)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/ingested"),
+    show_default=True,
+    help="Output directory (replaced atomically).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+def ingest(
+    source: str,
+    mapping_file: Path | None,
+    prometheus: str,
+    start: str,
+    end: str,
+    timezone: str,
+    profile: str,
+    out: Path,
+    progress: bool,
+    **options: str | None,
+) -> None:
+    """Real telemetry -> contract Parquet under --out, ready for validate and train.
+
+    SOURCE is a CSV or Parquet file, a directory or a glob: long (timestamp, server, metric, value), wide (a
+    column per metric) or one file per series (timestamp, value). Gaps, duplicates and everything left out
+    are counted in metrics_metadata.json and summarised here.
+    """
+    from tftmon.contract import MODEL_STEP, to_utc
+    from tftmon.data.ingest import Mapping, MappingError, Samples, ingest_files, ingest_samples, load_mapping, summary
+
+    if bool(source) == bool(prometheus):
+        raise click.UsageError("give either SOURCE (files) or --prometheus URL, not both or neither")
+    config = _build(IngestConfig, options)
+    try:
+        mapping = load_mapping(mapping_file)
+        overrides = _given({"timezone": timezone, "profile": profile})
+        if overrides:
+            mapping = Mapping.model_validate({**mapping.model_dump(exclude_unset=True), **overrides})
+    except ValidationError as exc:
+        raise click.UsageError(error_text(exc)) from None
+    except MappingError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        if prometheus:
+            from tftmon.data.ingest.prometheus import query_prometheus
+
+            until = to_utc(end or datetime.now().astimezone()).to_pydatetime()
+            since = to_utc(start).to_pydatetime() if start else until - timedelta(days=1)
+            long, described = query_prometheus(prometheus, since, until, step=MODEL_STEP, progress=progress)
+            metadata = ingest_samples(Samples(long, source=described), mapping, config, out, progress=progress)
+        else:
+            metadata = ingest_files(source, mapping, config, out, progress=progress)
+    except ValueError as exc:  # IngestError, MappingError: the message names the input and the fix
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary(metadata, out))
 
 
 @main.command()
@@ -384,6 +484,188 @@ def rollback(reason: str) -> None:
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"version {version} is production again")
+
+
+class DriftCheckFailed(click.ClickException):
+    """`tftmon drift` could not run: exit 4, apart from the priorities' 0-3."""
+
+    exit_code = 4
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--service",
+    "service_url",
+    default=None,
+    metavar="URL",
+    help="The running service: its unknown-server rate (GET /status), and its live fleet (GET /fleet) when no PATH.",
+)
+@_config_option("reference", DriftConfig, "Training data to compare with; None: the model's training run's", "PATH")
+@_config_option("recent-hours", DriftConfig, "Recent telemetry compared with the training data", "H")
+@_config_option("reference-hours", DriftConfig, "End of the training period compared with", "H")
+@_config_option("sample-size", DriftConfig, "Values drawn per metric, profile and side", "N")
+@click.option(
+    "--forecast-error/--no-forecast-error",
+    default=False,
+    show_default=True,
+    help="Also backtest the model on the end of PATH against its logged MASE (loads torch: slower).",
+)
+@click.option("--track/--no-track", default=True, show_default=True, help="Log the check as a monitoring run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 whatever the priority (MLproject: the run stays FINISHED).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def drift(
+    path: Path | None,
+    service_url: str | None,
+    forecast_error: bool,
+    track: bool,
+    as_json: bool,
+    exit_zero: bool,
+    progress: bool,
+    **options: str | None,
+) -> None:
+    """Fleet and data drift of PATH's telemetry (or the live service) vs the Production model.
+
+    New, offline (24 h), sunset-candidate (7 d) and sunset (30 d or absent) servers; drift % = (new + retired)
+    / known; per-metric, per-profile shift scores; the recent forecast error. Exit code = priority: 0 none,
+    1 low, 2 medium, 3 high; 4 when the check could not run. Logged to the `tftmon-monitoring` experiment.
+    """
+    import json
+
+    from tftmon.io import DatasetError
+    from tftmon.ops.drift import DriftError, check_drift, exit_code
+
+    flags = {"forecast_error": forecast_error, "track": track, "progress_bar": progress}
+    config = _build(DriftConfig, {**options, **flags})
+    try:
+        report = check_drift(config, data=path or None, service_url=service_url or None)
+    except (DriftError, DatasetError) as exc:
+        raise DriftCheckFailed(str(exc)) from None
+    click.echo(json.dumps(report.to_json(), indent=2, default=str) if as_json else report.to_text())
+    sys.exit(0 if exit_zero else exit_code(report.priority))
+
+
+DEMO = DemoConfig()
+
+
+class RetrainLocked(click.ClickException):
+    """Another retrain holds the lock: exit 75 (EX_TEMPFAIL, try again later), not 1 (this one failed)."""
+
+    exit_code = 75
+
+
+def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `retrain` and `monitor` share: the data source, the service, the event log and the lock."""
+    fleet, train = DEMO.simulation, DEMO.train
+    simulate = "--simulate: "
+    options: list[Decorator] = [
+        click.option("--data", type=click.Path(path_type=Path), default=None, help="Telemetry dataset to retrain on."),
+        click.option("--simulate", is_flag=True, help="Instead of --data: the simulated demo fleet as it is now."),
+        click.option("--servers", default=None, metavar="N", help=f"{simulate}fleet size (default {fleet.servers})."),
+        click.option("--hours", default=None, metavar="H", help=f"{simulate}history (default {fleet.hours:g})."),
+        click.option("--add-servers", default=None, metavar="K", help=f"{simulate}add K new servers (default 0)."),
+        click.option("--retire-servers", default=None, metavar="K", help=f"{simulate}retire K servers (default 0)."),
+        click.option("--seed", default=None, metavar="N", help=f"{simulate}seed (default {fleet.seed})."),
+        click.option(
+            "--service",
+            "service_url",
+            default=None,
+            metavar="URL",
+            help="The running service to reload (POST /admin/reload, TFTMON_ADMIN_TOKEN) and verify.",
+        ),
+        click.option("--max-epochs", default=None, metavar="N", help=f"Epochs (default {train.max_epochs})."),
+        click.option(
+            "--max-batches-per-epoch",
+            default=None,
+            metavar="N",
+            help=f"Batches per epoch (default {train.max_batches_per_epoch}).",
+        ),
+        _config_option("min-history-hours", RetrainConfig, "Servers with less history are left to cold start", "H"),
+        _config_option("out", RetrainConfig, "Where simulated and collected data are written", "DIR"),
+        _config_option("event-log", RetrainConfig, "Append-only JSON-lines event log", "FILE"),
+        _config_option("lock-file", RetrainConfig, "Lock file: one retrain at a time", "FILE"),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _retrain_config(options: dict[str, Any]) -> RetrainConfig:
+    """RetrainConfig from the shared options (consumed from `options`); left-out ones keep the demo defaults."""
+    simulation = _given({k: options.pop(k) for k in ("servers", "hours", "add_servers", "retire_servers", "seed")})
+    train = _given({k: options.pop(k) for k in ("max_epochs", "max_batches_per_epoch")})
+    progress = options.pop("progress")
+    if (options["data"] is None) != options.pop("simulate"):
+        raise click.UsageError("give one data source: --data PATH (telemetry) or --simulate (the demo fleet)")
+    values = {
+        **options,
+        "simulation": DEMO.simulation.model_dump() | simulation,
+        "train": DEMO.train.model_dump() | train | {"progress_bar": progress},
+    }
+    return _build(RetrainConfig, values)
+
+
+@main.command()
+@_retrain_options
+def retrain(**options: Any) -> None:
+    """Retrain and hot-swap: collect -> validate -> train -> evaluate -> promote (the gate) -> reload the
+    service -> verify that every active server gets a forecast from the new version.
+
+    One parent MLflow run with a child run per step; events as its tags and lines of --event-log. A failing
+    step stops the chain and leaves Production as it was (rolled back and reloaded if already swapped).
+    Exit 1 on failure, 75 when another retrain holds the lock.
+    """
+    from tftmon.ops.lock import LockHeld
+    from tftmon.ops.retrain import RetrainFailed, run_retrain
+
+    progress = options["progress"]
+    config = _retrain_config(options)
+    try:
+        outcome = run_retrain(config, progress=progress)
+    except LockHeld as exc:
+        raise RetrainLocked(str(exc)) from None
+    except RetrainFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome.to_text())
+
+
+@main.command()
+@click.option("--interval", default="1h", show_default=True, help="Time between drift checks (e.g. 30min, 1h).")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Retrain policy YAML (documented defaults: configs/retrain-policy.yaml; `tftmon config --schema monitor`).",
+)
+@click.option("--once", is_flag=True, help="One check (and retrain if due), then exit: for cron.")
+@_retrain_options
+def monitor(interval: str, policy_file: Path | None, once: bool, **options: Any) -> None:
+    """Check drift every --interval and retrain when the policy says so (priority, minimum gap, weekly
+    maximum, model age, maintenance window). The drift check reads --data, or the --service's live fleet.
+    """
+    from tftmon.config import parse_duration
+    from tftmon.ops.monitor import PolicyError, load_policy, run_monitor
+
+    try:
+        period = parse_duration(interval)
+        policy = load_policy(policy_file)
+    except (PolicyError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = options["progress"]
+    config = _retrain_config(options)
+    drift_config = DriftConfig(progress_bar=progress)
+    try:
+        tick = run_monitor(policy, config, drift_config, period, once=once)
+    except KeyboardInterrupt:
+        click.echo("monitor stopped")
+        return
+    click.echo(f"drift {tick.priority}: {tick.decision.to_text()}")
+    if tick.retrain:
+        click.echo(tick.retrain)
+    sys.exit(1 if tick.failed else 0)
 
 
 @main.command()

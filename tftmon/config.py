@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 from pydantic import (
@@ -24,7 +24,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tftmon.contract import (
     DEFAULT_FLEET_SIZE,
+    MEDIUM_DRIFT_WITHIN,
     MIN_RAW_INTERVAL,
+    MIN_TRAINING_HISTORY,
     MODEL_QUANTILES,
     PREDICTION_STEPS,
     QUANTILES,
@@ -59,6 +61,26 @@ def error_text(exc: ValidationError) -> str:
     """A validation error as one line, `field: problem` per error (nested fields dotted), for the CLI."""
     problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()]
     return f"invalid {exc.title}: {'; '.join(problems)}"
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_yaml(model: type[Model], path: Path, error: type[ValueError], shape: str) -> Model:
+    """A strict model from a YAML file (mapping, policy); every error names the file, then the key or `shape`
+    (what the file should look like), raised as the caller's own `error` type."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({exc}); {shape}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: {shape}")
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise error(f"{path}: {error_text(exc)}") from None
 
 
 class StrictConfig(BaseModel):
@@ -97,6 +119,8 @@ class Settings(BaseSettings):
     #: Where runs of our own experiment keep artifacts when the store is local.
     tftmon_artifact_root: Path = Path("mlartifacts")
     tftmon_experiment: str = "tftmon"
+    #: Where each `tftmon drift` check is a run, so drift over time is a chart in the MLflow UI.
+    tftmon_monitoring_experiment: str = "tftmon-monitoring"
     tftmon_model_name: str = "tftmon"
     tftmon_admin_token: str | None = None
 
@@ -340,6 +364,135 @@ class ServiceConfig(BaseSettings):
     torch_threads: int = Field(1, ge=1)
 
 
+IngestFormat = Literal["auto", "long", "wide", "series"]
+DuplicateRule = Literal["last", "mean", "error"]
+
+
+class IngestConfig(StrictConfig):
+    """How `tftmon ingest` turns real telemetry into a contract dataset; every fix-up is counted in its metadata."""
+
+    #: long (timestamp, server, metric, value), wide (a column per metric) or series (one file per server and
+    #: metric, `timestamp,value`); auto: from the columns of the first file.
+    format: IngestFormat = "auto"
+    #: A missing stretch of at most this long is interpolated linearly (and counted); a longer one splits the
+    #: series there (both parts kept, reported as segments). 0 interpolates nothing.
+    max_gap: timedelta = timedelta(minutes=15)
+    #: Two samples of one server, metric and timestamp: the later one in the input wins (a re-sent sample
+    #: corrects the first), their mean is taken, or the input is refused.
+    duplicates: DuplicateRule = "last"
+
+    @field_validator("max_gap", mode="before")
+    @classmethod
+    def _max_gap(cls, value: str | timedelta) -> timedelta:
+        gap = value if isinstance(value, timedelta) else pd.Timedelta(value).to_pytimedelta()
+        if gap < timedelta(0):
+            raise ValueError("max_gap must not be negative; use 0 to interpolate nothing")
+        steps(gap)  # a whole number of model steps, or a ValueError naming the step
+        return gap
+
+    @property
+    def max_gap_steps(self) -> int:
+        return steps(self.max_gap)
+
+
+class DriftConfig(StrictConfig):
+    """Parameters of one drift check (mirrors `tftmon drift`); its thresholds are contract facts (Fleet drift)."""
+
+    #: Recent telemetry: the last this many hours of the data (up to the newest sample) are compared with the
+    #: training data, per metric and profile.
+    recent_hours: float = Field(24.0, gt=0)
+    #: The training data to compare with; None = the dataset the Production model's training run recorded.
+    reference: Path | None = None
+    #: The reference: the last this many hours of the model's training period (a week: every weekday).
+    reference_hours: float = Field(168.0, gt=0)
+    #: Values drawn at most per metric, profile and side for the shift scores (keeps a 900-server check fast).
+    sample_size: int = Field(2000, ge=10)
+    seed: int = 0
+    #: Backtest the Production model on the end of the data (needs 2.5 days of it) against its logged MASE, as
+    #: the promotion gate scores it. Off by default: it loads torch and backtests 12 servers with the baselines,
+    #: tens of seconds on 2 busy cores against a few for the rest of the check (docs/BENCHMARKS.md).
+    forecast_error: bool = False
+    #: Seconds to wait for the service's /fleet and /status.
+    timeout_seconds: float = Field(30.0, gt=0)
+    #: Log the check as a run of the monitoring experiment (Settings.tftmon_monitoring_experiment).
+    track: bool = True
+    progress_bar: bool = True
+
+
+def parse_duration(value: str | float | timedelta) -> timedelta:
+    """'6h', '30d', '90min' (or seconds as a number) -> timedelta, for durations in YAML files and options."""
+    if isinstance(value, timedelta):
+        return value
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        return pd.Timedelta(value).to_pytimedelta()
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a duration; use e.g. 90min, 6h, 30d") from exc
+
+
+class RetrainConfig(StrictConfig):
+    """The retraining chain (mirrors `tftmon retrain`): collect -> validate -> train -> evaluate -> promote
+    -> reload -> verify, one parent MLflow run with a child run per step."""
+
+    #: The telemetry dataset to retrain on (a contract dataset, e.g. from `tftmon ingest`); None: simulate the
+    #: demo fleet as it is now (`simulation`, its period moved to end at the current time).
+    data: Path | None = None
+    simulation: SimulationConfig = DemoConfig().simulation
+    #: Where the simulated fleet and the collected training dataset are written.
+    out: Path = Path("data/retrain")
+    #: Active servers with less history than this are reported and left out of training (cold start).
+    min_history_hours: float = Field(MIN_TRAINING_HISTORY.total_seconds() / 3600, gt=0)
+    train: TrainConfig = DemoConfig().train
+    evaluation: EvaluationConfig = DemoConfig().evaluation
+    #: The running service to reload and verify (e.g. http://127.0.0.1:3000); None: registry only, and every
+    #: active server's forecast is verified in-process with the new Production model.
+    service_url: str | None = None
+    #: Bearer token of POST /admin/reload; None = TFTMON_ADMIN_TOKEN.
+    admin_token: SecretStr | None = None
+    #: Servers per verification /predict request (within the service's TFTMON_SERVICE_MAX_SERVERS_PER_REQUEST).
+    verify_batch_servers: int = Field(20, ge=1)
+    #: Seconds one reload may take (the service imports and smoke-tests the new version first).
+    reload_timeout_seconds: float = Field(300.0, gt=0)
+    #: Seconds one verification request may take.
+    verify_timeout_seconds: float = Field(120.0, gt=0)
+    #: Append-only log of retraining events, one JSON line each (also read by `tftmon monitor`).
+    event_log: Path = Path("logs/retrain-events.jsonl")
+    #: The lock file that keeps a second retrain from starting while one runs.
+    lock_file: Path = Path("logs/retrain.lock")
+
+    @property
+    def simulate(self) -> bool:
+        return self.data is None
+
+    @property
+    def min_history(self) -> timedelta:
+        return timedelta(hours=self.min_history_hours)
+
+
+class RetrainPolicy(StrictConfig):
+    """When `tftmon monitor` retrains: one YAML file (`--policy FILE`, example in configs/retrain-policy.yaml);
+    fields left out keep these defaults, an unknown field is an error. Durations: 90min, 6h, 30d."""
+
+    #: At least this long between two retrain attempts; failed attempts count, so a failing retrain never loops.
+    min_gap: timedelta = timedelta(hours=6)
+    #: At most this many retrain attempts in any 7 days.
+    max_per_week: int = Field(3, ge=1)
+    #: A Production model older than this is retrained whatever the drift (None: never forced by age).
+    max_model_age: timedelta | None = timedelta(days=30)
+    #: The daily maintenance window (UTC) a low-priority drift waits for: its start hour and length.
+    maintenance_start_hour: int = Field(2, ge=0, le=23)
+    maintenance_hours: float = Field(2.0, gt=0, le=24)
+    #: A medium-priority drift is retrained in a maintenance window if one starts within this long of its
+    #: detection, else at once; high priority: at once.
+    medium_within: timedelta = MEDIUM_DRIFT_WITHIN
+
+    @field_validator("min_gap", "max_model_age", "medium_within", mode="before")
+    @classmethod
+    def _durations(cls, value: str | float | timedelta | None) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
 #: The config behind each command, for `tftmon config --schema JOB`.
 JOB_CONFIGS: dict[str, type[BaseModel]] = {
     "generate": SimulationConfig,
@@ -347,4 +500,8 @@ JOB_CONFIGS: dict[str, type[BaseModel]] = {
     "evaluate": EvaluationConfig,
     "demo": DemoConfig,
     "serve": ServiceConfig,
+    "ingest": IngestConfig,
+    "drift": DriftConfig,
+    "retrain": RetrainConfig,
+    "monitor": RetrainPolicy,
 }

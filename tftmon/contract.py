@@ -62,7 +62,7 @@ class Column:
 
 
 def _pct(name: str, description: str) -> Column:
-    return Column(name, "float", "metric", "%", description, 0.0, 100.0, aggregation="mean")
+    return Column(name, "float", "metric", "%", description, 0.0, 100.0, required_telemetry=False, aggregation="mean")
 
 
 IDENTITY_COLUMNS: tuple[Column, ...] = (
@@ -104,8 +104,12 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     _pct("mem_used_pct", "Memory in use."),
     _pct("swap_used_pct", "Swap in use."),
     _pct("disk_usage_pct", "Disk space in use; a slow trend that fills."),
-    Column("net_in_mb_s", "float", "metric", "MB/s", "Network ingress.", 0.0, aggregation="mean"),
-    Column("net_out_mb_s", "float", "metric", "MB/s", "Network egress.", 0.0, aggregation="mean"),
+    Column(
+        "net_in_mb_s", "float", "metric", "MB/s", "Network ingress.", 0.0, required_telemetry=False, aggregation="mean"
+    ),
+    Column(
+        "net_out_mb_s", "float", "metric", "MB/s", "Network egress.", 0.0, required_telemetry=False, aggregation="mean"
+    ),
     Column(
         "back_close_wait",
         "int",
@@ -113,6 +117,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
         "connections",
         "TCP CLOSE_WAIT to back ends.",
         0.0,
+        required_telemetry=False,
         aggregation="max",
     ),
     Column(
@@ -122,9 +127,19 @@ METRIC_COLUMNS: tuple[Column, ...] = (
         "connections",
         "TCP CLOSE_WAIT from front ends.",
         0.0,
+        required_telemetry=False,
         aggregation="max",
     ),
-    Column("load_average", "float", "metric", "", "1-minute load average.", 0.0, aggregation="mean"),
+    Column(
+        "load_average",
+        "float",
+        "metric",
+        "",
+        "1-minute load average.",
+        0.0,
+        required_telemetry=False,
+        aggregation="mean",
+    ),
     Column(
         "uptime_days",
         "int",
@@ -133,6 +148,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
         "Days since reboot; resets on reboot/maintenance.",
         0.0,
         30.0,
+        required_telemetry=False,
         aggregation="last",
     ),
 )
@@ -152,12 +168,15 @@ STATE = "state"
 
 #: The CPU split that must add up to 100 % in every row, and the tolerance allowed.
 CPU_PARTS: tuple[str, ...] = ("cpu_user_pct", "cpu_sys_pct", "cpu_iowait_pct", "cpu_idle_pct")
+CPU_USER = "cpu_user_pct"
 CPU_IDLE = "cpu_idle_pct"
 CPU_IOWAIT = "cpu_iowait_pct"
 MEM_USED = "mem_used_pct"
 SWAP_USED = "swap_used_pct"
 DISK_USAGE = "disk_usage_pct"
 LOAD_AVERAGE = "load_average"
+NET_IN = "net_in_mb_s"
+NET_OUT = "net_out_mb_s"
 BACK_CLOSE_WAIT = "back_close_wait"
 FRONT_CLOSE_WAIT = "front_close_wait"
 CPU_SUM_TOLERANCE = 0.01
@@ -201,10 +220,25 @@ def timestamp_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
 
 
 def required_columns(suite: Literal["simulated", "telemetry"]) -> tuple[str, ...]:
-    """Columns a dataset must carry to pass the given suite."""
+    """Columns a dataset must carry to pass the given suite: every column for simulated data; for real
+    telemetry only the identity columns, plus at least MIN_METRICS of the metrics (`present_metrics`)."""
     if suite == "simulated":
         return tuple(c.name for c in COLUMNS if c.required_simulated)
     return tuple(c.name for c in COLUMNS if c.required_telemetry)
+
+
+def present_metrics(columns: Iterable[str]) -> tuple[str, ...]:
+    """The contract metrics among `columns`, in contract order: what a real fleet happens to report."""
+    given = set(columns)
+    return tuple(m for m in METRICS if m in given)
+
+
+#: Real telemetry carries any subset of the metrics, but at least this many: a dataset of identity
+#: columns alone has nothing to forecast. Rules across metrics (the CPU split's sum, java ≤ user + sys)
+#: apply only where every metric they name is present.
+MIN_METRICS = 1
+METRIC_PRESENT_RULE = f"a dataset must carry at least {MIN_METRICS} contract metric"
+METRIC_PRESENT_FIX = f"add a metric column named as the contract names it ({', '.join(METRICS[:3])}, …)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,6 +472,12 @@ HORIZON = "horizon"
 #: e.g. p2, p98) may follow; risk reads every quantile present.
 FORECAST_COLUMNS: tuple[str, ...] = (SERVER_NAME, PROFILE, ORIGIN, STEP, TIMESTAMP, METRIC, *QUANTILE_NAMES)
 
+#: Real telemetry in long format (tftmon ingest: long files, and Prometheus): one row per sample, with the
+#: hostname under SERVER, the contract metric's name under METRIC and its value, in the contract's unit.
+SERVER = "server"
+VALUE = "value"
+LONG_COLUMNS: tuple[str, ...] = (TIMESTAMP, SERVER, METRIC, VALUE)
+
 
 def quantile_columns(columns: Iterable[str]) -> dict[float, str]:
     """The forecast quantile columns among `columns`, by quantile level, ascending."""
@@ -447,3 +487,36 @@ def quantile_columns(columns: Iterable[str]) -> dict[float, str]:
         if match and 0 < float(match.group(1)) < 100:
             found[float(match.group(1)) / 100] = name
     return dict(sorted(found.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fleet drift: when the fleet the model knows and the fleet that reports have grown apart
+# ---------------------------------------------------------------------------------------------
+
+DriftPriority = Literal["none", "low", "medium", "high"]
+#: Priorities from least to most urgent; a drift check's exit code is the index (0 none ... 3 high).
+DRIFT_PRIORITIES: tuple[DriftPriority, ...] = ("none", "low", "medium", "high")
+#: Drift % = (new + retired servers) / servers known to the model. At least this % is the priority: low
+#: (retrain in the next maintenance window), medium (within 24 h); above DRIFT_HIGH_PCT it is high (now).
+DRIFT_LOW_PCT = 10.0
+DRIFT_MEDIUM_PCT = 20.0
+DRIFT_HIGH_PCT = 35.0
+UnknownRateLevel = Literal["fine", "warning", "critical"]
+#: Share of the service's predictions for servers the model never saw, over its rolling window: below
+#: UNKNOWN_RATE_WARNING fine, up to UNKNOWN_RATE_CRITICAL a warning, above it critical.
+UNKNOWN_RATE_WARNING = 0.05
+UNKNOWN_RATE_CRITICAL = 0.15
+#: A critical unknown-server rate raises a check's priority to at least this: that many cold-start forecasts
+#: are a fleet change whatever the drift % says (e.g. servers renamed, or a fleet the registry misreports).
+UNKNOWN_RATE_CRITICAL_PRIORITY: DriftPriority = "medium"
+#: A server silent this long (relative to the newest sample seen) is offline; then a retirement (sunset)
+#: candidate; then retired (sunset). A known server absent from the telemetry altogether counts as retired.
+OFFLINE_AFTER = timedelta(hours=24)
+SUNSET_CANDIDATE_AFTER = timedelta(days=7)
+SUNSET_AFTER = timedelta(days=30)
+#: Retraining collects at least this much history per active server; a shorter one is reported and left out
+#: of training, so the server is forecast by cold start (from its profile) until it has enough.
+MIN_TRAINING_HISTORY = timedelta(days=7)
+#: A medium-priority drift is retrained within this long of its detection (low: the next maintenance window;
+#: high: at once).
+MEDIUM_DRIFT_WITHIN = timedelta(hours=24)

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 METADATA_FILE = "metrics_metadata.json"
 MAPPING_FILE = "server_mapping.json"
+#: What a saved model knows of its training (servers, targets, calibration), next to its weights.
+TRAINING_INFO_FILE = "training_info.json"
 METRICS_FILE = "metrics.parquet"
 METRICS_DIR = "metrics"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from tftmon.contract import (
     BACK_CLOSE_WAIT,
     CPU_IDLE,
     CPU_IOWAIT,
+    CPU_USER,
     DISK_USAGE,
     FALLBACK_PROFILE,
     FORECAST_COLUMNS,
@@ -198,7 +200,12 @@ RISK_METRICS: tuple[RiskMetric, ...] = (
     RiskMetric(BACK_CLOSE_WAIT, "Back-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
     RiskMetric(FRONT_CLOSE_WAIT, "Front-end CLOSE_WAIT", "", 0.75, _CONNECTIONS, _WEB_CONNECTIONS),
 )  # fmt: skip
-RISK_METRICS_BY_KEY: dict[str, RiskMetric] = {r.key: r for r in RISK_METRICS}
+#: CPU used where a model does not forecast idle but forecasts user CPU (a fleet reporting one CPU figure,
+#: e.g. a CloudWatch CPUUtilization export named cpu_user_pct): user is a part of used (used = user + sys
+#: + iowait), so user reaching a CPU-used level means used reaches it too. Judged on CPU used's levels and
+#: weight, labelled as what it is; risk from it can be understated (sys and iowait unseen), never overstated.
+CPU_USER_RISK = RiskMetric(CPU_USER, "CPU user", " %", 0.85, RISK_METRICS[1].default, RISK_METRICS[1].by_profile)
+RISK_METRICS_BY_KEY: dict[str, RiskMetric] = {r.key: r for r in (*RISK_METRICS, CPU_USER_RISK)}
 
 
 def threshold_table() -> pd.DataFrame:
@@ -217,10 +224,34 @@ def _soonness(n_steps: int) -> np.ndarray:
     return np.interp(np.log(np.arange(1, n_steps + 1)), np.log(anchors), np.asarray(SOONNESS_AT_HORIZONS))
 
 
-_THRESHOLDS = np.array([[r.levels(p) for r in RISK_METRICS] for p in PROFILE_NAMES])  # [profile, metric, level]
-_WEIGHTS = np.array([r.weight for r in RISK_METRICS])
-_SOURCE_INDEX = np.array([METRICS.index(r.source) for r in RISK_METRICS])
-_COMPLEMENT = np.array([r.complement for r in RISK_METRICS])
+@dataclass(frozen=True)
+class _Plan:
+    """The risk metrics a forecast's metrics allow, as arrays: risk uses only what the model forecasts."""
+
+    metrics: tuple[RiskMetric, ...]
+    thresholds: np.ndarray  # [profile, risk metric, level]
+    weights: np.ndarray
+    source_index: np.ndarray  # position of each risk metric's source on the cube's metric axis
+    complement: np.ndarray
+
+
+@lru_cache(maxsize=32)
+def risk_plan(forecast_metrics: frozenset[str]) -> _Plan:
+    """The risk metrics whose source the forecast carries; CPU used from idle, else from user
+    (CPU_USER_RISK) when only user CPU is forecast. Profiles' levels of other metrics are not used."""
+    chosen: list[RiskMetric] = []
+    for r in RISK_METRICS:
+        if r.source in forecast_metrics:
+            chosen.append(r)
+        elif r.complement and CPU_USER in forecast_metrics:
+            chosen.append(CPU_USER_RISK)
+    return _Plan(
+        metrics=tuple(chosen),
+        thresholds=np.array([[r.levels(p) for r in chosen] for p in PROFILE_NAMES]).reshape(len(PROFILE_NAMES), -1, 3),
+        weights=np.array([r.weight for r in chosen], dtype=float),
+        source_index=np.array([METRICS.index(r.source) for r in chosen], dtype=np.int64),
+        complement=np.array([r.complement for r in chosen], dtype=bool),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +300,9 @@ ALERT_THRESHOLD_KEY = "alert_threshold"
 _CHUNK = 1024
 
 
-def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Tidy forecast -> (one row per server×origin, quantile levels, values [quantile, group, metric, step]).
+def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, frozenset[str]]:
+    """Tidy forecast -> (one row per server×origin, quantile levels, values [quantile, group, metric, step],
+    the contract metrics the forecast carries).
 
     Every quantile column present is used (contract.quantile_columns). The step axis ends at the longest
     step present, so short forecasts (the next hour, one step) score in proportion to their length.
@@ -303,7 +335,8 @@ def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]
     cell = np.where(ok, (group * len(METRICS) + metric) * n_steps + step - 1, n_cells)
     by_cell = np.full((n_cells + 1, len(columns)), np.nan)
     by_cell[cell] = _ascending(forecast[list(columns.values())].to_numpy(dtype=float))
-    return keys, np.array(list(columns)), by_cell[:-1].T.reshape(len(columns), len(keys), len(METRICS), n_steps)
+    cube = by_cell[:-1].T.reshape(len(columns), len(keys), len(METRICS), n_steps)
+    return keys, np.array(list(columns)), cube, frozenset(m for m in metric_names if m in METRICS)
 
 
 def _ascending(values: np.ndarray) -> np.ndarray:
@@ -351,20 +384,20 @@ def _profile_codes(profiles: pd.Series) -> np.ndarray:
     return np.where(codes < 0, PROFILE_NAMES.index(FALLBACK_PROFILE), codes)
 
 
-def _risk_values(cube: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _risk_values(cube: np.ndarray, levels: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     """Risk-metric forecasts [quantile, group, risk metric, step] ascending, and each one's levels
     [risk metric, quantile]: CPU used = 100 - idle, so its quantiles are idle's reversed (p10 = 100 - p90)."""
-    values = cube[:, :, _SOURCE_INDEX, :].copy()
-    values[:, :, _COMPLEMENT, :] = 100.0 - values[::-1][:, :, _COMPLEMENT, :]
-    per_metric = np.where(_COMPLEMENT[:, None], 1.0 - levels[::-1][None, :], levels[None, :])
+    values = cube[:, :, plan.source_index, :].copy()
+    values[:, :, plan.complement, :] = 100.0 - values[::-1][:, :, plan.complement, :]
+    per_metric = np.where(plan.complement[:, None], 1.0 - levels[::-1][None, :], levels[None, :])
     return values, per_metric
 
 
 def _metric_risk_chunk(
-    keys: pd.DataFrame, levels: np.ndarray, cube: np.ndarray, calibration: AlertCalibration
+    keys: pd.DataFrame, levels: np.ndarray, cube: np.ndarray, calibration: AlertCalibration, plan: _Plan
 ) -> dict[str, np.ndarray]:
-    values, metric_levels = _risk_values(cube, levels)  # [q, g, r, s], [r, q]
-    thresholds = _THRESHOLDS[_profile_codes(keys[PROFILE])]  # [g, r, level]
+    values, metric_levels = _risk_values(cube, levels, plan)  # [q, g, r, s], [r, q]
+    thresholds = plan.thresholds[_profile_codes(keys[PROFILE])]  # [g, r, level]
     n_q, n_g, n_r, n_s = values.shape
     # Every risk metric and level in one call, [level, g, r, s]: steps innermost, where numpy's loops are long.
     by_level = exceedance(
@@ -376,7 +409,7 @@ def _metric_risk_chunk(
     best = flat.argmax(axis=-1)  # first (soonest, then lowest level) of the highest scores
     step_idx, level_idx = np.divmod(best, len(LEVEL_NAMES))
     g_idx, r_idx = np.indices(best.shape)
-    raw = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0] * _WEIGHTS
+    raw = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0] * plan.weights
     p = prob[g_idx, r_idx, step_idx, level_idx]
     crossed = p > 0
     threshold = thresholds[g_idx, r_idx, level_idx]
@@ -408,18 +441,19 @@ def metric_risk(forecast: pd.DataFrame, calibration: AlertCalibration | None = N
     `value`/`threshold` are NaN, `level` empty and `step` 0 when no level can be reached.
     """
     calibration = calibration or AlertCalibration()
-    keys, levels, cube = _cube(forecast)
+    keys, levels, cube, forecast_metrics = _cube(forecast)
+    plan = risk_plan(forecast_metrics)
     parts = [
-        _metric_risk_chunk(keys.iloc[a : a + _CHUNK], levels, cube[:, a : a + _CHUNK], calibration)
+        _metric_risk_chunk(keys.iloc[a : a + _CHUNK], levels, cube[:, a : a + _CHUNK], calibration, plan)
         for a in range(0, len(keys), _CHUNK)
-    ]
-    n_r = len(RISK_METRICS)
+    ] if plan.metrics else []  # fmt: skip
+    n_r = len(plan.metrics)
     out = pd.DataFrame(
         {
             SERVER_NAME: np.repeat(keys[SERVER_NAME].to_numpy(), n_r),
             PROFILE: np.repeat(keys[PROFILE].to_numpy(), n_r),
             ORIGIN: np.repeat(keys[ORIGIN].to_numpy(), n_r),
-            "risk_metric": np.tile(np.array([r.key for r in RISK_METRICS], dtype=object), len(keys)),
+            "risk_metric": np.tile(np.array([r.key for r in plan.metrics], dtype=object), len(keys)),
             **{name: np.concatenate([part[name].ravel() for part in parts]) for name in parts[0]},
         }
         if parts
@@ -445,18 +479,20 @@ def reasons(per_metric: pd.DataFrame) -> pd.Series:
     E.g. "I/O wait ≥ 30 % (critical for web_api) in 40 min: 64 % likely, p50 34 %".
     """
     key = per_metric["risk_metric"]
-    unit = key.map({r.key: r.unit for r in RISK_METRICS})
+    unit = key.map({k: r.unit for k, r in RISK_METRICS_BY_KEY.items()})
+    label = key.map({k: r.label for k, r in RISK_METRICS_BY_KEY.items()})
     when = per_metric["minutes_ahead"].map({m: _when(m) for m in per_metric["minutes_ahead"].unique()})
     value = per_metric["value"].round().astype("Int64").astype(str)
     threshold = per_metric["threshold"].map(lambda t: f"{t:g}")
     likely = (per_metric["probability"] * 100).round().astype("Int64").astype(str)
     return (
-        key.map({r.key: r.label for r in RISK_METRICS}) + " ≥ " + threshold + unit + " (" + per_metric["level"]
+        label + " ≥ " + threshold + unit + " (" + per_metric["level"]
         + " for " + per_metric[PROFILE] + ") in " + when + ": " + likely + " % likely, p50 " + value + unit
     )  # fmt: skip
 
 
 NO_RISK_REASON = "No metric is forecast to reach an elevated level in the next 8 h"
+NO_RISK_METRIC_REASON = "Not judged: the model forecasts none of the metrics risk is judged on"
 
 
 def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None, drivers: int = 3) -> pd.DataFrame:
@@ -468,12 +504,17 @@ def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None
     are not healthy-with-no-crossing, so scoring a large healthy fleet stays cheap.
     """
     per_metric = metric_risk(forecast, calibration)
+    judged = len(per_metric) > 0 or len(forecast) == 0
+    if not judged:  # the model forecasts no metric risk is judged on: every server healthy, and said why
+        keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].drop_duplicates([SERVER_NAME, ORIGIN])
+        per_metric = keys.assign(risk_metric=None, raw=0.0, risk=0.0, probability=0.0, value=np.nan, quantile="",
+                                 **{STEP: 0, "minutes_ahead": 0}, level="", threshold=np.nan)  # fmt: skip
     per_metric = per_metric.sort_values([SERVER_NAME, ORIGIN, "risk"], ascending=[True, True, False], kind="stable")
     top = per_metric.groupby([SERVER_NAME, ORIGIN], sort=False).head(1).reset_index(drop=True)
     top = top.rename(columns={"risk_metric": METRIC})
     top["severity"] = severity_of(top["risk"].to_numpy())
     top["colour"] = top["severity"].map(lambda s: SEVERITY_COLOURS[Severity(s)])
-    top["reason"] = NO_RISK_REASON
+    top["reason"] = NO_RISK_REASON if judged else NO_RISK_METRIC_REASON
     crossed = top[STEP] > 0
     if crossed.any():
         top.loc[crossed, "reason"] = reasons(top.loc[crossed].rename(columns={METRIC: "risk_metric"}))

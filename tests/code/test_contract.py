@@ -27,7 +27,10 @@ def test_every_metric_has_an_aggregation_and_fourteen_metrics() -> None:
 def test_state_is_never_required_in_telemetry() -> None:
     assert c.STATE in c.required_columns("simulated")
     assert c.STATE not in c.required_columns("telemetry")
-    assert set(c.METRICS) <= set(c.required_columns("telemetry"))
+    assert set(c.METRICS) <= set(c.required_columns("simulated"))
+    # real telemetry must carry identity columns and at least one metric, not every metric
+    assert c.required_columns("telemetry") == (c.TIMESTAMP, c.SERVER_NAME)
+    assert c.present_metrics(["mem_used_pct", c.TIMESTAMP, "cpu_user_pct"]) == ("cpu_user_pct", "mem_used_pct")
 
 
 def test_default_fleet_matches_the_brief() -> None:

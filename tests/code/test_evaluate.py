@@ -318,6 +318,9 @@ def test_plots_write_small_non_empty_pngs(backtest, results, tmp_path) -> None:
         assert 1_000 < len(data) < 500_000
     fan = plot_fan(tft, frame, [("ppweb001", c.CPU_IDLE)])
     assert "CPU used" in fan.axes[0].get_title()
+    # A model of none of the preferred metrics (real telemetry, CPU user only) gets fan charts of its own.
+    only_user = tft[tft[c.METRIC] == USER]
+    assert write_plots(res, only_user, frame, tmp_path / "user", servers=1)[-1].name == "fan_ppdb001.png"
     assert save_figure(plot_mase_by_horizon(res.aggregate), tmp_path / "bars.png").stat().st_size > 0
 
 

@@ -274,3 +274,37 @@ def test_committed_expectations_match_the_contract(kind: str) -> None:
     assert committed.read_text() == suite_json(kind), (
         f"{committed} differs from the contract: regenerate with `tftmon contract --expectations`"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Real telemetry carries the metrics it has
+# ---------------------------------------------------------------------------------------------
+
+IDENTITY = [TIMESTAMP, SERVER_NAME, SERVER_ID, "profile"]
+
+
+@pytest.mark.parametrize("metrics", [["cpu_user_pct"], ["cpu_user_pct", "mem_used_pct"]], ids=["cpu", "cpu+memory"])
+def test_telemetry_with_some_metrics_passes_strict_validation(
+    make_frame: Callable, write: Writer, metrics: list[str]
+) -> None:
+    subset = make_frame(state=False)[IDENTITY + metrics]
+    report = validate_path(write(subset), strict=True)
+    assert report.success and report.suite == "telemetry", report.to_text()
+    # the metric present is still checked against the contract
+    subset.loc[3, metrics[-1]] = 130.0
+    assert only_failure(validate_frame(subset, strict=True), "range").columns == (metrics[-1],)
+
+
+def test_cpu_sum_rule_applies_only_when_all_four_parts_are_present(make_frame: Callable) -> None:
+    telemetry = make_frame(state=False)
+    telemetry.loc[6, CPU_IDLE] += 40.0
+    assert only_failure(validate_frame(telemetry), "cpu_sum").columns == CPU_PARTS
+    three = telemetry.drop(columns=[CPU_PARTS[1], JAVA_CPU])  # user + iowait + idle need not add up to anything
+    assert validate_frame(three, strict=True).success, validate_frame(three).to_text()
+
+
+def test_no_metric_at_all_is_one_clear_finding(make_frame: Callable) -> None:
+    report = validate_frame(make_frame(state=False)[IDENTITY], strict=True)
+    failure = only_failure(report, "has_metric")
+    assert report.failures == [failure]
+    assert "at least 1 contract metric" in failure.message and "cpu_user_pct" in failure.message

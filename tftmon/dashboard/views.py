@@ -16,6 +16,7 @@ import pandas as pd
 from tftmon.contract import CPU_IDLE, PROFILE_NAMES, QUANTILE_NAMES, STEP_MINUTES
 from tftmon.risk import (
     CPU_USED,
+    CPU_USER_RISK,
     LEVEL_NAMES,
     RISK_METRICS,
     RISK_METRICS_BY_KEY,
@@ -187,13 +188,28 @@ def heatmap_grid(table: pd.DataFrame, selected: str | None = None, columns: int 
 
 def driver_keys(record: dict[str, Any], limit: int = 2) -> list[str]:
     """The risk metrics behind a server's risk, worst first: its driving metric, then those its drivers
-    (risk's own sentences, each starting with the metric's label) name; two quiet ones when none crosses."""
+    (risk's own sentences, each starting with the metric's label) name; two quiet ones when none crosses,
+    among the metrics the record's model forecasts (a model of some metrics has no fan for the others)."""
     keys = [record["metric"]] if record.get("metric") in RISK_METRICS_BY_KEY else []
     for driver in record.get("drivers") or []:
-        for risk_metric in RISK_METRICS:
+        for risk_metric in RISK_METRICS_BY_KEY.values():
             if driver.startswith(f"{risk_metric.label} ≥") and risk_metric.key not in keys:
                 keys.append(risk_metric.key)
-    return (keys or list(QUIET_METRICS))[:limit]
+    return (keys or _quiet_keys(record))[:limit]
+
+
+def _quiet_keys(record: dict[str, Any]) -> list[str]:
+    """QUIET_METRICS where the model forecasts them, else the risk metrics it does forecast."""
+    forecast = {m for by_metric in (record.get("horizons") or {}).values() for m in by_metric}
+    if not forecast:
+        return list(QUIET_METRICS)
+    # CPU user stands in for CPU used only where idle is not forecast, as risk judges it (risk.CPU_USER_RISK).
+    judged = [
+        k
+        for k, r in RISK_METRICS_BY_KEY.items()
+        if r.source in forecast and (r is not CPU_USER_RISK or CPU_IDLE not in forecast)
+    ]
+    return [k for k in QUIET_METRICS if k in judged] or judged or list(QUIET_METRICS)
 
 
 @dataclass(frozen=True)

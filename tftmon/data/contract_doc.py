@@ -17,6 +17,13 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _telemetry(col: c.Column) -> str:
+    """Real telemetry carries the metrics it has (at least one); other optional columns are derived."""
+    if col.required_telemetry:
+        return "yes"
+    return "if present" if col.role == "metric" else "no"
+
+
 def render_markdown() -> str:
     """The whole contract as Markdown; a test compares it with the committed docs/DATA_CONTRACT.md."""
     lines = [
@@ -34,14 +41,17 @@ def render_markdown() -> str:
     for col in c.COLUMNS:
         lines.append(
             f"| `{col.name}` | {col.type} | `{col.pandas_dtype}` | {col.role} | {col.unit} | {_range(col)} "
-            f"| {_yes(col.required_simulated)} | {_yes(col.required_telemetry)} | {col.aggregation or ''} "
+            f"| {_yes(col.required_simulated)} | {_telemetry(col)} | {col.aggregation or ''} "
             f"| {col.description} |"
         )
     lines += [
         "",
-        "Required columns: `simulated` for data from `tftmon generate`, `telemetry` for real fleets.",
+        "Required columns: `simulated` for data from `tftmon generate`, `telemetry` for real fleets. Real "
+        f"telemetry carries the metrics it has: {c.METRIC_PRESENT_RULE}; each metric present is checked, "
+        "and a rule across metrics only where all the metrics it names are present.",
         f"Row invariants: {' + '.join(f'`{p}`' for p in c.CPU_PARTS)} = 100 "
-        f"(± {c.CPU_SUM_TOLERANCE}); `{c.JAVA_CPU}` ≤ {' + '.join(f'`{p}`' for p in c.JAVA_CPU_BOUND)}; "
+        f"(± {c.CPU_SUM_TOLERANCE}, when all four are present); `{c.JAVA_CPU}` ≤ "
+        f"{' + '.join(f'`{p}`' for p in c.JAVA_CPU_BOUND)} (when all three are present); "
         f"(`{c.SERVER_NAME}`, `{c.TIMESTAMP}`) unique and timestamps strictly increasing per server; "
         "`server_id` = first 16 hex digits of SHA-256 of the lower-cased hostname; no nulls.",
         f"`{c.STATE}` is simulator ground truth and never a model input.",

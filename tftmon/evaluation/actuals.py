@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 
 from tftmon.contract import (
-    METRICS,
     MODEL_STEP,
     ORIGIN,
     PREDICTION_STEPS,
     PROFILE,
     SERVER_NAME,
     TIMESTAMP,
+    present_metrics,
     to_utc,
 )
 
@@ -23,7 +23,8 @@ class Actuals:
     """Actual metrics keyed by (server, integer step since the first timestamp), looked up in bulk.
 
     A sorted key array and searchsorted instead of a dense server×time grid: the fleet may hold servers
-    with very different spans, and missing bins must stay missing (NaN), never be filled.
+    with very different spans, and missing bins must stay missing (NaN), never be filled. The metric axis
+    holds the metrics the frame has (`metrics`, contract order): real telemetry carries a subset.
     """
 
     def __init__(self, actuals: pd.DataFrame) -> None:
@@ -35,12 +36,17 @@ class Actuals:
         keys = code.astype(np.int64) * self.span + tidx
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
-        self.values = actuals[list(METRICS)].to_numpy(dtype=float)[order]
+        self.metrics = present_metrics(actuals.columns)
+        self.values = actuals[list(self.metrics)].to_numpy(dtype=float)[order]
         self.profiles = actuals.groupby(SERVER_NAME)[PROFILE].first().reindex(self.servers).to_numpy()
 
     def index_of(self, timestamps: pd.Series | pd.DatetimeIndex) -> np.ndarray:
         delta = (pd.DatetimeIndex(timestamps) - self.t0) / pd.Timedelta(MODEL_STEP)
         return np.round(np.asarray(delta, dtype=float)).astype(np.int64)
+
+    def metric_codes(self, metrics: pd.Series) -> np.ndarray:
+        """Position of each metric on the metric axis; -1 where the actuals do not have it."""
+        return np.asarray(pd.Categorical(metrics, categories=self.metrics).codes)
 
     def code_of(self, servers: pd.Series | np.ndarray) -> np.ndarray:
         return self.servers.get_indexer(pd.Index(servers))

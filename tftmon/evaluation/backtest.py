@@ -120,7 +120,7 @@ def fit_band_scale(predictions: pd.DataFrame, actuals: pd.DataFrame) -> dict[str
     """
     lo, mid, hi = QUANTILE_NAMES
     act = Actuals(actuals)
-    metric = pd.Categorical(predictions[METRIC], categories=METRICS).codes
+    metric = act.metric_codes(predictions[METRIC])
     values = act.get(act.code_of(predictions[SERVER_NAME]), act.index_of(predictions[TIMESTAMP]))
     y = values[np.arange(len(predictions)), np.maximum(metric, 0)]
     p10, p50, p90 = (predictions[name].to_numpy(dtype=float) for name in (lo, mid, hi))
@@ -260,6 +260,15 @@ class EvaluationResults:
         """The model's own incident scores."""
         return None if self.warnings is None else self.warnings.scores[self.model]
 
+    @property
+    def incidents_skipped(self) -> str | None:
+        """Why there are no incident scores (data without the simulator's labels), or None when scored."""
+        return None if self.warnings is not None else NO_INCIDENT_LABELS
+
+
+#: What an evaluation says instead of incident scores when the data has no `state` (real telemetry).
+NO_INCIDENT_LABELS = f"not measured: the data has no {STATE} column (real telemetry carries no incident labels)"
+
 
 def evaluate(
     forecast: pd.DataFrame,
@@ -275,13 +284,17 @@ def evaluate(
     early warning side by side with the baselines and the oracle.
 
     `calibration`: the model's fitted alert threshold (default: the uncalibrated scale). Incident scores
-    need the simulator's `state` column in `actuals`; without it they are skipped.
+    need the simulator's `state` column in `actuals`; without it (real telemetry) they are skipped and the
+    summary says so. Accuracy covers the forecast's metrics, for the model and the baselines alike.
     """
     cfg = config or EvaluationConfig()
     missing = set(FORECAST_COLUMNS) - set(forecast.columns)
     if missing:
         raise ValueError(f"forecast lacks columns {sorted(missing)}")
     start = to_utc(holdout_start)
+    # The baselines forecast the model's metrics, no more, so means over metrics compare like with like.
+    forecast_metrics = set(forecast[METRIC].unique())
+    actuals = actuals.drop(columns=[m for m in METRICS if m in actuals.columns and m not in forecast_metrics])
     at = forecast[[SERVER_NAME, ORIGIN]].drop_duplicates()
     others = baselines(actuals, at, holdout_start=start, config=cfg, oracle=STATE in actuals)
     accuracy = {model: forecast, **{name: fc for name, fc in others.items() if name in BASELINES}}

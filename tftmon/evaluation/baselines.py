@@ -13,7 +13,6 @@ from tftmon.config import EvaluationConfig
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     METRIC,
-    METRICS,
     MODEL_STEP,
     ORIGIN,
     PREDICTION_STEPS,
@@ -33,8 +32,13 @@ LINEAR_DRIFT = "linear_drift"
 BASELINES: tuple[str, ...] = (LAST_VALUE, SEASONAL_NAIVE, LINEAR_DRIFT)
 #: Actuals as forecasts: not a baseline but the ceiling, scored beside them.
 ORACLE = "oracle"
-_LOWER = np.array([COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None else -np.inf for m in METRICS])
-_UPPER = np.array([COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in METRICS])
+
+
+def _clip(values: np.ndarray, metrics: tuple[str, ...]) -> np.ndarray:
+    """Values [..., metric] clipped to each metric's contract range."""
+    lower = [COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None else -np.inf for m in metrics]
+    upper = [COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in metrics]
+    return np.clip(values, np.array(lower, dtype=float), np.array(upper, dtype=float))
 
 
 def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: str, cfg: EvaluationConfig) -> np.ndarray:
@@ -60,11 +64,11 @@ def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: st
         pred = ym[:, None, :] + slope[:, None, :] * (horizon[None, :, None] - xm[:, None, :])
     else:
         raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
-    return np.clip(pred, _LOWER, _UPPER)
+    return _clip(pred, act.metrics)
 
 
-def _tidy(keys: pd.DataFrame, quantiles: np.ndarray) -> pd.DataFrame:
-    """[origin, step, metric, quantile] -> the tidy forecast format."""
+def _tidy(keys: pd.DataFrame, quantiles: np.ndarray, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """[origin, step, metric, quantile] -> the tidy forecast format (the actuals' metrics)."""
     n, s, m = quantiles.shape[:3]
     origin = np.repeat(keys[ORIGIN].to_numpy(), m * s)
     step = np.tile(np.arange(1, s + 1), n * m)
@@ -75,7 +79,7 @@ def _tidy(keys: pd.DataFrame, quantiles: np.ndarray) -> pd.DataFrame:
             ORIGIN: origin,
             STEP: step,
             TIMESTAMP: pd.DatetimeIndex(origin) + pd.to_timedelta(step * MODEL_STEP),
-            METRIC: np.tile(np.repeat(np.asarray(METRICS, dtype=object), s), n),
+            METRIC: np.tile(np.repeat(np.asarray(metrics, dtype=object), s), n),
         }
     )
     flat = quantiles.transpose(0, 2, 1, 3).reshape(n * m * s, -1)
@@ -108,8 +112,8 @@ def baseline_forecast(
     lo = hi = np.full_like(p50, np.nan)
     if calibration is not None and len(calibration):
         lo, hi = _residual_band(act, calibration, method, cfg, keys[PROFILE].to_numpy())
-    quantiles = np.stack([np.clip(p50 + lo, _LOWER, _UPPER), p50, np.clip(p50 + hi, _LOWER, _UPPER)], axis=-1)
-    return _tidy(keys, quantiles)
+    quantiles = np.stack([_clip(p50 + lo, act.metrics), p50, _clip(p50 + hi, act.metrics)], axis=-1)
+    return _tidy(keys, quantiles, act.metrics)
 
 
 def _residual_band(
@@ -144,7 +148,7 @@ def oracle_forecast(actuals: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
     code = act.code_of(keys[SERVER_NAME])
     keys[PROFILE] = np.where(code >= 0, act.profiles[np.maximum(code, 0)], keys[SERVER_NAME].map(profile_of))
     future = act.get(code[:, None], act.index_of(keys[ORIGIN])[:, None] + np.arange(1, PREDICTION_STEPS + 1))
-    return _tidy(keys, np.repeat(future[..., None], len(QUANTILE_NAMES), axis=-1))
+    return _tidy(keys, np.repeat(future[..., None], len(QUANTILE_NAMES), axis=-1), act.metrics)
 
 
 def baselines(

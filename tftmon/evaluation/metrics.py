@@ -12,7 +12,6 @@ from tftmon.contract import (
     HORIZON,
     HORIZONS,
     METRIC,
-    METRICS,
     PROFILE,
     QUANTILE_NAMES,
     QUANTILES,
@@ -47,11 +46,12 @@ def seasonal_scale(actuals: pd.DataFrame, holdout_start: pd.Timestamp | str, per
     train = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
     code = act.code_of(train[SERVER_NAME])
     tidx = act.index_of(train[TIMESTAMP])
-    y = train[list(METRICS)].to_numpy(dtype=float)
+    metrics = list(act.metrics)
+    y = train[metrics].to_numpy(dtype=float)
     err = np.abs(y - act.get(code, tidx - period))
-    wide = pd.DataFrame(err, columns=list(METRICS)).groupby(code).mean()
+    wide = pd.DataFrame(err, columns=metrics).groupby(code).mean()
     # Float noise on an exactly periodic series is not a scale: below 1e-9 of the level counts as zero.
-    level = pd.DataFrame(np.abs(y), columns=list(METRICS)).groupby(code).mean()
+    level = pd.DataFrame(np.abs(y), columns=metrics).groupby(code).mean()
     wide = wide.where(wide > 1e-9 * np.maximum(level, 1.0), 0.0)
     wide = wide.reindex(np.arange(len(act.servers)))
     wide.index = act.servers
@@ -97,7 +97,7 @@ def score_rows(forecast: pd.DataFrame, actuals: pd.DataFrame, scale: pd.DataFram
     """
     rows = _horizon_rows(forecast, mode)
     act = Actuals(actuals)
-    metric = pd.Categorical(rows[METRIC], categories=METRICS).codes
+    metric = act.metric_codes(rows[METRIC])
     values = act.get(act.code_of(rows[SERVER_NAME]), act.index_of(rows[TIMESTAMP]))
     y = values[np.arange(len(rows)), np.maximum(metric, 0)]
     rows["actual"] = np.where(metric >= 0, y, np.nan)

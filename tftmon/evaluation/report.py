@@ -140,7 +140,9 @@ def write_plots(
     if results.warnings is not None:
         fig = plot_warning_curves(results.warnings.curves, results.warnings.table, results.config.target_false_alarms)
         paths.append(save_figure(fig, out_dir / "recall_vs_false_alarms.png"))
-    chosen = [m for m in metrics if m in set(forecast[METRIC])]
+    forecast_metrics = list(dict.fromkeys(forecast[METRIC]))
+    # A model of other metrics than the preferred ones (real telemetry) still gets fan charts of its own.
+    chosen = [m for m in metrics if m in forecast_metrics] or forecast_metrics[: len(metrics)]
     for server in sorted(forecast[SERVER_NAME].unique())[:servers]:
         fig = plot_fan(forecast, actuals, [(server, m) for m in chosen])
         paths.append(save_figure(fig, out_dir / f"fan_{server}.png"))
@@ -200,7 +202,7 @@ def _target_lines(results: EvaluationResults) -> list[str]:
             f"{_fmt(inc.recall - cfg.target_recall)} recall margin |"
         )
     else:
-        lines.append("| incident recall | not measured (no state column) | – | – |")
+        lines.append(f"| incident recall | {results.incidents_skipped} | – | – |")
     return lines
 
 

@@ -11,7 +11,7 @@ missing time steps, so pytorch-forecasting repeats the last observation across a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,7 @@ from tftmon.contract import (
     SERVER_NAME,
     STEP_NS,
     TIMESTAMP,
+    present_metrics,
     profile_of,
     to_utc,
 )
@@ -112,10 +113,13 @@ def add_time_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def resolve_targets(targets: Sequence[str] | None) -> list[str]:
-    """All contract metrics by default, or a validated subset in contract order."""
+def resolve_targets(targets: Sequence[str] | None, columns: Iterable[str] = METRICS) -> list[str]:
+    """The metrics the data has (`columns`) by default, or a validated subset in contract order."""
     if targets is None:
-        return list(METRICS)
+        present = list(present_metrics(columns))
+        if not present:
+            raise ValueError(f"the data has no contract metric to forecast; name its columns as {list(METRICS)}")
+        return present
     unknown = [t for t in targets if t not in METRICS]
     if unknown or not targets:
         raise ValueError(f"targets {unknown or '[]'} are not contract metrics; choose from {list(METRICS)}")
@@ -155,10 +159,11 @@ def training_dataset(
     contract profile so the encoder does not depend on which profiles a training set happens to hold.
     """
     targets = list(targets)
+    # One target is pytorch-forecasting's single-target dataset: its TFT cannot take a list of one.
     return TimeSeriesDataSet(
         frame,
         time_idx=TIME_IDX,
-        target=targets,
+        target=targets if len(targets) > 1 else targets[0],
         group_ids=[SERVER_ID],
         max_encoder_length=encoder_steps,
         min_encoder_length=encoder_steps,
@@ -167,7 +172,9 @@ def training_dataset(
         static_categoricals=[PROFILE],
         time_varying_known_reals=list(KNOWN_REALS),
         time_varying_unknown_reals=targets,
-        target_normalizer=MultiNormalizer([EncoderNormalizer() for _ in targets]),
+        target_normalizer=MultiNormalizer([EncoderNormalizer() for _ in targets])
+        if len(targets) > 1
+        else EncoderNormalizer(),
         categorical_encoders={
             PROFILE: NaNLabelEncoder(add_nan=True).fit(pd.Series(PROFILE_NAMES)),
             SERVER_ID: NaNLabelEncoder(add_nan=True),
@@ -321,6 +328,7 @@ def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) 
     rows = _window_rows(dataset, index, dataset.max_encoder_length + dataset.max_prediction_length)
     layout = _Layout(
         reals=dataset.reals,
+        multi_target=dataset.multi_target,
         target_names=dataset.target_names,
         target_normalizers=dataset.target_normalizers,
         scale_real=dataset.transform_values,
@@ -380,6 +388,8 @@ class _Layout:
     """What batching reads from a dataset besides its tensors: the inputs' order, normalisers, lengths."""
 
     reals: list[str]
+    #: Whether targets travel as lists (several) or as single tensors (one), as the network expects.
+    multi_target: bool
     target_names: list[str]
     target_normalizers: list[Any]
     scale_real: Callable[[str, Any], np.ndarray]
@@ -420,6 +430,7 @@ class _Layout:
             known.append("relative_time_idx")
         layout = cls(
             reals=[*static, *known, *unknown],
+            multi_target=isinstance(target, list | tuple),
             target_names=names,
             target_normalizers=normalizer.normalizers if isinstance(normalizer, MultiNormalizer) else [normalizer],
             scale_real=scale_real,
@@ -477,19 +488,29 @@ def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor) -> dict[st
                 cont[..., reals.index(f"{name}_{part}")] = torch.as_tensor(scaled, dtype=cont.dtype)[:, None]
         target_scale.append(scale)
     lengths = torch.full((len(starts),), encoder, dtype=torch.long)
+
+    def shaped(per_target: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
+        """A list per target, or the one tensor of a single-target dataset (as its loader collates it)."""
+        return per_target if layout.multi_target else per_target[0]
+
     return {
         "encoder_cat": cat[:, :encoder],
         "encoder_cont": cont[:, :encoder],
-        "encoder_target": [target[:, :encoder] for target in targets],
+        "encoder_target": shaped([target[:, :encoder] for target in targets]),
         "encoder_lengths": lengths,
         "decoder_cat": cat[:, encoder:],
         "decoder_cont": cont[:, encoder:],
-        "decoder_target": [target[:, encoder:] for target in targets],
+        "decoder_target": shaped([target[:, encoder:] for target in targets]),
         "decoder_lengths": torch.full_like(lengths, decoder),
         "decoder_time_idx": (data["time"][starts] + encoder)[:, None] + torch.arange(decoder),
         "groups": data["groups"][starts],
-        "target_scale": target_scale,
+        "target_scale": shaped(target_scale),
     }
+
+
+def per_target(output: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+    """A network output as one tensor per target, whether the network has several targets or one."""
+    return list(output) if isinstance(output, list | tuple) else [output]
 
 
 def _window_rows(dataset: TimeSeriesDataSet, index: pd.DataFrame, length: int) -> torch.Tensor:

@@ -38,13 +38,19 @@ from tftmon.contract import (
     quantile_name,
 )
 from tftmon.encoding import ServerMapping
-from tftmon.io import MAPPING_FILE, atomic_directory, read_json, write_bytes_atomic, write_json_atomic
+from tftmon.io import (
+    MAPPING_FILE,
+    TRAINING_INFO_FILE,
+    atomic_directory,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from tftmon.model import features
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset_parameters.json"
-INFO_FILE = "training_info.json"
 
 
 @dataclass
@@ -60,11 +66,18 @@ class ForecastModel:
 def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFusionTransformer:
     """The TFT for a dataset: one QuantileLoss (the config's quantiles) per target.
 
+    One target is pytorch-forecasting's plain single-target network (its TFT reads a MultiLoss of one as
+    a single target and breaks on it), with the same quantile loss; `forecast` reads both the same way.
     No logging metrics: pytorch-forecasting would compute and log five per target on every training step
     (70 with 14 targets), and nothing reads them; accuracy is the evaluation's job.
     """
-    weights = config.loss_weights or [1.0] * len(config.targets)
-    loss = MultiLoss([QuantileLoss(quantiles=list(config.quantiles)) for _ in config.targets], weights=weights)
+    n_quantiles, n_targets = len(config.quantiles), len(config.targets)
+    loss: MultiLoss | QuantileLoss = QuantileLoss(quantiles=list(config.quantiles))
+    output_size: int | list[int] = n_quantiles
+    if n_targets > 1:
+        weights = config.loss_weights or [1.0] * n_targets
+        loss = MultiLoss([QuantileLoss(quantiles=list(config.quantiles)) for _ in config.targets], weights=weights)
+        output_size = [n_quantiles] * n_targets
     return TemporalFusionTransformer.from_dataset(
         dataset,
         hidden_size=config.hidden_size,
@@ -74,7 +87,7 @@ def build_network(dataset: TimeSeriesDataSet, config: ModelConfig) -> TemporalFu
         hidden_continuous_size=config.hidden_continuous_size,
         learning_rate=config.learning_rate,
         reduce_on_plateau_patience=config.reduce_on_plateau_patience,
-        output_size=[len(config.quantiles)] * len(config.targets),
+        output_size=output_size,
         loss=loss,
         logging_metrics=nn.ModuleList(),
         log_interval=-1,
@@ -108,7 +121,7 @@ def save_model(model: ForecastModel, directory: Path) -> None:
         safetensors.torch.save_model(model.network, str(tmp / WEIGHTS_FILE))
         write_bytes_atomic(tmp / CONFIG_FILE, (model.config.model_dump_json(indent=2) + "\n").encode())
         write_json_atomic(tmp / DATASET_FILE, features.parameters_to_json(model.dataset_parameters))
-        write_json_atomic(tmp / INFO_FILE, model.training_info)
+        write_json_atomic(tmp / TRAINING_INFO_FILE, model.training_info)
         ServerMapping.from_names(model.training_info.get("servers", [])).save(tmp / MAPPING_FILE)
 
 
@@ -120,7 +133,7 @@ def load_model(directory: Path) -> ForecastModel:
     network = build_network(_skeleton_dataset(parameters, config), config)
     safetensors.torch.load_model(network, str(directory / WEIGHTS_FILE))
     network.eval()
-    return ForecastModel(network, config, parameters, read_json(directory / INFO_FILE))
+    return ForecastModel(network, config, parameters, read_json(directory / TRAINING_INFO_FILE))
 
 
 def _skeleton_dataset(parameters: dict[str, Any], config: ModelConfig) -> TimeSeriesDataSet:
@@ -150,8 +163,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         for start in range(0, len(batch["groups"]), batch_size):
             part = slice(start, start + batch_size)
             x = {k: [t[part] for t in v] if isinstance(v, list) else v[part] for k, v in batch.items()}
-            prediction = network(x)["prediction"]
-            blocks.append(torch.stack(list(prediction), dim=1).cpu().numpy())  # (batch, target, step, q)
+            prediction = features.per_target(network(x)["prediction"])
+            blocks.append(torch.stack(prediction, dim=1).cpu().numpy())  # (batch, target, step, q)
     values = np.concatenate(blocks)
     server_ids = [str(sid) for sid in window_servers]
     first_step = batch["decoder_time_idx"][:, 0].numpy().astype(np.int64)

@@ -186,7 +186,7 @@ def fit(
 ) -> tuple[ForecastModel, TrainingResult]:
     """Train a TFT on contract-shaped metrics (any interval); returns the best-validation model."""
     seed_everything(config.seed, workers=True)
-    targets = features.resolve_targets(config.targets)
+    targets = features.resolve_targets(config.targets, data.columns)
     frame = features.prepare_frame(data, targets)
     train_frame, cutoff = split_by_time(frame, config)
     training = features.training_dataset(train_frame, targets, config.encoder_steps)

@@ -46,7 +46,7 @@ def run_generate(config: SimulationConfig, out: Path, progress: bool = True) -> 
             params["fleet_file"] = bool(config.fleet)
             # Prefixed: `mlflow run` already logged the raw -P values under the plain names.
             mlflow.log_params({f"sim.{k}": str(v) for k, v in params.items()})
-            mlflow.set_tag("tftmon.dataset_path", str(Path(out).resolve()))
+            mlflow.set_tag(tracking.DATASET_PATH_TAG, str(Path(out).resolve()))
             mlflow.log_metrics(
                 {
                     "rows": metadata["rows"],
@@ -177,9 +177,13 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
     return summary
 
 
-def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
+def run_train(
+    path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None, *, validated: bool = False
+) -> dict[str, Any]:
     """Validate, train on every server, fit the alert threshold on validation origins, evaluate on the
     held-out time against the baselines, log and register a version; returns ids and the summary.
+
+    `validated`: the caller's own step validated `path` already (retrain), so it is not validated twice.
     """
     from tftmon.data.resample import resample_to_model_step
     from tftmon.io import read_metrics
@@ -192,8 +196,8 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
         mlflow.log_params(config.params("train"))
         mlflow.log_params({f"eval.{k}": str(v) for k, v in eval_config.model_dump(mode="json").items()})
         raw = read_metrics(path)
-        report = run_validate(path, strict=False, frame=raw)
-        if not report.success:
+        report = None if validated else run_validate(path, strict=False, frame=raw)
+        if report is not None and not report.success:
             mlflow.set_tag("tftmon.refused", "invalid data")
             raise TrainingRefused(f"refusing to train on invalid data:\n{report.to_text()}")
 
@@ -201,7 +205,7 @@ def run_train(path: Path, config: TrainConfig, eval_config: EvaluationConfig | N
         del raw
         fingerprint = dataset_fingerprint(path, frame)
         mlflow.log_params(fingerprint)
-        mlflow.set_tag("tftmon.dataset_path", str(Path(path).resolve()))
+        mlflow.set_tag(tracking.DATASET_PATH_TAG, str(Path(path).resolve()))
         holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
         mlflow.log_params({"eval.holdout_start": str(holdout)})
         tracking.name_run(

@@ -47,7 +47,7 @@ from tftmon.contract import (
     TIMESTAMP,
 )
 from tftmon.evaluation import backtest
-from tftmon.io import file_sha256
+from tftmon.io import TRAINING_INFO_FILE, file_sha256
 from tftmon.ops import tracking
 
 if TYPE_CHECKING:
@@ -491,7 +491,7 @@ def gate(version: str, force: bool = False, data: GateSample | None = None) -> G
     try:
         root = _download(version)
         directory = _model_dir(root)
-        info = json.loads((directory / "training_info.json").read_text())
+        info = json.loads((directory / TRAINING_INFO_FILE).read_text())
         if not (directory / "server_mapping.json").exists():
             raise FileNotFoundError("server_mapping.json is missing")
         sample = data or _kept_sample(root)

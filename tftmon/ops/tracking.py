@@ -30,6 +30,8 @@ JOB_TAG = "tftmon.job"
 #: The process that started (or resumed) a run: how a later reader knows whether it can still finish.
 HOST_TAG = "tftmon.host"
 PID_TAG = "tftmon.pid"
+#: A run's dataset directory (generate and train set it; drift reads the training run's as its reference).
+DATASET_PATH_TAG = "tftmon.dataset_path"
 
 
 def configure(settings: Settings | None = None) -> Settings:
@@ -98,14 +100,16 @@ def fail_orphaned_runs(experiment_ids: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def job_run(name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+def job_run(name: str, tags: dict[str, str] | None = None, experiment: str | None = None) -> Iterator[Any]:
     """Run context for a job, tagged with its job name and its process (host, pid).
 
     Inside `mlflow run` (MLFLOW_RUN_ID set, nothing active yet) it resumes that run; under an active
-    pipeline run (demo, retrain) it opens a nested child run; otherwise a new run in our experiment, after
-    marking the runs killed jobs left RUNNING there as FAILED.
+    pipeline run (demo, retrain) it opens a nested child run; otherwise a new run in our experiment (or
+    `experiment`, e.g. the monitoring one), after marking the runs killed jobs left RUNNING there as FAILED.
     """
     settings = configure()
+    if experiment is not None:
+        settings = settings.model_copy(update={"tftmon_experiment": experiment})
     tags = {JOB_TAG: name, **_owner_tags(), **(tags or {})}
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if mlflow.active_run() is None and run_id:

@@ -72,6 +72,11 @@ class LoadedModel:
     def encoder_steps(self) -> int:
         return self.model.config.encoder_steps
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The metrics the model forecasts: what every row must carry and all a forecast reports."""
+        return tuple(self.model.config.targets)
+
 
 class ModelSlot:
     """Holds the current model; reloads are serialised, inference runs one forecast at a time (2 cores)."""
@@ -205,9 +210,9 @@ class LiveWindows:
         return len(self._series)
 
     def append(self, frame: pd.DataFrame) -> FeedResult:
-        """Append contract rows (timestamp UTC, server_name, optional profile, every metric)."""
+        """Append contract rows (timestamp UTC, server_name, optional profile, the metrics sent: NaN for others)."""
         ts_all = pd.to_datetime(frame[TIMESTAMP], utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
-        values_all = frame[list(METRICS)].to_numpy(dtype=np.float64)
+        values_all = frame.reindex(columns=list(METRICS)).to_numpy(dtype=np.float64)
         names = frame[SERVER_NAME].to_numpy()
         profiles = frame[PROFILE].to_numpy() if PROFILE in frame.columns else None
         result = FeedResult(0, 0)

@@ -1,7 +1,9 @@
 """Request and response models of the HTTP service, generated from the contract.
 
 The row model is built from `contract.METRIC_COLUMNS` (type, range, unit), so a new contract column
-reaches the API, its validation and its OpenAPI schema without an edit here. Limits come from
+reaches the API, its validation and its OpenAPI schema without an edit here. A row carries the metrics its
+fleet reports: every metric is optional in the schema (range-checked when sent, never null), and a metric
+the loaded model forecasts must be in every row (`missing_target_problems`, checked per model). Limits come from
 `config.ServiceConfig`; they are part of the schema, so clients (and schemathesis) see them.
 """
 
@@ -101,12 +103,13 @@ def _upper(column: Column) -> float:
 
 
 def _metric_field(column: Column) -> tuple[Any, Any]:
-    """A contract metric as a strict, range-checked, finite number field."""
+    """A contract metric as a strict, range-checked, finite number field; optional (a fleet reports some
+    metrics), but never null: an absent metric is left out of the row."""
     unit = f" [{column.unit}]" if column.unit else ""
     common: dict[str, Any] = {"ge": column.min, "le": _upper(column), "description": f"{column.description}{unit}"}
     if column.type == "int":
-        return int, Field(..., strict=True, **common)
-    return float, Field(..., strict=True, allow_inf_nan=False, **common)
+        return int, Field(None, strict=True, **common)
+    return float, Field(None, strict=True, allow_inf_nan=False, **common)
 
 
 class _RowBase(BaseModel):
@@ -151,7 +154,7 @@ class _RowBase(BaseModel):
 MetricRow: type[BaseModel] = create_model(  # type: ignore[call-overload]  # mypy matches **fields to its options
     "MetricRow",
     __base__=_RowBase,
-    __doc__="One sample of one server: identity columns and every contract metric.",
+    __doc__="One sample of one server: identity columns and the contract metrics it reports.",
     **{
         TIMESTAMP: (UtcTimestamp, Field(..., description=f"Sample time, ISO 8601; naive means UTC; {TIMESTAMP_RULE}.")),
         SERVER_NAME: (Hostname, Field(..., description="Hostname; compared lower-case.")),
@@ -198,8 +201,8 @@ class FeedRequest(RowsRequest):
 # Validated rows as columns
 # ---------------------------------------------------------------------------------------------
 
-#: Keys every row must have (profile is optional).
-_REQUIRED = (TIMESTAMP, SERVER_NAME, *METRICS)
+#: Keys every row must have (profile and each metric are optional).
+_REQUIRED = (TIMESTAMP, SERVER_NAME)
 #: Per metric: (integer?, min, max), the same bounds as the pydantic fields.
 _BOUNDS = {c.name: (c.type == "int", c.min, _upper(c)) for c in METRIC_COLUMNS}
 _TIMESTAMPS = TypeAdapter(list[UtcTimestamp])
@@ -254,7 +257,8 @@ class ArrowBody:
 @dataclass(frozen=True)
 class ValidRows:
     """A validated rows request as columns: timestamp (UTC), server_name (normalised), profile (None where
-    the row had none) and every metric; `options` holds the request's other fields."""
+    the row had none) and every metric, NaN where a row did not send it (an integer metric sent in every
+    row stays int64); `options` holds the request's other fields."""
 
     frame: pd.DataFrame
     options: dict[str, Any]
@@ -262,8 +266,12 @@ class ValidRows:
     @classmethod
     def from_request(cls, request: RowsRequest) -> ValidRows:
         rows = request.rows  # type: ignore[attr-defined]
-        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in (TIMESTAMP, SERVER_NAME, PROFILE, *METRICS)})
+        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in (TIMESTAMP, SERVER_NAME, PROFILE)})
         frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        for name, (integer, _, _) in _BOUNDS.items():
+            values = [getattr(r, name) for r in rows]
+            complete = None not in values
+            frame[name] = np.array(values, dtype=np.int64 if integer and complete else np.float64)
         return cls(frame, request.model_dump(exclude={"rows"}))
 
 
@@ -281,7 +289,7 @@ def fast_rows(data: Any, model: type[RowsRequest]) -> ValidRows | None:
     values are validated by the same annotated types, once each.
     """
     if isinstance(data, ArrowBody):
-        return _arrow_rows(data.table, model)
+        return _arrow_rows(data.table, model, nulls_sent=b"null" in data.raw)
     if type(data) is not dict or "rows" not in data:
         return None
     options = _options(model, {k: v for k, v in data.items() if k != "rows"})
@@ -290,34 +298,52 @@ def fast_rows(data: Any, model: type[RowsRequest]) -> ValidRows | None:
         return None
     if set(map(type, rows)) != {dict}:
         return None
-    with_profile = sum(map(operator.contains, rows, repeat(PROFILE)))
-    if sum(map(len, rows)) != len(_REQUIRED) * len(rows) + with_profile:
-        return None  # a row with a key beyond the contract's (or a missing one: caught below)
+    sent = {name: sum(map(operator.contains, rows, repeat(name))) for name in (PROFILE, *METRICS)}
+    if sum(map(len, rows)) != len(_REQUIRED) * len(rows) + sum(sent.values()):
+        return None  # a row with a key beyond the contract's (or a missing identity key: caught below)
     try:
         columns = {c: list(map(operator.itemgetter(c), rows)) for c in _REQUIRED}
     except KeyError:
         return None
     metrics: dict[str, np.ndarray] = {}
+    absent: dict[str, np.ndarray] = {}
     for name, (integer, _, _) in _BOUNDS.items():
-        values = columns[name]
+        if sent[name] == len(rows):
+            values = list(map(operator.itemgetter(name), rows))
+        else:  # a metric some rows leave out: NaN there; an explicit null is the model's to refuse
+            values = list(map(dict.get, rows, repeat(name)))
+            missing = np.fromiter(map(operator.is_, values, repeat(None)), dtype=bool, count=len(values))
+            if int(missing.sum()) != len(rows) - sent[name]:
+                return None
+            values = [v for v in values if v is not None]
+            absent[name] = missing
         if not set(map(type, values)) <= ({int} if integer else {int, float}):
             return None
         try:
-            metrics[name] = np.fromiter(values, dtype=np.int64 if integer else np.float64, count=len(values))
+            given = np.fromiter(values, dtype=np.int64 if integer else np.float64, count=len(values))
         except OverflowError:
             return None
+        metrics[name] = given if name not in absent else _with_gaps(given, absent[name])
     profiles = list(map(dict.get, rows, repeat(PROFILE)))
     if set(map(type, columns[TIMESTAMP])) != {str} or set(map(type, columns[SERVER_NAME])) != {str}:
         return None
     if not set(map(type, profiles)) <= {str, type(None)}:
         return None
     identity = {TIMESTAMP: columns[TIMESTAMP], SERVER_NAME: columns[SERVER_NAME], PROFILE: profiles}
-    return _valid({name: _factorized(values) for name, values in identity.items()}, metrics, options)
+    return _valid({name: _factorized(values) for name, values in identity.items()}, metrics, absent, options)
 
 
-def _arrow_rows(table: pa.Table, model: type[RowsRequest]) -> ValidRows | None:
+def _with_gaps(given: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """The values sent, spread over all rows as float64 with NaN where a row left the metric out."""
+    out = np.full(len(absent), np.nan)
+    out[~absent] = given
+    return out
+
+
+def _arrow_rows(table: pa.Table, model: type[RowsRequest], nulls_sent: bool) -> ValidRows | None:
     """fast_rows on the columns Arrow read: its schema typed them, so only nulls (a missing or null value),
-    unknown fields and the values themselves remain to check."""
+    unknown fields and the values themselves remain to check. Arrow reads a left-out metric and a JSON
+    null alike: a body that holds `null` anywhere (`nulls_sent`) goes to the model when a metric is null."""
     if "rows" not in table.column_names or table.column("rows").null_count:
         return None
     options = _options(model, {k: table.column(k)[0].as_py() for k in table.column_names if k != "rows"})
@@ -329,12 +355,17 @@ def _arrow_rows(table: pa.Table, model: type[RowsRequest]) -> ValidRows | None:
     columns = {name: rows.field(name) for name in (TIMESTAMP, SERVER_NAME, PROFILE, *METRICS)}
     if any(columns[name].null_count for name in _REQUIRED):
         return None
-    metrics = {name: columns[name].to_numpy() for name in METRICS}
+    absent = {
+        name: columns[name].is_null().to_numpy(zero_copy_only=False) for name in METRICS if columns[name].null_count
+    }
+    if absent and nulls_sent:
+        return None
+    metrics = {name: columns[name].to_numpy(zero_copy_only=False) for name in METRICS}
     identity: dict[str, Factorized] = {}
     for name in (TIMESTAMP, SERVER_NAME, PROFILE):
         encoded = columns[name].dictionary_encode()
         identity[name] = (encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist())
-    return _valid(identity, metrics, options)
+    return _valid(identity, metrics, absent, options)
 
 
 def _options(model: type[RowsRequest], given: dict[str, Any]) -> dict[str, Any] | None:
@@ -354,13 +385,19 @@ def _factorized(values: list[Any]) -> Factorized:
 
 
 def _valid(
-    identity: dict[str, Factorized], metrics: dict[str, np.ndarray], options: dict[str, Any]
+    identity: dict[str, Factorized],
+    metrics: dict[str, np.ndarray],
+    absent: dict[str, np.ndarray],
+    options: dict[str, Any],
 ) -> ValidRows | None:
-    """The rows as columns if every value is valid: metrics in range and finite, identity values (timestamp,
-    server_name, profile) validated per distinct value (a request repeats them) by the models' own types."""
+    """The rows as columns if every value is valid: metrics sent in range and finite (`absent` marks the
+    rows that left a metric out), identity values (timestamp, server_name, profile) validated per distinct
+    value (a request repeats them) by the models' own types."""
     for name, (_, low, high) in _BOUNDS.items():
-        array = metrics[name]
-        if not (np.isfinite(array).all() and (low is None or array.min() >= low) and array.max() <= high):
+        array = metrics[name] if name not in absent else metrics[name][~absent[name]]
+        if array.size and not (
+            np.isfinite(array).all() and (low is None or array.min() >= low) and array.max() <= high
+        ):
             return None
     (ts_codes, timestamps), (name_codes, names), (profile_codes, profiles) = (
         identity[name] for name in (TIMESTAMP, SERVER_NAME, PROFILE)
@@ -421,6 +458,19 @@ def row_rule_problems(valid: ValidRows) -> list[Problem]:
     if servers:
         rows = np.flatnonzero(frame[SERVER_NAME].isin(servers).to_numpy())
         problems.append(_row_problem(f"rows[*].{PROFILE}", PROFILE_RULE, PROFILE_FIX, rows))
+    return problems
+
+
+def missing_target_problems(frame: pd.DataFrame, targets: Sequence[str], version: str) -> list[Problem]:
+    """One problem per metric the loaded model forecasts that some rows leave out: the model reads each
+    target's own history. Metrics it does not forecast may be sent or not; they are checked and not used."""
+    problems = []
+    for target in targets:
+        rows = np.flatnonzero(frame[target].isna().to_numpy()) if target in frame.columns else np.arange(len(frame))
+        if rows.size:
+            rule = f"Field required: version {version} forecasts {target} from its history ({', '.join(targets)})"
+            fix = f"add {target} to every row, or serve a model trained without it (tftmon train --targets)"
+            problems.append(_row_problem(f"rows[*].{target}", rule, fix, rows))
     return problems
 
 
@@ -560,6 +610,7 @@ class Status(BaseModel):
     model_version: str | None
     contract_version: str
     model_contract_version: str | None
+    model_targets: list[str] = Field([], description="The metrics the loaded model forecasts (and needs in every row).")
     loaded_at: datetime | None
     uptime_seconds: float
     servers_known: int
@@ -624,7 +675,7 @@ class FleetHistory(BaseModel):
 
 
 class ServerHistory(BaseModel):
-    """What the model read for the server's current forecast, at the model step (bin start, UTC)."""
+    """What the model read for the server's current forecast, at the model step (bin start, UTC): its metrics."""
 
     server_name: str
     profile: str
@@ -742,7 +793,7 @@ def _fix(error: Any, field: str) -> str:
             return 'send a JSON object {"rows": [...]} with Content-Type: application/json'
         if field == "rows":
             return 'send the history as "rows": [...], one object per server and sample time'
-        return f"add {name} to every row: every contract metric is required in every row (see /docs.json)"
+        return f"add {name} to every row (see /docs.json)"
     fixes = {
         "json_invalid": "send valid JSON (double-quoted keys, no trailing commas, no NaN or Infinity)",
         "finite_number": "send a finite number: drop samples whose value is NaN or infinite",

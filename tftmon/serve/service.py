@@ -42,7 +42,6 @@ from starlette.exceptions import HTTPException
 from tftmon.config import FEED_TOKEN_ENV, ServiceConfig, Settings
 from tftmon.contract import (
     CONTRACT_VERSION,
-    METRICS,
     MIN_RAW_INTERVAL,
     MODEL_STEP,
     PROFILE,
@@ -86,6 +85,7 @@ from tftmon.serve.schemas import (
     coverage_problem,
     fast_rows,
     json_problem,
+    missing_target_problems,
     problem_response,
     request_errors,
     row_count_problem,
@@ -411,6 +411,13 @@ def _validated(body: Any, model: type[RowsRequest]) -> ValidRows:
     return valid
 
 
+def _require_targets(valid: ValidRows, loaded: LoadedModel) -> None:
+    """422 naming each metric the loaded model forecasts that rows leave out (once each, with a count)."""
+    problems = missing_target_problems(valid.frame, loaded.targets, loaded.version)
+    if problems:
+        raise _unprocessable(problems)
+
+
 def _unprocessable(problems: list[Problem]) -> ApiError:
     """A 422 in the shape of a validation error's (error line, problems), for the rules checked by hand."""
     response = problem_response(problems)
@@ -565,6 +572,7 @@ class Tftmon:
             model_version=None if loaded is None else loaded.version,
             contract_version=CONTRACT_VERSION,
             model_contract_version=None if loaded is None else loaded.model.training_info.get("contract_version"),
+            model_targets=[] if loaded is None else list(loaded.targets),
             loaded_at=None if loaded is None else loaded.loaded_at,
             uptime_seconds=round(time.monotonic() - self.started, 3),
             servers_known=0 if loaded is None else len(loaded.known_servers),
@@ -585,6 +593,7 @@ class Tftmon:
         REQUEST_FACTS.get({}).update(servers=int(valid.frame[SERVER_NAME].nunique()), rows=len(valid.frame))
         loaded = self._model()
         REQUEST_FACTS.get({})["model_version"] = loaded.version
+        _require_targets(valid, loaded)
         try:
             check_interval(valid.frame)
             sparse = coverage_problem(valid.frame, loaded.encoder_steps)
@@ -610,7 +619,9 @@ class Tftmon:
     def feed(self, body: Annotated[FeedRequest, SkipValidation()]) -> FeedResponse:
         """Append live ticks to each server's rolling window; the background loop forecasts them."""
         valid = _validated(body, FeedRequest)
-        self._model()  # the windows are as long as the loaded model's encoder: none yet, nothing to keep
+        # The windows are as long as the loaded model's encoder, and hold what it forecasts from: no model
+        # yet, nothing to keep; rows without one of its metrics would leave a hole in its history.
+        _require_targets(valid, self._model())
         result = self.windows.append(valid.frame)
         if result.refused_servers:
             raise ApiError(
@@ -688,14 +699,15 @@ class Tftmon:
 
     @app.get("/servers/{server_name}/history", response_model=ServerHistory, responses=ERRORS, tags=["tftmon"])
     def server_history(self, server_name: str) -> ServerHistory:
-        """What the model read for the server's current forecast, at the model step: the fan chart's past."""
-        _, binned = self._inputs_of(server_name)
+        """What the model read for the server's current forecast, at the model step: the fan chart's past
+        (the model's metrics only)."""
+        loaded, binned = self._inputs_of(server_name)
         return ServerHistory(
             server_name=server_name,
             profile=str(binned[PROFILE].iloc[0]),
             step_minutes=STEP_MINUTES,
             timestamps=binned[TIMESTAMP].tolist(),
-            metrics={m: [None if v != v else round(v, 3) for v in binned[m].astype(float)] for m in METRICS},
+            metrics={m: [None if v != v else round(v, 3) for v in binned[m].astype(float)] for m in loaded.targets},
         )
 
     @app.get("/explain/{server_name}", response_model=ExplainResponse, responses=ERRORS, tags=["tftmon"])

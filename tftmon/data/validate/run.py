@@ -24,6 +24,9 @@ from tftmon.contract import (
     DEPRECATED_COLUMNS,
     JAVA_CPU,
     JAVA_CPU_BOUND,
+    METRIC_PRESENT_FIX,
+    METRIC_PRESENT_RULE,
+    MIN_METRICS,
     PROFILE,
     PROFILE_FIX,
     PROFILE_RULE,
@@ -35,6 +38,7 @@ from tftmon.contract import (
     TIMESTAMP_RULE,
     Column,
     deprecation_message,
+    present_metrics,
     profile_conflicts,
     timestamp_bounds,
 )
@@ -132,6 +136,8 @@ def _validate(
 ) -> ValidationReport:
     kind = resolve_suite(names, suite)
     failures, warnings = _name_checks(names, kind, strict)
+    if kind == "telemetry" and len(present_metrics(names)) < MIN_METRICS:
+        failures.append(precheck("has_metric", (), f"{METRIC_PRESENT_RULE}: {METRIC_PRESENT_FIX}"))
     rows = len(df)
     if rows == 0:
         failures.append(
@@ -155,7 +161,7 @@ def _validate(
     frame = df[present].copy(deep=False)  # copy-on-write: helper columns never touch the caller's frame
     for helper, values in _derive_helpers(frame, usable).items():
         frame[helper] = values
-    specs = [s for s in expectation_specs(kind, strict) if _applies(s, frame, usable)]
+    specs = [s for s in expectation_specs(kind, strict, present=names) if _applies(s, frame, usable)]
     result, docs_path = _run_gx(frame, kind, specs, docs_dir)
     failures += [finding_from_result(r, frame) for r in result.results if not r.success]
     return ValidationReport(not failures, kind, strict, rows, failures, warnings, docs_path=docs_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -202,11 +202,24 @@ def _cross_column_specs() -> list[dict[str, Any]]:
     ]
 
 
-def expectation_specs(kind: SuiteKind, strict: bool = False) -> list[dict[str, Any]]:
-    """Expectation configs of a suite, in a stable order; strict makes every suite column required."""
-    required = {c.name for c in suite_columns(kind)} if strict else set(required_columns(kind))
-    specs = [s for col in suite_columns(kind) for s in _column_specs(col, col.name in required)]
-    return specs + _cross_column_specs()
+def expectation_specs(
+    kind: SuiteKind, strict: bool = False, present: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """Expectation configs of a suite, in a stable order.
+
+    Strict makes every identity and label column of the suite required, and every metric of simulated data
+    (real telemetry carries the metrics it has). With `present` (a dataset's columns), the suite is the
+    one for that dataset: checks of absent columns, and rules across columns not all present (the CPU
+    split's sum needs all four parts), are left out; existence checks stay.
+    """
+    columns = suite_columns(kind)
+    required = set(required_columns(kind))
+    if strict:
+        required |= {c.name for c in columns if kind == "simulated" or c.role != "metric"}
+    specs = [s for col in columns for s in _column_specs(col, col.name in required)] + _cross_column_specs()
+    if present is None:
+        return specs
+    return [s for s in specs if s["meta"]["rule"] == "exists" or set(s["meta"]["columns"]) <= set(present)]
 
 
 def build_suite(kind: SuiteKind, strict: bool = False) -> ExpectationSuite:
