@@ -32,6 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """CPU user + memory of a tiny simulated fleet, as a collector would export them, and a version trained
     on it with the default targets (the metrics the data has)."""
     root = tmp_path_factory.mktemp("subset")
+    previous = mlflow.get_tracking_uri()  # process-wide: left pointing here, it would leak into later modules
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -43,6 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         fleet[[TIMESTAMP, SERVER_NAME, SERVER_ID, PROFILE, *SUBSET]].to_parquet(data, index=False)
         outcome = run_train(data, tiny_config(max_epochs=1, max_batches_per_epoch=4), EVAL)
         yield {"root": root, "data": data, **outcome}
+    mlflow.set_tracking_uri(previous)
 
 
 def test_subset_dataset_validates_strictly(trained: dict) -> None:

@@ -101,6 +101,7 @@ def datasets(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     """The training fleet on disk, recorded on the model's training run as `tftmon train` records it, and the
     drifted fleet."""
     root = tmp_path_factory.mktemp("drift")
+    mlflow.set_tracking_uri(model_store["env"]["MLFLOW_TRACKING_URI"])  # the shared store, whatever ran before
     paths = {"trained": root / "trained", "drifted": root / "drifted"}
     write_dataset(FLEET, paths["trained"], progress=False)
     write_dataset(DRIFTED, paths["drifted"], progress=False)

@@ -51,6 +51,7 @@ def subset_service(tmp_path_factory: pytest.TempPathFactory, subset_history: pd.
     root = tmp_path_factory.mktemp("subset_store")
     env = store_env(root)
     saved = {k: os.environ.get(k) for k in env}
+    previous = mlflow.get_tracking_uri()  # process-wide: left pointing here, it would leak into later modules
     os.environ.update(env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     served = None
@@ -65,6 +66,7 @@ def subset_service(tmp_path_factory: pytest.TempPathFactory, subset_history: pd.
     finally:
         if served is not None:
             served.stop()
+        mlflow.set_tracking_uri(previous)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
