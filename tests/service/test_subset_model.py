@@ -5,16 +5,14 @@ accepted, and the live path (/feed, /predictions/current, /servers/{name}/histor
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
 import requests
 
-from tests.service.test_service import assert_clean_error, conforming, recent, rows
+from tests.service.test_service import _wait, assert_clean_error, conforming, recent, rows
 from tests.serving import ADMIN_TOKEN, FEED, FEED_TOKEN, TINY, Served, register_version, store_env
 from tftmon.contract import CPU_USER, MEM_USED, PROFILE, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.serve.schemas import CurrentPredictions, FeedResponse, LiveStatus, PredictResponse
@@ -107,15 +105,6 @@ def test_a_request_missing_a_target_metric_names_it_once(subset_service: Served,
         (problem,) = body["problems"]
         assert problem["field"] == f"rows[*].{MEM_USED}" and problem["count"] == len(history)
         assert MEM_USED in problem["rule"] and f"add {MEM_USED} to every row" in problem["fix"]
-
-
-def _wait(url: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(url, timeout=10).json()
-        if ready(body) or time.monotonic() > deadline:
-            return body
-        time.sleep(0.3)
 
 
 def test_feed_then_current_predictions(subset_service: Served, subset_history: pd.DataFrame) -> None:
