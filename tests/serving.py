@@ -136,6 +136,18 @@ class Served:
             time.sleep(0.5)
         raise TimeoutError(f"service not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
+    def __enter__(self) -> Served:
+        """The service once it answers; stopped (its log in the error) if it never does."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -149,12 +161,8 @@ class Served:
 def service(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The service with a promoted model, an admin token and a feed token."""
     env = {**model_store["env"], "TFTMON_ADMIN_TOKEN": ADMIN_TOKEN, "TFTMON_FEED_TOKEN": FEED_TOKEN}
-    served = Served(env, tmp_path_factory.mktemp("log") / "a")
-    try:
-        served.wait_ready()
+    with Served(env, tmp_path_factory.mktemp("log") / "a") as served:
         yield served
-    finally:
-        served.stop()
 
 
 @pytest.fixture(scope="session")
@@ -162,9 +170,5 @@ def bare_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The service over an empty registry and without an admin token (with a feed token)."""
     root = tmp_path_factory.mktemp("empty")
     env = {**store_env(root), "TFTMON_ADMIN_TOKEN": "", "TFTMON_FEED_TOKEN": FEED_TOKEN}
-    served = Served(env, root / "serve.log")
-    try:
-        served.wait_ready()
+    with Served(env, root / "serve.log") as served:
         yield served
-    finally:
-        served.stop()

@@ -171,12 +171,8 @@ def test_cli_prints_json_and_exits_with_the_priority(model_store: dict, datasets
 def drift_service(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A service of its own: the shared one's live windows belong to tests/service."""
     env = {**model_store["env"], "TFTMON_ADMIN_TOKEN": ADMIN_TOKEN, "TFTMON_FEED_TOKEN": FEED_TOKEN}
-    served = Served(env, tmp_path_factory.mktemp("drift-service") / "serve.log")
-    try:
-        served.wait_ready()
+    with Served(env, tmp_path_factory.mktemp("drift-service") / "serve.log") as served:
         yield served
-    finally:
-        served.stop()
 
 
 @pytest.mark.slow  # a service of its own: bentoml serve starts in 15-60 s on 2 busy cores

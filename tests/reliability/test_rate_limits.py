@@ -22,12 +22,8 @@ SECRET = "do-not-log-this-host"
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("rate")
-    served = Served({**store_env(root), "TFTMON_FEED_TOKEN": FEED_TOKEN, **RATE}, root / "serve.log")
-    try:
-        served.wait_ready()
+    with Served({**store_env(root), "TFTMON_FEED_TOKEN": FEED_TOKEN, **RATE}, root / "serve.log") as served:
         yield served
-    finally:
-        served.stop()
 
 
 def _burst(url: str, n: int, **kwargs: object) -> list[requests.Response]:

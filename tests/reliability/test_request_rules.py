@@ -177,12 +177,8 @@ def test_history_must_cover_the_window_not_only_span_it(body: dict[str, Any]) ->
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A service over an empty registry with a 1 MiB body limit (validation needs no model)."""
     root = tmp_path_factory.mktemp("limits")
-    served = Served({**store_env(root), "TFTMON_SERVICE_MAX_BODY_BYTES": str(BODY_LIMIT)}, root / "serve.log")
-    try:
-        served.wait_ready()
+    with Served({**store_env(root), "TFTMON_SERVICE_MAX_BODY_BYTES": str(BODY_LIMIT)}, root / "serve.log") as served:
         yield served
-    finally:
-        served.stop()
 
 
 def _post(served: Served, data: bytes | str, content_type: str = "application/json") -> requests.Response:

@@ -22,12 +22,8 @@ ROOM = 5
 @pytest.fixture(scope="module")
 def small_service(model_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {**model_store["env"], "TFTMON_FEED_TOKEN": FEED_TOKEN, "TFTMON_SERVICE_MAX_LIVE_WINDOW_MIB": str(WINDOW_MIB)}
-    served = Served(env, Path(tmp_path_factory.mktemp("feed")) / "serve.log")
-    try:
-        served.wait_ready()
+    with Served(env, Path(tmp_path_factory.mktemp("feed")) / "serve.log") as served:
         yield served
-    finally:
-        served.stop()
 
 
 def _feed(service: Served, frame: pd.DataFrame, headers: dict[str, str] | None = FEED) -> requests.Response:
