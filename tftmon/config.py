@@ -192,6 +192,10 @@ class NetworkConfig(StrictConfig):
     #: Quantiles the network forecasts (ascending, including the published contract.QUANTILES): the tails
     #: let risk read the probability of crossing a level (tftmon.risk.exceedance).
     quantiles: tuple[float, ...] = MODEL_QUANTILES
+    #: Targets are standardised per window with the encoder's spread, centred on the mean of its last this
+    #: many steps (None: the whole encoder's mean). Centred on the last value, persistence is the network's
+    #: zero: the 30-min forecast beats the last value by 16 % instead of 12 % (docs/BENCHMARKS.md).
+    center_steps: int | None = Field(1, ge=1)
 
     @field_validator("quantiles")
     @classmethod
@@ -212,6 +216,8 @@ class ModelConfig(NetworkConfig):
     loss_weights: list[float] | None = None
     #: Models saved before quantiles were a setting forecast exactly the published ones.
     quantiles: tuple[float, ...] = QUANTILES
+    #: Models saved before the recent centre were centred on the encoder's mean.
+    center_steps: int | None = Field(None, ge=1)
 
 
 class TrainConfig(StrictConfig):

@@ -200,6 +200,15 @@ TIMESTAMP_RULE = f"{TIMESTAMP} must lie between {TIMESTAMP_MIN:%Y-%m-%d} and now
 TIMESTAMP_FIX = f"send UTC sample times from {TIMESTAMP_MIN:%Y-%m-%d} to now: fix the clock, or the epoch or unit"
 
 
+def metric_bounds(metrics: Iterable[str]) -> tuple[list[float], list[float]]:
+    """Each metric's contract range as (lower, upper) lists, an open end as ∓inf: forecasts are clipped to
+    it, so no one is shown a negative percentage or a share above 100."""
+    columns = [COLUMNS_BY_NAME[m] for m in metrics]
+    lower = [c.min if c.min is not None else float("-inf") for c in columns]
+    upper = [c.max if c.max is not None else float("inf") for c in columns]
+    return lower, upper
+
+
 def profile_conflicts(names: pd.Series, profiles: pd.Series) -> list[object]:
     """Servers whose rows give more than one profile (a row without one agrees with any); vectorised."""
     import numpy as np

@@ -88,7 +88,15 @@ def test_train_config_nests_the_network_hyperparameters() -> None:
 def test_model_configs_saved_by_older_versions_still_load() -> None:
     config = ModelConfig.model_validate_json(OLD_MODEL_CONFIG.read_text())
     assert (config.hidden_size, config.encoder_steps, len(config.targets)) == (4, 24, 14)
+    assert config.center_steps is None  # trained centred on the encoder's mean, so it forecasts that way
     assert ModelConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_a_new_model_keeps_the_centre_it_was_trained_with() -> None:
+    job = TrainConfig()
+    assert job.model.center_steps == 1
+    assert job.to_model_config(["cpu_user_pct"]).center_steps == 1
+    assert TrainConfig(model={"center_steps": None}).to_model_config(["cpu_user_pct"]).center_steps is None
 
 
 def test_service_config_reads_its_environment_and_settings_ignore_unrelated_variables(

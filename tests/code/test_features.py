@@ -217,6 +217,29 @@ def test_inference_inputs_are_the_datasets_batch() -> None:
         features.inference_inputs(params, frame.iloc[1:])
 
 
+def test_a_recent_centre_moves_only_the_centre_and_both_paths_share_it() -> None:
+    """center_steps: each window's centre is the mean of its last K encoder steps, the scale the whole
+    encoder's as before; the normalised encoder still maps back to the observations, and serving's batch
+    equals training's."""
+    encoder, recent = 12, 3
+    train = raw(servers=3, hours=12, interval="5min")
+    params = features.training_dataset(features.prepare_frame(train, METRICS), METRICS, encoder).get_parameters()
+    frame = features.inference_frame(raw(servers=4, hours=3, interval="1min", seed=5), METRICS, encoder)
+    dataset = features.build_dataset(params, frame, predict=True)
+    mean_centred = features.window_batch(dataset)
+    fast, _ = features.inference_inputs(params, frame, center_steps=recent)
+    assert_same_batch(fast, features.window_batch(dataset, center_steps=recent))
+    reals = dataset.reals
+    for t, target in enumerate(METRICS):
+        observed = fast["encoder_target"][t]
+        centre, scale = fast["target_scale"][t].unbind(-1)
+        torch_equal(centre, observed[:, -recent:].mean(dim=-1), f"{target} centre")
+        torch_equal(scale, mean_centred["target_scale"][t][:, 1], f"{target} scale")
+        normalised = fast["encoder_cont"][..., reals.index(target)]
+        restored = normalised * scale[:, None] + centre[:, None]
+        assert np.allclose(restored.numpy(), observed.numpy(), rtol=1e-4, atol=1e-3 * float(scale.max())), target
+
+
 def test_training_windows_across_gaps_are_the_datasets_own() -> None:
     """Drawn training windows, some spanning missing steps (repeated from the row before, as __getitem__
     fills them), equal the per-sample path bit for bit, in the order drawn."""

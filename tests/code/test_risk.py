@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -231,17 +229,17 @@ def test_risk_stays_in_unit_interval_per_metric() -> None:
     assert score(frame).iloc[0]["risk"] == pytest.approx(1.0)
 
 
-def test_scores_a_900_server_fleet_quickly() -> None:
+def test_scores_a_900_server_fleet_one_row_per_server() -> None:
+    """A whole fleet in one call (its speed is measured by benchmarks/bench_service.py, not asserted here)."""
     one = forecast("ppweb001", {IOWAIT: {"p50": jump(34, 20)}})
     names = np.array([c.PROFILES[i % len(c.PROFILES)].hostname(i) for i in range(900)], dtype=object)
     fleet = pd.concat([one] * 900, ignore_index=True)
     fleet[c.SERVER_NAME] = np.repeat(names, len(one))
     fleet[c.PROFILE] = np.repeat([c.profile_of(n) for n in names], len(one))
-    start = time.perf_counter()
     out = score(fleet)
-    elapsed = time.perf_counter() - start
-    assert len(out) == 900
-    assert elapsed < 3.0, f"scoring 900 servers took {elapsed:.2f} s"
+    assert sorted(out[c.SERVER_NAME]) == sorted(names)
+    web = out[out[c.PROFILE] == "web_api"]
+    assert (web["metric"] == IOWAIT).all() and (web["minutes_ahead"] > 0).all()
 
 
 def _plain_exceedance(values: np.ndarray, levels: np.ndarray, threshold: np.ndarray) -> np.ndarray:

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tftmon.contract import HORIZONS, METRICS, MODEL_STEP, PROFILE, QUANTILE_NAMES, SERVER_NAME, TIMESTAMP
+from tftmon.contract import (
+    HORIZONS,
+    METRICS,
+    MODEL_STEP,
+    PERCENT_METRICS,
+    PROFILE,
+    QUANTILE_NAMES,
+    SERVER_NAME,
+    TIMESTAMP,
+    metric_bounds,
+    quantile_name,
+)
 from tftmon.encoding import ServerMapping
-from tftmon.model.network import ForecastModel, at_horizons, features, forecast, load_model, save_model
+from tftmon.model.network import (
+    BAND_SCALE_KEY,
+    ForecastModel,
+    at_horizons,
+    features,
+    forecast,
+    load_model,
+    save_model,
+)
 from tftmon.model.train import TrainingResult, fit
 
 from .conftest import periodic_fleet, tiny_config
@@ -60,6 +80,21 @@ def test_forecasts_start_after_the_last_observation(
     horizons = at_horizons(out)
     assert set(horizons["horizon"]) == set(HORIZONS)
     assert set(horizons["step"]) == set(HORIZONS.values())
+
+
+def test_every_quantile_lies_within_the_metric_contract_range(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    model, _ = trained
+    # bands stretched tenfold (the most calibration may widen them) reach past 0 % and 100 %
+    stretched = {target: [10.0] * features.PREDICTION_STEPS for target in model.config.targets}
+    out = forecast(replace(model, training_info={**model.training_info, BAND_SCALE_KEY: stretched}), fleet)
+    lower, upper = metric_bounds(METRICS)
+    bounds = pd.DataFrame({"lower": lower, "upper": upper}, index=list(METRICS)).loc[out["metric"]]
+    values = out[[quantile_name(q) for q in model.config.quantiles]].to_numpy()
+    assert (values >= bounds[["lower"]].to_numpy()).all() and (values <= bounds[["upper"]].to_numpy()).all()
+    percent = out[out["metric"].isin(PERCENT_METRICS)]
+    assert (percent[QUANTILE_NAMES[0]] == 0.0).any() and (percent[QUANTILE_NAMES[-1]] == 100.0).any()
 
 
 def test_future_rows_are_never_read(

@@ -201,12 +201,12 @@ def test_training_keeps_a_gate_sample_and_the_weights_digest(store: dict) -> Non
     assert sample.frame[SERVER_NAME].nunique() == min(registry.GATE_SERVERS, 7)
 
 
-def test_weights_scaled_by_minus_5_are_refused_though_their_run_logs_a_better_score(store: dict) -> None:
+def test_weights_scaled_by_minus_50_are_refused_though_their_run_logs_a_better_score(store: dict) -> None:
     """Defect 7: the gate scores the weights themselves; what their run logged plays no part."""
     first = store["first"]["version"]
     registry.promote(first, reason="test")
     told = MlflowClient().get_run(store["first"]["run_id"]).data.metrics[registry.SCORE_METRIC] / 2
-    candidate = _register_copy(store, _edit_weights(lambda t: t * -5), logged_score=told)
+    candidate = _register_copy(store, _edit_weights(lambda t: t * -50), logged_score=told)
     with pytest.raises(registry.PromotionRefused, match="worse than champion") as refused:
         registry.promote(candidate)
     assert "the weights do not forecast" in str(refused.value)
@@ -225,7 +225,7 @@ def test_weights_scaled_by_minus_5_are_refused_though_their_run_logs_a_better_sc
 
 def test_weights_that_do_not_forecast_are_refused_with_no_champion_to_compare(store: dict) -> None:
     MlflowClient().delete_registered_model_alias("tftmon", registry.PRODUCTION)
-    candidate = _register_copy(store, _edit_weights(lambda t: t * -5))
+    candidate = _register_copy(store, _edit_weights(lambda t: t * -50))
     report = registry.gate(candidate)
     assert not report.passed and "the weights do not forecast" in report.checks["backtest"]
     trained = registry.gate(store["first"]["version"])

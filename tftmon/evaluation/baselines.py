@@ -11,7 +11,6 @@ import pandas as pd
 
 from tftmon.config import EvaluationConfig
 from tftmon.contract import (
-    COLUMNS_BY_NAME,
     METRIC,
     MODEL_STEP,
     ORIGIN,
@@ -22,6 +21,7 @@ from tftmon.contract import (
     SERVER_NAME,
     STEP,
     TIMESTAMP,
+    metric_bounds,
     profile_of,
 )
 from tftmon.evaluation.actuals import Actuals, origins
@@ -36,9 +36,8 @@ ORACLE = "oracle"
 
 def _clip(values: np.ndarray, metrics: tuple[str, ...]) -> np.ndarray:
     """Values [..., metric] clipped to each metric's contract range."""
-    lower = [COLUMNS_BY_NAME[m].min if COLUMNS_BY_NAME[m].min is not None else -np.inf for m in metrics]
-    upper = [COLUMNS_BY_NAME[m].max if COLUMNS_BY_NAME[m].max is not None else np.inf for m in metrics]
-    return np.clip(values, np.array(lower, dtype=float), np.array(upper, dtype=float))
+    lower, upper = metric_bounds(metrics)
+    return np.clip(values, np.array(lower), np.array(upper))
 
 
 def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: str, cfg: EvaluationConfig) -> np.ndarray:

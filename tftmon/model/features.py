@@ -154,7 +154,8 @@ def training_dataset(
     """The training dataset whose fitted parameters every later dataset (validation, serving) reuses.
 
     Targets are normalised per window by EncoderNormalizer (no per-server statistics, so servers never
-    seen in training work); target centre/scale go in as static reals so the level is not lost.
+    seen in training work); the batches training and serving build may centre them on the recent level
+    instead (`center_steps`); target centre/scale go in as static reals so the level is not lost.
     `server_id` is the group id only; `profile` is the only static categorical, pre-fitted on every
     contract profile so the encoder does not depend on which profiles a training set happens to hold.
     """
@@ -313,7 +314,9 @@ def _forecast_grid(
     return add_time_features(grid)
 
 
-def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) -> dict[str, Any]:
+def window_batch(
+    dataset: TimeSeriesDataSet, windows: np.ndarray | None = None, center_steps: int | None = None
+) -> dict[str, Any]:
     """Windows of a dataset (positions in its index; all by default) as one batch of network input.
 
     The tensors `dataset.to_dataloader` yields (pytorch-forecasting's per-sample `__getitem__`, then
@@ -321,7 +324,7 @@ def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) 
     and target normalisers in whole-tensor operations, without the per-sample Python (about 7 ms a window)
     that was most of a forecast's time and half of a training step's. Serving batches every window;
     training draws batches of positions. A step missing inside a window repeats the row before it, as
-    `__getitem__` fills gaps.
+    `__getitem__` fills gaps. `center_steps`: see `_window_scale` (None: exactly pytorch-forecasting's).
     """
     _check_batchable(dataset)
     index = dataset.index if windows is None else dataset.index.iloc[windows]
@@ -337,10 +340,12 @@ def window_batch(dataset: TimeSeriesDataSet, windows: np.ndarray | None = None) 
         encoder=dataset.max_encoder_length,
         decoder=dataset.max_prediction_length,
     )
-    return _batch(layout, dataset.data, rows)
+    return _batch(layout, dataset.data, rows, center_steps)
 
 
-def inference_inputs(parameters: dict[str, Any], frame: pd.DataFrame) -> tuple[dict[str, Any], np.ndarray]:
+def inference_inputs(
+    parameters: dict[str, Any], frame: pd.DataFrame, center_steps: int | None = None
+) -> tuple[dict[str, Any], np.ndarray]:
     """The network batch `window_batch(build_dataset(parameters, frame, predict=True))` gives, and each
     window's server id, for an `inference_frame` (complete windows, sorted by server then time).
 
@@ -380,7 +385,7 @@ def inference_inputs(parameters: dict[str, Any], frame: pd.DataFrame) -> tuple[d
         "groups": torch.tensor(np.repeat(codes, length)[:, None].astype(np.int64), dtype=torch.int64),
     }
     rows = torch.as_tensor(firsts[order])[:, None] + torch.arange(length)
-    return _batch(layout, data, rows), servers[order]
+    return _batch(layout, data, rows, center_steps), servers[order]
 
 
 @dataclass(frozen=True)
@@ -467,7 +472,7 @@ class _Layout:
         return layout
 
 
-def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor, center_steps: int | None) -> dict[str, Any]:
     """The network batch for windows given as data rows [window, step]: one implementation for both paths."""
     encoder, decoder, reals = layout.encoder, layout.decoder, layout.reals
     starts = rows[:, 0]
@@ -479,7 +484,7 @@ def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor) -> dict[st
         cont[..., reals.index("relative_time_idx")] = relative
     target_scale = []
     for name, normalizer, target in zip(layout.target_names, layout.target_normalizers, targets, strict=True):
-        scale = _window_scale(target[:, :encoder])
+        scale = _window_scale(target[:, :encoder], center_steps)
         if name in reals:
             cont[..., reals.index(name)] = normalizer.transform(target, target_scale=scale)
         if layout.add_target_scales:
@@ -528,8 +533,11 @@ def _window_rows(dataset: TimeSeriesDataSet, index: pd.DataFrame, length: int) -
     return torch.searchsorted(keys, wanted, right=True) - 1
 
 
-def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
-    """Each window's (centre, scale), exactly as EncoderNormalizer("standard") fits one window at a time.
+def _window_scale(encoder_target: torch.Tensor, center_steps: int | None = None) -> torch.Tensor:
+    """Each window's (centre, scale), exactly as EncoderNormalizer("standard") fits one window at a time;
+    with `center_steps`, centred on the mean of the window's last that many steps instead (the scale stays
+    the whole window's): the network's zero is then the recent level, not the encoder's mean, so holding
+    or extending a ramp is what it learns first (NetworkConfig.center_steps).
 
     Its fit on a whole batch is not bit-identical: torch reduces one window as a full reduction (float32
     mean, then the squared deviations summed in float64, in order), which gives a constant window a
@@ -540,6 +548,8 @@ def _window_scale(encoder_target: torch.Tensor) -> torch.Tensor:
     deviation = encoder_target.double() - center.double()[:, None]
     squares = torch.cumsum(deviation * deviation, dim=-1)[:, -1]
     std = torch.sqrt(squares / (encoder_target.shape[-1] - 1)).to(encoder_target.dtype)
+    if center_steps is not None:
+        center = encoder_target[:, -center_steps:].mean(dim=-1)
     return torch.stack([center, std + torch.finfo(encoder_target.dtype).eps], dim=-1)
 
 

@@ -35,6 +35,7 @@ from tftmon.contract import (
     STEP,
     STEP_NS,
     TIMESTAMP,
+    metric_bounds,
     quantile_name,
 )
 from tftmon.encoding import ServerMapping
@@ -152,11 +153,11 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
 
     `history` is contract-shaped metrics at any interval for any servers, known or not. Returns one row
     per server x step x metric: server_name, server_id, profile, step, timestamp (last bin + step x
-    MODEL_STEP), metric, p10, p50, p90.
+    MODEL_STEP), metric and one column per model quantile, each within the metric's contract range.
     """
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
-    batch, window_servers = features.inference_inputs(model.dataset_parameters, frame)
+    batch, window_servers = features.inference_inputs(model.dataset_parameters, frame, config.center_steps)
     network = model.network.eval()
     blocks: list[np.ndarray] = []
     with torch.no_grad():
@@ -195,6 +196,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     scale = band_scale(model.training_info, list(config.targets), n_steps)
     if scale is not None:
         flat = widen_bands(flat, config.quantiles, np.tile(scale.ravel(), n_servers))
+    lower, upper = (np.repeat(bound, n_steps) for bound in metric_bounds(config.targets))
+    flat = np.clip(flat.reshape(n_servers, -1, len(names)), lower[:, None], upper[:, None]).reshape(flat.shape)
     for q, name in enumerate(names):
         out[name] = flat[:, q]
     return out[[SERVER_NAME, SERVER_ID, PROFILE, STEP, TIMESTAMP, METRIC, *names]]
@@ -216,7 +219,7 @@ def explain(model: ForecastModel, history: pd.DataFrame) -> Explanation:
     `forecast`, so the weights are those behind the served numbers, not a separate model of them."""
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
-    batch, servers = features.inference_inputs(model.dataset_parameters, frame)
+    batch, servers = features.inference_inputs(model.dataset_parameters, frame, config.center_steps)
     if len(servers) != 1:
         raise ValueError(f"explain reads one server's history, got {len(servers)}")
     network = model.network.eval()

@@ -105,14 +105,15 @@ class WindowBatches(Dataset):
     is built at once by `features.window_batch`, the tensors pytorch-forecasting's loader would give one
     window at a time (half of a training step's time on 2 cores)."""
 
-    def __init__(self, dataset: TimeSeriesDataSet) -> None:
+    def __init__(self, dataset: TimeSeriesDataSet, center_steps: int | None) -> None:
         self.dataset = dataset
+        self.center_steps = center_steps
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, windows: list[int]) -> tuple[dict[str, Any], tuple[list[torch.Tensor], None]]:
-        x = features.window_batch(self.dataset, np.asarray(windows, dtype=np.int64))
+        x = features.window_batch(self.dataset, np.asarray(windows, dtype=np.int64), self.center_steps)
         return x, (x["decoder_target"], None)
 
 
@@ -121,7 +122,7 @@ def window_loader(
 ) -> DataLoader:
     """Batches of `batch_size` windows drawn by `sampler`; worker processes kept alive across epochs."""
     return DataLoader(
-        WindowBatches(dataset),
+        WindowBatches(dataset, config.model.center_steps),
         sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
         batch_size=None,
         num_workers=config.num_workers,
