@@ -77,6 +77,19 @@ def _config_option(name: str, model: type[BaseModel], text: str, metavar: str) -
     return click.option(f"--{name}", field, metavar=metavar, help=f"{text} (default {_field_default(model, field)}).")
 
 
+#: --progress/--no-progress: the same on every long-running command.
+_progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr."
+)
+
+
+def _out_option(default: str, text: str = "Output directory (replaced atomically).") -> Decorator:
+    """--out DIR of a command that writes a directory."""
+    return click.option(
+        "--out", type=click.Path(file_okay=False, path_type=Path), default=Path(default), show_default=True, help=text
+    )
+
+
 def _given(values: dict[str, Any]) -> dict[str, Any]:
     """The options a user set: None (left out) and "" (MLproject's empty parameter) mean the config default."""
     return {name: value for name, value in values.items() if value is not None and value != ""}
@@ -217,14 +230,8 @@ def main(verbose: bool) -> None:
     f"[{'|'.join(SCENARIOS)}]",
 )
 @_config_option("scenario-fraction", SimulationConfig, "Share of servers the scenario applies to", "F")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/fleet"),
-    show_default=True,
-    help="Output directory (replaced atomically).",
-)
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@_out_option("data/fleet")
+@_progress_option
 def generate(out: Path, fleet_file: str, progress: bool, **options: str | None) -> None:
     """Simulate a fleet: Parquet + metrics_metadata.json + server_mapping.json under --out."""
     from tftmon.data.simulate import load_fleet_file
@@ -296,7 +303,7 @@ def validate(
 @_config_option("devices", TrainConfig, "Number of devices, or auto; more than one trains with DDP", "N")
 @_config_option("seed", TrainConfig, "Random seed", "N")
 @_config_option("holdout-hours", EvaluationConfig, "Last part of time held out for evaluation", "H")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@_progress_option
 def train(path: Path, targets: str, progress: bool, holdout_hours: str | None, **options: str | None) -> None:
     """Validate PATH, train the TFT, evaluate it against baselines, log to MLflow and register a version.
 
@@ -392,14 +399,8 @@ def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json
 @click.option(
     "--profile", default="", metavar="NAME", help="Profile of every server (default: field, mapping, or hostname)."
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/ingested"),
-    show_default=True,
-    help="Output directory (replaced atomically).",
-)
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@_out_option("data/ingested")
+@_progress_option
 def ingest(
     source: str,
     mapping_file: Path | None,
@@ -514,7 +515,7 @@ class DriftCheckFailed(click.ClickException):
 @click.option("--track/--no-track", default=True, show_default=True, help="Log the check as a monitoring run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 whatever the priority (MLproject: the run stays FINISHED).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@_progress_option
 def drift(
     path: Path | None,
     service_url: str | None,
@@ -585,7 +586,7 @@ def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
         _config_option("out", RetrainConfig, "Where simulated and collected data are written", "DIR"),
         _config_option("event-log", RetrainConfig, "Append-only JSON-lines event log", "FILE"),
         _config_option("lock-file", RetrainConfig, "Lock file: one retrain at a time", "FILE"),
-        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars."),
+        _progress_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -669,13 +670,7 @@ def monitor(interval: str, policy_file: Path | None, once: bool, **options: Any)
 
 
 @main.command()
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/demo"),
-    show_default=True,
-    help="Where the demo fleet is written.",
-)
+@_out_option("data/demo", "Where the demo fleet is written.")
 @click.option(
     "--stack/--no-stack",
     default=True,

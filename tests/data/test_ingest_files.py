@@ -255,20 +255,22 @@ def test_samples_from_elsewhere_take_the_same_path(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_an_unknown_mapping_field_is_named_with_the_valid_ones(tmp_path: Path) -> None:
-    (tmp_path / "map.yaml").write_text("timezone: UTC\nmetric: {CPU: cpu_user_pct}\n")
+def _mapping_refused(tmp_path: Path, text: str) -> str:
+    """The MappingError message loading a mapping file of `text` gives."""
+    (tmp_path / "map.yaml").write_text(text)
     with pytest.raises(MappingError) as caught:
         load_mapping(tmp_path / "map.yaml")
-    message = str(caught.value)
+    return str(caught.value)
+
+
+def test_an_unknown_mapping_field_is_named_with_the_valid_ones(tmp_path: Path) -> None:
+    message = _mapping_refused(tmp_path, "timezone: UTC\nmetric: {CPU: cpu_user_pct}\n")
     assert "unknown field metric (did you mean metrics?) in Mapping" in message
     assert "valid fields: format, fields, timezone, metrics," in message and "\n" not in message
 
 
 def test_a_unit_that_does_not_fit_the_column_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "map.yaml").write_text("metrics:\n  NetworkIn: {column: cpu_user_pct, unit: bytes/s}\n")
-    with pytest.raises(MappingError) as caught:
-        load_mapping(tmp_path / "map.yaml")
-    message = str(caught.value)
+    message = _mapping_refused(tmp_path, "metrics:\n  NetworkIn: {column: cpu_user_pct, unit: bytes/s}\n")
     assert "metrics.NetworkIn: Value error, unit 'bytes/s' converts to MB/s, but cpu_user_pct is in %" in message
     assert "cpu_user_pct accepts: %, percent, fraction, percent_complement, fraction_complement" in message
 

@@ -122,11 +122,11 @@ def test_drift_reports_exactly_the_added_and_retired_servers(model_store: dict, 
     assert len(added) == 5 and len(retired) == 2
     report = check_drift(QUIET.model_copy(update={"forecast_error": True}), data=datasets["drifted"])
 
-    assert report.new_servers == added and report.retired == retired and report.sunset == retired
-    assert report.offline == report.sunset_candidates == []
-    assert report.known == len(model_store["servers"]) == 7
-    assert len(report.active) == 10 and set(added) <= set(report.active)
-    assert report.drift_pct == pytest.approx(100 * 7 / 7)
+    assert report.fleet.new_servers == added and report.fleet.retired == retired and report.fleet.sunset == retired
+    assert report.fleet.offline == report.fleet.sunset_candidates == []
+    assert report.fleet.known == len(model_store["servers"]) == 7
+    assert len(report.fleet.active) == 10 and set(added) <= set(report.fleet.active)
+    assert report.fleet.drift_pct == pytest.approx(100 * 7 / 7)
     assert report.priority == report.fleet_priority == "high" and exit_code(report.priority) == 3
     assert report.model_version == model_store["version"] and report.model_age_days >= 0
     assert report.unknown_rate is None  # no service given
@@ -192,7 +192,7 @@ def test_drift_from_the_live_service(drift_service: Served, datasets: dict[str, 
 
     added, retired = _fleet_change()
     report = check_drift(QUIET, service_url=url)
-    assert report.new_servers == added and report.retired == retired and len(report.active) == 10
+    assert report.fleet.new_servers == added and report.fleet.retired == retired and len(report.fleet.active) == 10
     assert report.source == f"{url} (live view)" and report.shifts == []
     # The live loop forecast 10 servers, 5 of them unknown: a critical rate.
     assert report.unknown_rate == pytest.approx(0.5) and report.unknown_level == "critical"

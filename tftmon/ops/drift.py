@@ -165,14 +165,7 @@ class DriftReport:
     checked_at: datetime
     model_version: str | None
     model_age_days: float | None
-    known: int
-    active: list[str]
-    new_servers: list[str]
-    offline: list[str]
-    sunset_candidates: list[str]
-    sunset: list[str]
-    retired: list[str]
-    drift_pct: float
+    fleet: FleetDrift
     fleet_priority: DriftPriority
     unknown_rate: float | None = None
     unknown_level: UnknownRateLevel | None = None
@@ -186,6 +179,7 @@ class DriftReport:
     def to_json(self) -> dict[str, Any]:
         """Everything as JSON-ready values (the exit code included)."""
         out = dataclasses.asdict(self)
+        out.update(out.pop("fleet"), drift_pct=self.fleet.drift_pct)  # the fleet's counts at the top level
         out["checked_at"] = self.checked_at.isoformat()
         out["exit_code"] = exit_code(self.priority)
         if self.forecast_error is not None:
@@ -196,19 +190,20 @@ class DriftReport:
 
     def to_text(self) -> str:
         """The readable table `tftmon drift` prints: counts, the servers (capped lists), shifts, notes."""
+        fleet = self.fleet
         age = "" if self.model_age_days is None else f", {self.model_age_days:.1f} days old"
         lines = [
             f"drift of Production model v{self.model_version}{age} vs {self.source} "
             f"at {self.checked_at:%Y-%m-%d %H:%M} UTC",
             f"  {'priority':<25}{self.priority.upper()} (exit code {exit_code(self.priority)})",
-            f"  {'drift':<25}{self.drift_pct:.1f} % = ({len(self.new_servers)} new + {len(self.retired)} retired) / "
-            f"{self.known} known: {self.fleet_priority} [low ≥ {DRIFT_LOW_PCT:g} %, medium ≥ {DRIFT_MEDIUM_PCT:g} %, "
+            f"  {'drift':<25}{fleet.drift_pct:.1f} % = ({len(fleet.new_servers)} new + {len(fleet.retired)} retired) / "
+            f"{fleet.known} known: {self.fleet_priority} [low ≥ {DRIFT_LOW_PCT:g} %, medium ≥ {DRIFT_MEDIUM_PCT:g} %, "
             f"high > {DRIFT_HIGH_PCT:g} %]",
-            _names_line(f"active (< {_span(OFFLINE_AFTER)})", self.active),
-            _names_line("new", self.new_servers),
-            _names_line(f"offline (≥ {_span(OFFLINE_AFTER)})", self.offline),
-            _names_line(f"sunset cand. (≥ {_span(SUNSET_CANDIDATE_AFTER)})", self.sunset_candidates),
-            _names_line(f"sunset (≥ {_span(SUNSET_AFTER)}, absent)", self.sunset),
+            _names_line(f"active (< {_span(OFFLINE_AFTER)})", fleet.active),
+            _names_line("new", fleet.new_servers),
+            _names_line(f"offline (≥ {_span(OFFLINE_AFTER)})", fleet.offline),
+            _names_line(f"sunset cand. (≥ {_span(SUNSET_CANDIDATE_AFTER)})", fleet.sunset_candidates),
+            _names_line(f"sunset (≥ {_span(SUNSET_AFTER)}, absent)", fleet.sunset),
         ]
         if self.unknown_rate is not None:
             lines.append(
@@ -496,14 +491,13 @@ def check_drift(
         checked_at=reference_time.to_pydatetime(),
         model_version=production.version,
         model_age_days=(to_utc(clock) - production.created).total_seconds() / 86400,
-        drift_pct=fleet.drift_pct,
+        fleet=fleet,
         fleet_priority=fleet_priority,
         unknown_rate=rate,
         unknown_level=level,
         shifts=shifts,
         forecast_error=error,
         notes=notes,
-        **{f.name: getattr(fleet, f.name) for f in dataclasses.fields(FleetDrift)},
     )
     return _logged(report, config) if config.track else report
 
@@ -513,15 +507,15 @@ def _logged(report: DriftReport, config: DriftConfig) -> DriftReport:
     from tftmon.evaluation.shift import by_metric
 
     metrics: dict[str, float] = {
-        "drift_pct": report.drift_pct,
+        "drift_pct": report.fleet.drift_pct,
         "priority": exit_code(report.priority),
-        "known": report.known,
-        "active": len(report.active),
-        "new": len(report.new_servers),
-        "offline": len(report.offline),
-        "sunset_candidates": len(report.sunset_candidates),
-        "sunset": len(report.sunset),
-        "retired": len(report.retired),
+        "known": report.fleet.known,
+        "active": len(report.fleet.active),
+        "new": len(report.fleet.new_servers),
+        "offline": len(report.fleet.offline),
+        "sunset_candidates": len(report.fleet.sunset_candidates),
+        "sunset": len(report.fleet.sunset),
+        "retired": len(report.fleet.retired),
     }
     if report.model_age_days is not None:
         metrics["model_age_days"] = report.model_age_days
@@ -538,7 +532,7 @@ def _logged(report: DriftReport, config: DriftConfig) -> DriftReport:
             metrics["mase_ratio"] = report.forecast_error.ratio
     tags = {"tftmon.priority": report.priority, "tftmon.model_version": str(report.model_version)}
     with tracking.job_run("drift", tags=tags, experiment=Settings().tftmon_monitoring_experiment) as run:
-        tracking.name_run(f"drift {report.priority} · {report.drift_pct:.0f} % · {report.source}")
+        tracking.name_run(f"drift {report.priority} · {report.fleet.drift_pct:.0f} % · {report.source}")
         mlflow.log_params({**config.params("drift"), "drift.source": report.source})
         mlflow.log_metrics(metrics)
         mlflow.log_dict(report.to_json(), "drift.json")

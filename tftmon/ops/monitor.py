@@ -154,9 +154,9 @@ def check_once(policy: RetrainPolicy, retrain: RetrainConfig, drift: DriftConfig
     log.info("drift %s: %s", report.priority, decision.to_text())
     detected = {
         "priority": report.priority,
-        "drift_pct": report.drift_pct,
-        "new_servers": len(report.new_servers),
-        "retired": len(report.retired),
+        "drift_pct": report.fleet.drift_pct,
+        "new_servers": len(report.fleet.new_servers),
+        "retired": len(report.fleet.retired),
         "drift_run_id": report.run_id,
         "decision": decision.to_text(),
     }
