@@ -474,25 +474,37 @@ def _when(minutes: int) -> str:
 
 
 def reasons(per_metric: pd.DataFrame) -> pd.Series:
-    """Plain-language reason per crossed row of `metric_risk`, built column-wise (no per-row Python).
+    """Plain-language reason per crossed row of `metric_risk` (missing where its value is missing).
 
-    E.g. "I/O wait ≥ 30 % (critical for web_api) in 40 min: 64 % likely, p50 34 %".
+    E.g. "I/O wait ≥ 30 % (critical for web_api) in 40 min: 64 % likely, p50 34 %". One f-string per
+    row: a request scores a few hundred rows at most, where a dozen whole-column string operations
+    cost several times more.
     """
-    key = per_metric["risk_metric"]
-    unit = key.map({k: r.unit for k, r in RISK_METRICS_BY_KEY.items()})
-    label = key.map({k: r.label for k, r in RISK_METRICS_BY_KEY.items()})
-    when = per_metric["minutes_ahead"].map({m: _when(m) for m in per_metric["minutes_ahead"].unique()})
-    value = per_metric["value"].round().astype("Int64").astype(str)
-    threshold = per_metric["threshold"].map(lambda t: f"{t:g}")
-    likely = (per_metric["probability"] * 100).round().astype("Int64").astype(str)
-    return (
-        label + " ≥ " + threshold + unit + " (" + per_metric["level"]
-        + " for " + per_metric[PROFILE] + ") in " + when + ": " + likely + " % likely, p50 " + value + unit
-    )  # fmt: skip
+    metric = {k: (r.label, r.unit) for k, r in RISK_METRICS_BY_KEY.items()}
+    columns = ("risk_metric", "threshold", "level", PROFILE, "minutes_ahead", "probability", "value")
+    text = [
+        None
+        if value != value  # NaN
+        else f"{metric[key][0]} ≥ {threshold:g}{metric[key][1]} ({level} for {profile}) in {_when(minutes)}: "
+        f"{round(probability * 100)} % likely, p50 {round(value)}{metric[key][1]}"
+        for key, threshold, level, profile, minutes, probability, value in zip(
+            *(per_metric[c].tolist() for c in columns), strict=True
+        )
+    ]
+    return pd.Series(text, index=per_metric.index, dtype="str")
 
 
 NO_RISK_REASON = "No metric is forecast to reach an elevated level in the next 8 h"
 NO_RISK_METRIC_REASON = "Not judged: the model forecasts none of the metrics risk is judged on"
+
+
+def _run_starts(*columns: np.ndarray) -> np.ndarray:
+    """True at each row whose value in any of `columns` differs from the row before (and at the first)."""
+    starts = np.zeros(len(columns[0]), dtype=bool)
+    starts[:1] = True
+    for column in columns:
+        starts[1:] |= column[1:] != column[:-1]
+    return starts
 
 
 def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None, drivers: int = 3) -> pd.DataFrame:
@@ -507,25 +519,34 @@ def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None
     judged = len(per_metric) > 0 or len(forecast) == 0
     if not judged:  # the model forecasts no metric risk is judged on: every server healthy, and said why
         keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].drop_duplicates([SERVER_NAME, ORIGIN])
-        per_metric = keys.assign(risk_metric=None, raw=0.0, risk=0.0, probability=0.0, value=np.nan, quantile="",
-                                 **{STEP: 0, "minutes_ahead": 0}, level="", threshold=np.nan)  # fmt: skip
-    per_metric = per_metric.sort_values([SERVER_NAME, ORIGIN, "risk"], ascending=[True, True, False], kind="stable")
-    top = per_metric.groupby([SERVER_NAME, ORIGIN], sort=False).head(1).reset_index(drop=True)
-    top = top.rename(columns={"risk_metric": METRIC})
-    top["severity"] = severity_of(top["risk"].to_numpy())
-    top["colour"] = top["severity"].map(lambda s: SEVERITY_COLOURS[Severity(s)])
-    top["reason"] = NO_RISK_REASON if judged else NO_RISK_METRIC_REASON
-    crossed = top[STEP] > 0
-    if crossed.any():
-        top.loc[crossed, "reason"] = reasons(top.loc[crossed].rename(columns={METRIC: "risk_metric"}))
-    top.loc[~crossed, METRIC] = None
-    notable = per_metric[per_metric["risk"] >= SEVERITY_BANDS[1].lower]
-    notable = notable.groupby([SERVER_NAME, ORIGIN], sort=False).head(drivers)
-    top["drivers"] = ""
-    if len(notable):
-        text = reasons(notable).groupby([notable[SERVER_NAME], notable[ORIGIN]], sort=False).agg("; ".join)
-        idx = pd.MultiIndex.from_frame(top[[SERVER_NAME, ORIGIN]])
-        top["drivers"] = text.reindex(idx).fillna("").to_numpy()
+        per_metric = keys.sort_values([SERVER_NAME, ORIGIN], kind="stable").assign(
+            risk_metric=None, raw=0.0, risk=0.0, probability=0.0, value=np.nan, quantile="",
+            **{STEP: 0, "minutes_ahead": 0}, level="", threshold=np.nan,
+        )  # fmt: skip
+    # Each server×origin's rows are consecutive (metric_risk's layout): rank them worst first, ties in
+    # metric order, with one stable sort instead of pandas' sort, groupby and reindex.
+    names, origins = per_metric[SERVER_NAME].to_numpy(), per_metric[ORIGIN].to_numpy()
+    group = np.cumsum(_run_starts(names, origins)) - 1
+    ranked = np.lexsort((-per_metric["risk"].to_numpy(), group))
+    ranked_group = group[ranked]
+    first = np.flatnonzero(_run_starts(ranked_group))
+    rank = np.arange(len(ranked)) - np.repeat(first, np.diff(np.r_[first, len(ranked)]))
+    top = per_metric.iloc[ranked[first]].reset_index(drop=True).rename(columns={"risk_metric": METRIC})
+    crossed = top[STEP].to_numpy() > 0
+    reason = np.full(len(top), NO_RISK_REASON if judged else NO_RISK_METRIC_REASON, dtype=object)
+    reason[crossed] = reasons(top[crossed].rename(columns={METRIC: "risk_metric"})).to_numpy(dtype=object)
+    notable = ranked[(per_metric["risk"].to_numpy()[ranked] >= SEVERITY_BANDS[1].lower) & (rank < drivers)]
+    driving: list[list[str]] = [[] for _ in range(len(top))]
+    for g, text in zip(group[notable], reasons(per_metric.iloc[notable]), strict=True):
+        driving[g].append(text)
+    severity = severity_of(top["risk"].to_numpy())
+    top = top.assign(
+        severity=severity,
+        colour=pd.array([SEVERITY_COLOURS[Severity(s)] for s in severity], dtype="str"),
+        reason=pd.array(reason, dtype="str"),
+        drivers=pd.array(["; ".join(texts) for texts in driving], dtype="str"),
+        **{METRIC: top[METRIC].where(crossed, None)},
+    )
     columns = [SERVER_NAME, PROFILE, ORIGIN, "raw", "risk", "severity", "colour", METRIC, "probability", "value",
                "quantile", "minutes_ahead", "level", "threshold", "reason", "drivers"]  # fmt: skip
     return top[columns]

@@ -105,6 +105,16 @@ def test_known_covariates_follow_the_clock() -> None:
     np.testing.assert_array_equal(frame["is_weekend"].to_numpy(), weekend.astype(float).to_numpy())
 
 
+def test_known_covariates_match_the_calendar_at_any_date() -> None:
+    ts = pd.Series(pd.date_range("1969-12-28 23:55", "2028-03-01", freq="4321min", tz="UTC"))
+    frame = features.add_time_features(pd.DataFrame({TIMESTAMP: ts}))
+    hour = ts.dt.hour + ts.dt.minute / 60.0
+    dow = ts.dt.dayofweek + hour / 24.0
+    np.testing.assert_array_equal(frame["hour_sin"], np.sin(2 * np.pi * hour / 24.0))
+    np.testing.assert_array_equal(frame["dow_cos"], np.cos(2 * np.pi * dow / 7.0))
+    np.testing.assert_array_equal(frame["is_weekend"], (ts.dt.dayofweek >= 5).astype(float))
+
+
 def test_identity_columns_are_derived_and_state_is_never_an_input() -> None:
     df = raw(servers=2, hours=12, interval="5min").drop(columns=[PROFILE])
     frame = features.prepare_frame(df, METRICS)

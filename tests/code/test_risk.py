@@ -86,6 +86,22 @@ def test_flat_healthy_forecast_is_healthy_with_no_driver() -> None:
     assert "No metric" in row["reason"]
 
 
+def test_drivers_list_each_server_origins_notable_metrics_worst_first() -> None:
+    hot = {IOWAIT: {q: jump(40, 6) for q in c.QUANTILE_NAMES}, "mem_used_pct": {q: jump(99.9, 60, 40) for q in
+           c.QUANTILE_NAMES}, "disk_usage_pct": {q: jump(99.9, 90, 50) for q in c.QUANTILE_NAMES}}  # fmt: skip
+    later = forecast("ppweb001", hot).assign(origin=ORIGIN + pd.Timedelta(hours=1))
+    both = pd.concat([forecast("ppweb002"), later, forecast("ppweb001")], ignore_index=True)
+    rows = score(both, drivers=2).set_index([c.SERVER_NAME, "origin"])
+
+    busy = rows.loc[("ppweb001", ORIGIN + pd.Timedelta(hours=1))]
+    texts = busy["drivers"].split("; ")
+    assert len(texts) == 2 and texts[0] == busy["reason"]
+    assert texts[0].startswith("I/O wait") and texts[1].startswith("Memory")
+    assert rows.loc[("ppweb001", ORIGIN), "drivers"] == ""
+    assert rows.loc[("ppweb002", ORIGIN), "drivers"] == ""
+    assert len(score(later)["drivers"].iloc[0].split("; ")) == 3
+
+
 def test_likely_iowait_crossing_within_30_min_is_critical_and_explained() -> None:
     row = iowait("ppweb001", {"p10": jump(31, 6), "p50": jump(34, 6), "p90": jump(40, 6)})
     assert row["severity"] == "critical"

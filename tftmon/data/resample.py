@@ -6,6 +6,8 @@ the same way wherever it enters (mean, max or last, from the contract).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -63,24 +65,24 @@ def resample_to_model_step(df: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"unknown state(s) {unknown}; the contract knows {list(STATES)}")
         work["__severity"] = severity
         agg["__severity"] = "max"
-    out = work.groupby("__key", sort=True).agg(agg)
+    # One sample per bin, in order (history already at the model step): every aggregation is the identity.
+    out = work.set_index("__key") if bool(np.all(np.diff(key) > 0)) else work.groupby("__key", sort=True).agg(agg)
 
     keys = out.index.to_numpy()
     first_bin = bins.min() if len(bins) else 0
-    result = pd.DataFrame(
-        {
-            TIMESTAMP: pd.to_datetime((keys % n_bins + first_bin) * STEP_NS, unit="ns", utc=True),
-            SERVER_NAME: names.to_numpy()[keys // n_bins],
-        }
-    )
-    for col in extra:
-        result[col] = df[col].to_numpy()[first_row][keys // n_bins]
+    server = keys // n_bins
+    columns: dict[str, Any] = {
+        TIMESTAMP: pd.to_datetime((keys % n_bins + first_bin) * STEP_NS, unit="ns", utc=True),
+        SERVER_NAME: names.to_numpy()[server],
+        **{col: df[col].to_numpy()[first_row][server] for col in extra},
+    }
     if STATE in df.columns:
-        result[STATE] = np.asarray(STATE_SEVERITY, dtype=object)[out["__severity"].to_numpy()]
-    for col in (SERVER_NAME, *extra, *([STATE] if STATE in df.columns else [])):
-        result[col] = result[col].astype(COLUMNS_BY_NAME[col].pandas_dtype)
+        columns[STATE] = np.asarray(STATE_SEVERITY, dtype=object)[out["__severity"].to_numpy()]
     for m in metrics:
         values = out[m].to_numpy()
         keep_int = COLUMNS_BY_NAME[m].type == "int" and not np.isnan(values.astype(np.float64)).any()
-        result[m] = values.astype(np.int64) if keep_int else values
+        columns[m] = values.astype(np.int64) if keep_int else values
+    result = pd.DataFrame(columns)
+    for col in (SERVER_NAME, *extra, *([STATE] if STATE in df.columns else [])):
+        result[col] = result[col].astype(COLUMNS_BY_NAME[col].pandas_dtype)
     return result

@@ -96,21 +96,27 @@ def time_idx_of(ts: pd.Series) -> np.ndarray:
 
 
 def add_time_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add `time_idx` and the known covariates, all computed from `timestamp` alone."""
-    ts = to_utc(frame[TIMESTAMP])
-    hour = ts.dt.hour + ts.dt.minute / 60.0
-    dow = ts.dt.dayofweek + hour / 24.0
-    frame = frame.assign(
-        **{
-            TIME_IDX: time_idx_of(ts),
-            "hour_sin": np.sin(2 * np.pi * hour / 24.0),
-            "hour_cos": np.cos(2 * np.pi * hour / 24.0),
-            "dow_sin": np.sin(2 * np.pi * dow / 7.0),
-            "dow_cos": np.cos(2 * np.pi * dow / 7.0),
-            "is_weekend": (ts.dt.dayofweek >= 5).astype(np.float64),
-        }
-    )
-    return frame
+    """Add `time_idx` and the known covariates, all computed from `timestamp` alone.
+
+    Hour, minute and weekday come from integer nanoseconds (the values the `.dt` accessors give, at a
+    tenth of their cost on a serving request); the new columns join the frame in one concat.
+    """
+    ns = to_utc(frame[TIMESTAMP]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    minutes = ns // 60_000_000_000
+    day = minutes // (24 * 60)
+    hour = (minutes // 60 - day * 24) + (minutes % 60) / 60.0
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0, as pandas counts
+    dow = weekday + hour / 24.0
+    known = {
+        TIME_IDX: ns // STEP_NS,
+        "hour_sin": np.sin(2 * np.pi * hour / 24.0),
+        "hour_cos": np.cos(2 * np.pi * hour / 24.0),
+        "dow_sin": np.sin(2 * np.pi * dow / 7.0),
+        "dow_cos": np.cos(2 * np.pi * dow / 7.0),
+        "is_weekend": (weekday >= 5).astype(np.float64),
+    }
+    kept = frame.drop(columns=[c for c in known if c in frame.columns])
+    return pd.concat([kept, pd.DataFrame(known, index=frame.index)], axis=1)
 
 
 def resolve_targets(targets: Sequence[str] | None, columns: Iterable[str] = METRICS) -> list[str]:
@@ -138,13 +144,17 @@ def prepare_frame(df: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metrics {missing} are missing from the data; train on a subset with --targets")
     frame = resample_to_model_step(df)
-    names = frame[SERVER_NAME].astype(str)
-    frame[SERVER_ID] = names.map({n: server_id(n) for n in names.unique()}).astype(str)
-    inferred = names.map({n: profile_of(n) for n in names.unique()})  # once per server, not per row
+    codes, names = pd.factorize(frame[SERVER_NAME].astype(str))  # id and profile once per server, not per row
+    frame[SERVER_ID] = pd.array([server_id(n) for n in names], dtype="str").take(codes)
+    inferred = pd.Series(pd.array([profile_of(n) for n in names], dtype="str").take(codes), index=frame.index)
     frame[PROFILE] = (frame[PROFILE].fillna(inferred) if PROFILE in frame.columns else inferred).astype(str)
     frame = frame.sort_values([SERVER_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
-    frame[list(targets)] = frame.groupby(SERVER_ID, sort=False)[list(targets)].ffill().astype(np.float64)
-    frame = frame.dropna(subset=list(targets)).reset_index(drop=True)
+    values = frame[list(targets)].astype(np.float64)
+    if values.isna().to_numpy().any():  # history at the model step usually has no gap to carry over
+        frame[list(targets)] = values.groupby(frame[SERVER_ID], sort=False).ffill()
+        frame = frame.dropna(subset=list(targets)).reset_index(drop=True)
+    else:
+        frame[list(targets)] = values
     return add_time_features(frame)
 
 
@@ -300,18 +310,16 @@ def _forecast_grid(
     wanted = np.arange(n)[:, None] * width + (steps[:, :encoder_steps] - base)
     source = np.searchsorted(keys, wanted.ravel(), side="right") - 1
     # Object, not Arrow, strings: the dataset's label encoders iterate them element by element.
-    grid = pd.DataFrame(
-        {
-            column: pd.Series(np.repeat(frame[column].to_numpy(dtype=object)[last], length), dtype=object)
-            for column in (SERVER_NAME, SERVER_ID, PROFILE)
-        }
-    )
-    grid[TIMESTAMP] = pd.to_datetime(steps.ravel() * STEP_NS, unit="ns", utc=True)
+    columns: dict[str, Any] = {
+        column: pd.Series(np.repeat(frame[column].to_numpy(dtype=object)[last], length), dtype=object)
+        for column in (SERVER_NAME, SERVER_ID, PROFILE)
+    }
+    columns[TIMESTAMP] = pd.to_datetime(steps.ravel() * STEP_NS, unit="ns", utc=True)
     for target in targets:
         values = np.full((n, length), FUTURE_PLACEHOLDER)
         values[:, :encoder_steps] = frame[target].to_numpy(dtype=np.float64)[source].reshape(n, encoder_steps)
-        grid[target] = values.ravel()
-    return add_time_features(grid)
+        columns[target] = values.ravel()
+    return add_time_features(pd.DataFrame(columns))
 
 
 def window_batch(

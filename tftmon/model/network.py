@@ -158,7 +158,9 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     config = model.config
     frame = features.inference_frame(history, config.targets, config.encoder_steps)
     batch, window_servers = features.inference_inputs(model.dataset_parameters, frame, config.center_steps)
-    network = model.network.eval()
+    network = model.network
+    if network.training:  # load_model and fit leave it in eval mode; eval() walks ~1,000 modules
+        network.eval()
     blocks: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(batch["groups"]), batch_size):
@@ -175,19 +177,10 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         """Strings taken by index (Arrow), not a million Python objects converted one by one."""
         return pd.array(strings, dtype="str").take(index)
 
-    identity = frame.drop_duplicates(SERVER_ID).set_index(SERVER_ID).loc[server_ids]
+    ids, distinct = pd.factorize(frame[SERVER_ID])
+    identity = frame.iloc[np.unique(ids, return_index=True)[1][pd.Index(distinct).get_indexer(server_ids)]]
     server_of_row = np.repeat(np.arange(n_servers), n_targets * n_steps)  # rows are server-major
     step = np.tile(np.arange(1, n_steps + 1), n_servers * n_targets)
-    out = pd.DataFrame(
-        {
-            SERVER_ID: repeated(server_ids, server_of_row),
-            METRIC: repeated(list(config.targets), np.tile(np.repeat(np.arange(n_targets), n_steps), n_servers)),
-            STEP: step,
-        }
-    )
-    out[TIMESTAMP] = pd.to_datetime((first_step[server_of_row] + step - 1) * STEP_NS, unit="ns", utc=True)
-    for column in (SERVER_NAME, PROFILE):
-        out[column] = repeated(identity[column].tolist(), server_of_row)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.
     names = [quantile_name(q) for q in config.quantiles]
     flat = values.reshape(-1, len(names))
@@ -198,9 +191,16 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         flat = widen_bands(flat, config.quantiles, np.tile(scale.ravel(), n_servers))
     lower, upper = (np.repeat(bound, n_steps) for bound in metric_bounds(config.targets))
     flat = np.clip(flat.reshape(n_servers, -1, len(names)), lower[:, None], upper[:, None]).reshape(flat.shape)
-    for q, name in enumerate(names):
-        out[name] = flat[:, q]
-    return out[[SERVER_NAME, SERVER_ID, PROFILE, STEP, TIMESTAMP, METRIC, *names]]
+    columns = {
+        SERVER_NAME: repeated(identity[SERVER_NAME].tolist(), server_of_row),
+        SERVER_ID: repeated(server_ids, server_of_row),
+        PROFILE: repeated(identity[PROFILE].tolist(), server_of_row),
+        STEP: step,
+        TIMESTAMP: pd.to_datetime((first_step[server_of_row] + step - 1) * STEP_NS, unit="ns", utc=True),
+        METRIC: repeated(list(config.targets), np.tile(np.repeat(np.arange(n_targets), n_steps), n_servers)),
+        **{name: flat[:, q] for q, name in enumerate(names)},
+    }
+    return pd.DataFrame(columns)
 
 
 @dataclass(frozen=True)
