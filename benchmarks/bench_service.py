@@ -2,9 +2,10 @@
 concurrent clients, overhead vs the in-process pyfunc.
 
 Run: `timeout 1500 python benchmarks/bench_service.py [--sizes 9,90,300,900] [--repeats 5] [--duration 60]
-[--network '{"hidden_size": 16}']` (about 9 minutes on 2 cores).
+[--network '{"hidden_size": 16}'] [--model-dir DIR]` (about 9 minutes on 2 cores).
 Self-contained: trains a model of the default architecture (or --network's) for one batch (inference cost
-depends on the architecture, not on training), registers and promotes it in a temporary MLflow store,
+depends mostly on the architecture; --model-dir serves a trained one instead), registers and promotes it
+in a temporary MLflow store,
 starts `bentoml serve` on a free port, measures, and rewrites the tables of
 benchmarks/results/service.md atomically (the hand-written part after its first `---` line is kept).
 """
@@ -30,7 +31,7 @@ import pandas as pd
 import requests
 
 if TYPE_CHECKING:
-    from tftmon.config import NetworkConfig
+    from tftmon.config import ModelConfig, NetworkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the results file's hand-written part begins (kept when the tables are rewritten).
@@ -77,11 +78,12 @@ def promote_in_temporary_store(
     return env
 
 
-def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
-    """A model of that architecture, promoted in a temporary store; returns the store's environment."""
+def _setup(root: Path, network: NetworkConfig, model_dir: Path | None) -> tuple[dict[str, str], ModelConfig]:
+    """A model of that architecture (or the saved one at `model_dir`), promoted in a temporary store;
+    returns the store's environment and the model's config."""
     from tftmon.config import TrainConfig
     from tftmon.contract import MODEL_STEP, PREDICTION_STEPS
-    from tftmon.model.network import save_model
+    from tftmon.model.network import load_model, save_model
     from tftmon.model.train import fit
 
     config = TrainConfig(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, progress_bar=False,
@@ -89,10 +91,12 @@ def _setup(root: Path, network: NetworkConfig) -> dict[str, str]:
     # Enough for one training window and the validation hold-out (plus an hour's slack).
     forecast_hours = PREDICTION_STEPS * MODEL_STEP / timedelta(hours=1)
     data = _history(7, config.encoder_hours + forecast_hours + config.validation_hours + 1)
-    model, _ = fit(data, config)
-    save_model(model, root / "model_dir")
+    if model_dir is None:
+        model_dir = root / "model_dir"
+        save_model(fit(data, config)[0], model_dir)
+    model = load_model(model_dir)
     example = data[data["server_name"] == data["server_name"].iloc[0]].tail(model.config.encoder_steps)
-    return promote_in_temporary_store(root, root / "model_dir", model.config.targets, example)
+    return promote_in_temporary_store(root, model_dir, model.config.targets, example), model.config
 
 
 def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
@@ -242,13 +246,17 @@ def _feed_fleet(url: str, frame: pd.DataFrame) -> None:
 
 
 def report(sizes: list[dict], stages: dict[str, float], concurrent: list[dict], in_process: tuple[float, float],
-           service_90: dict, command: str, load: float, network: NetworkConfig) -> str:  # fmt: skip
+           service_90: dict, command: str, load: float, model: ModelConfig) -> str:  # fmt: skip
+    from tftmon.contract import MODEL_STEP
+
     torch_threads = os.environ.get("TFTMON_SERVICE_TORCH_THREADS", "1")
+    encoder_hours = model.encoder_steps * MODEL_STEP / timedelta(hours=1)
     lines = [
         "# Service benchmarks (2-core CPU, torch 2.13 CPU, one BentoML worker)",
         "",
-        f"Command: `{command}`. Model: 6 h encoder, hidden {network.hidden_size}, 14 targets, "
-        f"{len(network.quantiles)} quantiles, torch threads {torch_threads}. Load average (1 min) at start: "
+        f"Command: `{command}`. Model: {encoder_hours:g} h encoder, hidden {model.hidden_size}, "
+        f"{len(model.targets)} targets, {len(model.quantiles)} quantiles, torch threads {torch_threads}. "
+        "Load average (1 min) at start: "
         f"{load:.1f}; per row below as measured (other sessions share the 2 cores, so times are upper bounds).",
         "",
         "## /predict latency by fleet size (24 h of 5-min history per server)",
@@ -295,6 +303,9 @@ def main() -> None:
     parser.add_argument(
         "--network", default="{}", help='The architecture as NetworkConfig JSON, e.g. {"hidden_size": 16}.'
     )
+    parser.add_argument(
+        "--model-dir", type=Path, help="A saved model directory (e.g. bench_warning.py's) instead of a one-batch one."
+    )
     args = parser.parse_args()
     import torch
 
@@ -305,7 +316,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     torch.set_num_threads(ServiceConfig().torch_threads)  # in-process figures with the service's setting
     with tempfile.TemporaryDirectory(prefix="tftmon-bench-") as tmp:
-        env = _setup(Path(tmp), network)
+        env, model = _setup(Path(tmp), network, args.model_dir)
         process, url = _serve(env, Path(tmp) / "serve.log")
         try:
             sizes = bench_sizes(url, [int(s) for s in args.sizes.split(",")], args.repeats, args.hours)
@@ -323,7 +334,7 @@ def main() -> None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
     command = "python benchmarks/bench_service.py " + " ".join(sys.argv[1:])
-    text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load, network)
+    text = report(sizes, stages, concurrent, in_process, service_90, command.strip(), load, model)
     # The hand-written sections after the first rule are kept; the tables above it are replaced.
     previous = args.out.read_text() if args.out.exists() else ""
     kept = previous[previous.index(HAND_WRITTEN) + 1 :] if HAND_WRITTEN in previous else ""
