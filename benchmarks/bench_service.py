@@ -5,8 +5,7 @@ Run: `timeout 1500 python benchmarks/bench_service.py [--sizes 9,90,300,900] [--
 [--network '{"hidden_size": 16}'] [--model-dir DIR]` (about 9 minutes on 2 cores).
 Self-contained: trains a model of the default architecture (or --network's) for one batch (inference cost
 depends mostly on the architecture; --model-dir serves a trained one instead), registers and promotes it
-in a temporary MLflow store,
-starts `bentoml serve` on a free port, measures, and rewrites the tables of
+in a temporary MLflow store, starts `bentoml serve` on a free port, measures, and rewrites the tables of
 benchmarks/results/service.md atomically (the hand-written part after its first `---` line is kept).
 """
 
