@@ -75,6 +75,16 @@ def test_subset_version_passes_the_promotion_gate(trained: dict) -> None:
     assert registry.production_version() == trained["version"]
 
 
+def test_the_gate_compares_a_champion_of_other_metrics_on_the_ones_both_forecast(trained: dict) -> None:
+    cpu_only = trained["root"] / "cpu.parquet"
+    pd.read_parquet(trained["data"]).drop(columns=[MEM_USED]).to_parquet(cpu_only, index=False)
+    champion = run_train(cpu_only, tiny_config(max_epochs=1, max_batches_per_epoch=4), EVAL)["version"]
+    registry.promote(champion, force=True, reason="a CPU-only champion")
+    report = registry.gate(trained["version"])
+    assert f"on the metrics both forecast ({CPU_USER})" in report.checks["champion"], report.to_text()
+    registry.promote(trained["version"], force=True, reason="test")
+
+
 def test_a_model_of_one_metric_trains_forecasts_saves_and_explains(tmp_path: Path) -> None:
     fleet = periodic_fleet(servers=3, days=1.5)[[TIMESTAMP, SERVER_NAME, CPU_USER]]
     model, _ = fit(fleet, tiny_config(max_epochs=1, max_batches_per_epoch=3))

@@ -18,6 +18,7 @@ import logging
 import re
 import tempfile
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -391,9 +392,12 @@ class BacktestScore:
         return self.mase / self.baseline
 
 
-def backtest_score(model: ForecastModel, sample: GateSample) -> BacktestScore:
-    """Backtest a model's own weights on a gate sample, scored as training scores (same metrics, baselines)."""
+def backtest_score(model: ForecastModel, sample: GateSample, metrics: Collection[str] | None = None) -> BacktestScore:
+    """Backtest a model's own weights on a gate sample, scored as training scores (same metrics, baselines);
+    only on `metrics` when given (a comparison of two models on the metrics both forecast)."""
     predictions = backtest.run(backtest.model_forecaster(model), sample.frame, sample.holdout, GATE_EVALUATION)
+    if metrics is not None:
+        predictions = predictions[predictions[METRIC].isin(list(metrics))].reset_index(drop=True)
     results = backtest.evaluate(predictions, sample.frame, sample.holdout, config=GATE_EVALUATION)
     baseline = float(results.ratio["best_baseline_mase"].mean())
     origins = len(predictions[[SERVER_NAME, ORIGIN]].drop_duplicates())
@@ -456,12 +460,21 @@ def _score_check(
         report.ok("champion", "no other champion to beat")
         return
     try:
-        champion_mase = backtest_score(load_version(champion).unwrap_python_model().model, sample).mase
+        rival = load_version(champion).unwrap_python_model().model
+        # A mean over other metrics is another score: compare on the metrics both forecast.
+        shared = [m for m in model.config.targets if m in rival.config.targets]
+        if not shared:
+            report.ok("champion", f"v{champion} forecasts none of this version's metrics; not compared")
+            return
+        champion_mase = backtest_score(rival, sample, shared).mase
     except Exception as exc:  # a broken champion must not block its replacement
         report.ok("champion", f"v{champion} cannot be scored ({exc}); not compared")
         return
-    worse = score.mase > champion_mase * (1 + SCORE_TOLERANCE)
-    versus = f"MASE {score.mase:.3f} vs champion v{champion}'s {champion_mase:.3f} on the same data"
+    same = shared == list(model.config.targets) and shared == list(rival.config.targets)
+    candidate_mase = score.mase if same else backtest_score(model, sample, shared).mase
+    worse = candidate_mase > champion_mase * (1 + SCORE_TOLERANCE)
+    on = "the same data" if same else f"the same data, on the metrics both forecast ({', '.join(shared)})"
+    versus = f"MASE {candidate_mase:.3f} vs champion v{champion}'s {champion_mase:.3f} on {on}"
     if worse and not force:
         report.fail("champion", f"{versus}: worse than champion (use --force to promote anyway)")
     else:
