@@ -178,7 +178,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         return pd.array(strings, dtype="str").take(index)
 
     ids, distinct = pd.factorize(frame[SERVER_ID])
-    identity = frame.iloc[np.unique(ids, return_index=True)[1][pd.Index(distinct).get_indexer(server_ids)]]
+    first_row = np.unique(ids, return_index=True)[1]  # of each distinct id, in `distinct`'s order
+    identity = frame.iloc[first_row[pd.Index(distinct).get_indexer(server_ids)]]
     server_of_row = np.repeat(np.arange(n_servers), n_targets * n_steps)  # rows are server-major
     step = np.tile(np.arange(1, n_steps + 1), n_servers * n_targets)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.
