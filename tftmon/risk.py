@@ -320,7 +320,7 @@ def _cube(forecast: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
     pair = name_codes.astype(np.int64) * len(origins) + origin_codes
     # Rows come in runs of one server×origin (as forecasts lay them out): the runs are numbered, sorted by
     # (server, origin) as the groups are; each group's identity from its first row.
-    starts = np.flatnonzero(np.diff(pair, prepend=-1) != 0)
+    starts = np.flatnonzero(_run_starts(pair))
     _, first_run, run_group = np.unique(pair[starts], return_index=True, return_inverse=True)
     group = np.repeat(run_group, np.diff(np.r_[starts, len(pair)]))
     keys = forecast[[SERVER_NAME, ORIGIN, PROFILE]].iloc[starts[first_run]].reset_index(drop=True)

@@ -177,9 +177,8 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
         """Strings taken by index (Arrow), not a million Python objects converted one by one."""
         return pd.array(strings, dtype="str").take(index)
 
-    ids, distinct = pd.factorize(frame[SERVER_ID])
-    first_row = np.unique(ids, return_index=True)[1]  # of each distinct id, in `distinct`'s order
-    identity = frame.iloc[first_row[pd.Index(distinct).get_indexer(server_ids)]]
+    # An inference frame is one whole window per server: every window's first row names its server.
+    identity = frame.iloc[:: len(frame) // n_servers].set_index(SERVER_ID).loc[server_ids]
     server_of_row = np.repeat(np.arange(n_servers), n_targets * n_steps)  # rows are server-major
     step = np.tile(np.arange(1, n_steps + 1), n_servers * n_targets)
     # Quantile heads are trained independently and can cross early in training; p10 <= p50 <= p90.

@@ -48,6 +48,7 @@ from tftmon.contract import (
     TIMESTAMP,
 )
 from tftmon.evaluation import backtest
+from tftmon.evaluation.metrics import MODEL, aggregate
 from tftmon.io import TRAINING_INFO_FILE, file_sha256
 from tftmon.ops import tracking
 
@@ -376,7 +377,7 @@ def _requirements() -> list[str]:
 
 def headline_score(results: EvaluationResults) -> float:
     """SCORE_METRIC of an evaluation: the model's p50 MASE averaged over horizons."""
-    return float(results.aggregate.loc[results.aggregate["model"] == results.model, "mase"].mean())
+    return float(results.aggregate.loc[results.aggregate[MODEL] == results.model, "mase"].mean())
 
 
 @dataclass(frozen=True)
@@ -386,22 +387,26 @@ class BacktestScore:
     mase: float
     baseline: float
     origins: int
+    #: The model's rows of the accuracy table (per metric × horizon), for scores over fewer metrics.
+    table: pd.DataFrame
 
     @property
     def ratio(self) -> float:
         return self.mase / self.baseline
 
+    def mase_on(self, metrics: Collection[str]) -> float:
+        """The headline MASE over `metrics` only: two models of different targets compare on the shared ones."""
+        return float(aggregate(self.table[self.table[METRIC].isin(list(metrics))])["mase"].mean())
 
-def backtest_score(model: ForecastModel, sample: GateSample, metrics: Collection[str] | None = None) -> BacktestScore:
-    """Backtest a model's own weights on a gate sample, scored as training scores (same metrics, baselines);
-    only on `metrics` when given (a comparison of two models on the metrics both forecast)."""
+
+def backtest_score(model: ForecastModel, sample: GateSample) -> BacktestScore:
+    """Backtest a model's own weights on a gate sample, scored as training scores (same metrics, baselines)."""
     predictions = backtest.run(backtest.model_forecaster(model), sample.frame, sample.holdout, GATE_EVALUATION)
-    if metrics is not None:
-        predictions = predictions[predictions[METRIC].isin(list(metrics))].reset_index(drop=True)
     results = backtest.evaluate(predictions, sample.frame, sample.holdout, config=GATE_EVALUATION)
     baseline = float(results.ratio["best_baseline_mase"].mean())
     origins = len(predictions[[SERVER_NAME, ORIGIN]].drop_duplicates())
-    return BacktestScore(headline_score(results), baseline, origins)
+    own = results.metrics[results.metrics[MODEL] == results.model]
+    return BacktestScore(headline_score(results), baseline, origins, own)
 
 
 def _run_check(client: MlflowClient, name: str, version: str) -> str | None:
@@ -466,12 +471,12 @@ def _score_check(
         if not shared:
             report.ok("champion", f"v{champion} forecasts none of this version's metrics; not compared")
             return
-        champion_mase = backtest_score(rival, sample, shared).mase
+        champion_mase = backtest_score(rival, sample).mase_on(shared)
     except Exception as exc:  # a broken champion must not block its replacement
         report.ok("champion", f"v{champion} cannot be scored ({exc}); not compared")
         return
     same = shared == list(model.config.targets) and shared == list(rival.config.targets)
-    candidate_mase = score.mase if same else backtest_score(model, sample, shared).mase
+    candidate_mase = score.mase_on(shared)
     worse = candidate_mase > champion_mase * (1 + SCORE_TOLERANCE)
     on = "the same data" if same else f"the same data, on the metrics both forecast ({', '.join(shared)})"
     versus = f"MASE {candidate_mase:.3f} vs champion v{champion}'s {champion_mase:.3f} on {on}"
