@@ -265,10 +265,10 @@ CRITICAL_RISK = next(b.lower for b in SEVERITY_BANDS if b.severity is Severity.C
 class AlertCalibration:
     """The raw score at which a forecaster's alert (severity critical) fires.
 
-    Fitted on validation origins before any held-out period (tftmon.evaluation.alerting) and stored with
-    the model; the raw score is mapped piecewise-linearly so that 0 -> 0, `threshold` -> the critical band's
-    lower bound and 1 -> 1. The bands themselves never move, so "critical" means "alert" for every
-    calibrated forecaster, and the default (threshold = CRITICAL_RISK) leaves raw scores unchanged.
+    Fitted on validation origins before any held-out period (tftmon.evaluation.incidents.fit_threshold) and
+    stored with the model; the raw score is mapped piecewise-linearly so that 0 -> 0, `threshold` -> the
+    critical band's lower bound and 1 -> 1. The bands themselves never move, so "critical" means "alert" for
+    every calibrated forecaster, and the default (threshold = CRITICAL_RISK) leaves raw scores unchanged.
     """
 
     threshold: float = CRITICAL_RISK
