@@ -16,6 +16,7 @@ from tftmon.contract import (
     PERCENT_METRICS,
     PROFILE,
     QUANTILE_NAMES,
+    SERVER_ID,
     SERVER_NAME,
     TIMESTAMP,
     metric_bounds,
@@ -31,7 +32,7 @@ from tftmon.model.network import (
     load_model,
     save_model,
 )
-from tftmon.model.train import TrainingResult, fit
+from tftmon.model.train import TrainingResult, fit, validation_windows
 
 from .conftest import periodic_fleet, tiny_config
 
@@ -164,6 +165,19 @@ def test_training_exposes_per_epoch_metrics(trained: tuple[ForecastModel, Traini
     assert {"train_loss_epoch", "val_loss", "lr"} <= set(metrics)
     assert np.isfinite(result.best_val_loss)
     assert len(result.validation) > 0
+
+
+def test_a_bounded_validation_scores_windows_of_every_server(fleet: pd.DataFrame) -> None:
+    config = tiny_config(max_epochs=1, max_batches_per_epoch=1, max_val_batches=1, batch_size=5)
+    _, result = fit(fleet, config)
+    validation = result.validation
+    servers = validation.decoded_index[SERVER_ID]
+    picked = validation_windows(len(validation), config)
+    assert len(picked) == servers.nunique() < len(validation)
+    assert set(servers.iloc[picked]) == set(servers)
+    scored = [window for batch in result.trainer.val_dataloaders.sampler for window in batch]  # whole batches
+    assert scored == picked
+    assert validation_windows(len(validation), tiny_config(max_val_batches=None)) == list(range(len(validation)))
 
 
 def test_a_subset_of_targets_trains_and_forecasts(fleet: pd.DataFrame) -> None:

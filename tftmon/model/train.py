@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,6 @@ from torch.utils.data import (
     Dataset,
     RandomSampler,
     Sampler,
-    SequentialSampler,
     WeightedRandomSampler,
 )
 
@@ -118,9 +117,10 @@ class WindowBatches(Dataset):
 
 
 def window_loader(
-    dataset: TimeSeriesDataSet, sampler: Sampler[int], batch_size: int, config: TrainConfig, drop_last: bool
+    dataset: TimeSeriesDataSet, sampler: Iterable[int], batch_size: int, config: TrainConfig, drop_last: bool
 ) -> DataLoader:
-    """Batches of `batch_size` windows drawn by `sampler`; worker processes kept alive across epochs."""
+    """Batches of `batch_size` windows drawn by `sampler` (or taken in a given order); worker processes kept
+    alive across epochs."""
     return DataLoader(
         WindowBatches(dataset, config.model.center_steps),
         sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
@@ -152,6 +152,15 @@ def validation_dataset(parameters: dict, frame: pd.DataFrame, cutoff: pd.Series,
         return (offset >= 0) & (offset % stride == 0)
 
     return dataset.filter(held_out)
+
+
+def validation_windows(n_windows: int, config: TrainConfig) -> list[int]:
+    """The validation windows scored each epoch: all of them, or `max_val_batches` batches' worth spread evenly
+    over the dataset's order (server by server, time within each), so early stopping and the kept weights
+    are judged on every server, not on the first few in id order."""
+    if config.max_val_batches is None or n_windows <= config.max_val_batches * config.batch_size:
+        return list(range(n_windows))
+    return np.linspace(0, n_windows - 1, config.max_val_batches * config.batch_size).round().astype(int).tolist()
 
 
 def incident_weights(dataset: TimeSeriesDataSet, frame: pd.DataFrame, boost: float) -> np.ndarray:
@@ -204,7 +213,6 @@ def fit(
         devices=config.devices,
         gradient_clip_val=config.gradient_clip_val,
         limit_train_batches=config.max_batches_per_epoch or 1.0,
-        limit_val_batches=config.max_val_batches or 1.0,
         callbacks=[
             EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
@@ -223,7 +231,11 @@ def fit(
             network,
             train_dataloaders=_training_loader(training, train_frame, config),
             val_dataloaders=window_loader(
-                validation, SequentialSampler(range(len(validation))), config.batch_size, config, drop_last=False
+                validation,
+                validation_windows(len(validation), config),
+                config.batch_size,
+                config,
+                drop_last=False,
             ),
         )
     finally:
