@@ -31,7 +31,7 @@ from tftmon.data.simulate import write_dataset
 from tftmon.evaluation import backtest
 from tftmon.evaluation.report import summary_markdown
 from tftmon.io import read_metrics
-from tftmon.model.network import save_model
+from tftmon.model.network import load_model, save_model
 from tftmon.model.train import fit
 
 TRAIN_FLEET = SimulationConfig(seed=11)
@@ -78,6 +78,13 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--label", default="defaults")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON and the model here")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="score a model an earlier run saved (--out) instead of training one; its bands and thresholds are "
+        "fitted again on the training fleet's validation origins",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -87,8 +94,11 @@ def main() -> None:
     eval_config = EvaluationConfig()
     holdout = backtest.holdout_start(train_frame, eval_config.holdout_hours)
 
-    model, result = fit(train_frame[train_frame[TIMESTAMP] < holdout], config, callbacks=[EpochPrinter()])
-    fit_seconds = result.seconds
+    result = None
+    if args.model is None:
+        model, result = fit(train_frame[train_frame[TIMESTAMP] < holdout], config, callbacks=[EpochPrinter()])
+    else:
+        model = load_model(args.model)
     calibration = backtest.calibrate(model, train_frame, holdout, eval_config)
     forecaster = backtest.model_forecaster(model)
     train_seconds = time.perf_counter() - started
@@ -98,17 +108,23 @@ def main() -> None:
     predictions = backtest.run(forecaster, heldout, heldout_start, evaluation)
     seen = sorted(set(model.training_info["servers"]) & set(heldout[SERVER_NAME].astype(str)))
     results = backtest.evaluate(
-        predictions, heldout, heldout_start, seen_servers=seen, config=evaluation, calibration=calibration
+        predictions,
+        heldout,
+        heldout_start,
+        seen_servers=seen,
+        config=evaluation,
+        calibrations=backtest.stored_calibrations(model.training_info, "tft"),
     )
     summary = summary_markdown(results)
     record = {
         "label": args.label,
-        "config": config.model_dump(mode="json"),
-        "fit_seconds": round(fit_seconds, 1),
+        "config": (config if result is not None else model.config).model_dump(mode="json"),
+        "model": None if args.model is None else str(args.model),
+        "fit_seconds": None if result is None else round(result.seconds, 1),
         "train_and_calibrate_seconds": round(train_seconds, 1),
-        "samples_per_second": round(result.samples_per_second, 1),
-        "epochs": result.epochs,
-        "best_val_loss": result.best_val_loss,
+        "samples_per_second": None if result is None else round(result.samples_per_second, 1),
+        "epochs": None if result is None else result.epochs,
+        "best_val_loss": None if result is None else result.best_val_loss,
         "alert_threshold": calibration.threshold if calibration else None,
         "warnings": results.warnings.table.to_dict(orient="records") if results.warnings else None,
         "curves": results.warnings.curves.round(4).to_dict(orient="list") if results.warnings else None,

@@ -342,8 +342,9 @@ def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json
     """Score a registered version on PATH (e.g. a held-out fleet it never saw) against the baselines.
 
     Accuracy (MASE, coverage, cold start) and incident early warning side by side with last value, seasonal
-    naive, linear drift and the oracle; the model alerts at the threshold it fitted in training, each
-    baseline at one fitted the same way on PATH before the held-out period. Recipe: docs/BENCHMARKS.md.
+    naive, linear drift and the oracle, each alerting at the threshold fitted for it in training at the
+    model's validation origins (a model without the baselines' fits them on PATH before the held-out
+    period). Recipe: docs/BENCHMARKS.md.
     """
     import json
 

@@ -13,7 +13,16 @@ from tftmon import contract as c
 from tftmon.config import EvaluationConfig
 from tftmon.contract import FORECAST_COLUMNS, ORIGIN
 from tftmon.evaluation.actuals import origins
-from tftmon.evaluation.backtest import EvaluationResults, evaluate, fit_band_scale
+from tftmon.evaluation.backtest import (
+    COMPARISON_THRESHOLDS_KEY,
+    FITTED_HERE,
+    FITTED_WITH_MODEL,
+    UNCALIBRATED,
+    EvaluationResults,
+    evaluate,
+    fit_band_scale,
+    stored_calibrations,
+)
 from tftmon.evaluation.baselines import (
     BASELINES,
     LAST_VALUE,
@@ -362,9 +371,35 @@ def test_warnings_are_compared_side_by_side_with_the_oracle_as_ceiling(results) 
     assert (table["episodes"] == table.loc["tft", "episodes"]).all()
     assert results.warnings.winner in ["tft", *BASELINES]
     assert results.warnings.calibrations["tft"].threshold == pytest.approx(0.7)
+    assert table["threshold_fitted_on"].to_dict() == {
+        "tft": UNCALIBRATED,
+        **dict.fromkeys([*BASELINES, ORACLE], FITTED_HERE),
+    }
     summary = summary_markdown(results)
     assert "## Incident early warning, side by side" in summary
     assert "oracle (ceiling)" in summary
+    assert "`threshold_fitted_on` says where each threshold was fitted" in summary
+
+
+def test_thresholds_stored_with_the_model_score_every_forecaster(backtest, results) -> None:
+    """A model carries its own threshold and the others' fitted at its validation origins: every forecaster
+    is then scored at those, none is refitted on the evaluated data; a model carrying only its own leaves
+    the others to be fitted on the data."""
+    tft, frame, holdout = backtest
+    stored = {"last_value": 0.9, "seasonal_naive": 0.8, "linear_drift": 0.6, ORACLE: 0.5}
+    info = {"alert_threshold": 0.3, COMPARISON_THRESHOLDS_KEY: stored}
+    with_model = evaluate(tft, frame, holdout, calibrations=stored_calibrations(info, "tft"))
+    assert "Every threshold was fitted at the same origins" in summary_markdown(with_model)
+    table = with_model.warnings.table.set_index("forecaster")
+    assert table["threshold"].to_dict() == pytest.approx({"tft": 0.3, **stored})
+    assert set(table["threshold_fitted_on"]) == {FITTED_WITH_MODEL}
+    own_only = evaluate(tft, frame, holdout, calibrations=stored_calibrations({"alert_threshold": 0.3}, "tft"))
+    refitted = own_only.warnings.table.set_index("forecaster")
+    assert refitted.loc["tft", "threshold_fitted_on"] == FITTED_WITH_MODEL
+    assert (
+        refitted["threshold"].drop("tft").to_dict()
+        == results.warnings.table.set_index("forecaster")["threshold"].drop("tft").to_dict()
+    )
 
 
 def test_conformal_band_scale_restores_nominal_coverage() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tftmon.config import EvaluationConfig
 from tftmon.contract import (
     HORIZONS,
     METRICS,
@@ -23,6 +24,7 @@ from tftmon.contract import (
     quantile_name,
 )
 from tftmon.encoding import ServerMapping
+from tftmon.evaluation import backtest
 from tftmon.model.network import (
     BAND_SCALE_KEY,
     ForecastModel,
@@ -192,3 +194,19 @@ def test_a_subset_of_targets_trains_and_forecasts(fleet: pd.DataFrame) -> None:
 def test_too_short_training_data_is_refused() -> None:
     with pytest.raises(ValueError, match="enough history"):
         fit(periodic_fleet(servers=2, days=0.3), tiny_config())
+
+
+def test_calibrating_a_calibrated_model_fits_anew(
+    trained: tuple[ForecastModel, TrainingResult], fleet: pd.DataFrame
+) -> None:
+    """Calibration fits on the raw forecasts: run again, it gives the same bands and thresholds, where
+    fitting on already widened bands would shrink them back towards 1."""
+    model, _ = trained
+    copy = replace(model, training_info=dict(model.training_info))
+    config = EvaluationConfig(holdout_hours=9, alert_fit_hours=12)
+    holdout = backtest.holdout_start(fleet, config.holdout_hours)
+    first = backtest.calibrate(copy, fleet, holdout, config)
+    once = dict(copy.training_info)
+    assert BAND_SCALE_KEY in once and backtest.COMPARISON_THRESHOLDS_KEY in once
+    assert backtest.calibrate(copy, fleet, holdout, config) == first
+    assert copy.training_info == once

@@ -31,11 +31,13 @@ from tests.model.conftest import tiny_config
 from tftmon.config import EvaluationConfig, SimulationConfig
 from tftmon.contract import CPU_PARTS, MODEL_STEP, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.data.simulate import write_dataset
+from tftmon.evaluation import backtest
+from tftmon.evaluation.baselines import BASELINES, ORACLE
 from tftmon.io import METRICS_FILE, file_sha256, read_metrics
 from tftmon.model.network import WEIGHTS_FILE, forecast, load_model
 from tftmon.model.pyfunc import to_model_input
 from tftmon.ops import registry, tracking
-from tftmon.ops.jobs import TrainingRefused, run_train
+from tftmon.ops.jobs import TrainingRefused, run_evaluate, run_train
 
 EVAL = EvaluationConfig(holdout_hours=10, calibration_origins=50)
 
@@ -78,6 +80,22 @@ def test_training_run_logs_params_metrics_artifacts_and_a_version(store: dict) -
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
     assert "<!-- training -->" in version.description and "| target | measured |" in version.description
     assert client.get_registered_model("tftmon").description.startswith("Temporal Fusion Transformer")
+
+
+def test_evaluate_scores_a_held_out_fleet_at_the_thresholds_fitted_with_the_model(store: dict) -> None:
+    """Training stores the baselines' and the oracle's thresholds beside the model's, fitted at its
+    validation origins; `tftmon evaluate` on a fleet the model never saw scores every forecaster at those."""
+    version = store["first"]["version"]
+    info = load_model(registry.version_files(version)).training_info
+    stored = info[backtest.COMPARISON_THRESHOLDS_KEY]
+    assert set(stored) == {*BASELINES, ORACLE} and "alert_threshold" in info
+    heldout = store["root"] / "heldout"
+    write_dataset(SimulationConfig(servers=7, hours=40, seed=8, start="2026-03-02"), heldout, progress=False)
+    outcome = run_evaluate(heldout, version, EVAL)
+    table = outcome["results"].warnings.table.set_index("forecaster")
+    assert table["threshold"].to_dict() == pytest.approx({"tft": info["alert_threshold"], **stored})
+    assert set(table["threshold_fitted_on"]) == {backtest.FITTED_WITH_MODEL}
+    assert "Every threshold was fitted at the same origins" in outcome["summary"]
 
 
 def test_registered_pyfunc_predicts_exactly_what_the_model_does(store: dict) -> None:

@@ -8,7 +8,7 @@ what these return).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+#: Key in a model's training_info.json: the baselines' and the oracle's alert thresholds, fitted on the same
+#: validation origins as the model's own, so any later evaluation compares every forecaster fitted alike.
+COMPARISON_THRESHOLDS_KEY = "comparison_alert_thresholds"
 
 
 def holdout_start(frame: pd.DataFrame, hours: float) -> pd.Timestamp:
@@ -141,10 +145,14 @@ def calibrate(
     store both in its training_info; returns the alert calibration (None without incident labels).
 
     The bands first (split-conformal, `fit_band_scale`), then the threshold on the widened forecasts,
-    which are exactly what the model serves from then on.
+    which are exactly what the model serves from then on. The baselines' and the oracle's thresholds are
+    fitted at the same origins and stored too, so an evaluation on any fleet compares all of them fitted
+    alike (`stored_calibrations`). A model calibrated before is fitted anew from its raw forecasts.
     """
     from tftmon.model.network import BAND_SCALE_KEY, band_scale, widen_bands
 
+    for key in (BAND_SCALE_KEY, ALERT_THRESHOLD_KEY, COMPARISON_THRESHOLDS_KEY):  # fit on raw forecasts, anew
+        model.training_info.pop(key, None)
     forecaster = model_forecaster(model)
     at = fit_origins(frame, holdout, config)
     at = at[at[ORIGIN] >= frame[TIMESTAMP].min() + forecaster.history]  # a full encoder window behind each
@@ -168,15 +176,50 @@ def calibrate(
     predictions[names] = widen_bands(predictions[names].to_numpy(dtype=float), quantiles, rows)
     alert = fit_threshold(alerts(predictions), episodes(frame), budget=config.alert_budget, every=config.origin_every)
     model.training_info[ALERT_THRESHOLD_KEY] = alert.threshold
+    others = fit_thresholds(only_metrics(frame, targets), at, holdout, config)
+    model.training_info[COMPARISON_THRESHOLDS_KEY] = {name: cal.threshold for name, cal in others.items()}
     return alert
+
+
+def only_metrics(actuals: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
+    """`actuals` without the contract metrics outside `metrics`: baselines then forecast (and alert on) what
+    the model forecasts, no more, so they compare like with like."""
+    keep = set(metrics)
+    return actuals.drop(columns=[m for m in METRICS if m in actuals.columns and m not in keep])
+
+
+def fit_thresholds(
+    actuals: pd.DataFrame, at: pd.DataFrame, holdout_start: pd.Timestamp, config: EvaluationConfig
+) -> dict[str, AlertCalibration]:
+    """Each baseline's and the oracle's alert threshold at the validation origins `at` (before
+    `holdout_start`), for the false-alarm budget: the rule the model's own threshold is fitted by."""
+    fit = baselines(actuals, at, holdout_start=holdout_start, config=config, oracle=True)
+    eps = episodes(actuals)
+    return {
+        name: fit_threshold(alerts(forecast), eps, budget=config.alert_budget, every=config.origin_every)
+        for name, forecast in fit.items()
+    }
+
+
+def stored_calibrations(info: dict[str, Any], model: str) -> dict[str, AlertCalibration]:
+    """The thresholds a model's training_info carries: its own (the one it serves with) under `model`, and
+    the baselines' and the oracle's fitted at the same origins, where it has them."""
+    others = info.get(COMPARISON_THRESHOLDS_KEY) or {}
+    return {model: AlertCalibration.from_info(info), **{k: AlertCalibration(float(v)) for k, v in others.items()}}
+
+
+#: Where a forecaster's threshold in the side-by-side table was fitted.
+FITTED_WITH_MODEL = "model's validation origins"
+FITTED_HERE = "this data, before its held-out period"
+UNCALIBRATED = "none: the uncalibrated critical band"
 
 
 @dataclass
 class WarningComparison:
     """Incident early warning of every forecaster through the same risk scale and alert rule."""
 
-    #: One row per forecaster: threshold, episodes, warned, recall, median_lead_min, precision,
-    #: false_alarms_per_server_day, within_budget.
+    #: One row per forecaster: threshold, threshold_fitted_on, episodes, warned, recall, median_lead_min,
+    #: precision, false_alarms_per_server_day, within_budget.
     table: pd.DataFrame
     #: forecaster, threshold, recall, false_alarms_per_server_day as the threshold sweeps.
     curves: pd.DataFrame
@@ -191,17 +234,20 @@ def compare_warnings(
     actuals: pd.DataFrame,
     holdout_start: pd.Timestamp,
     config: EvaluationConfig,
-    calibrations: dict[str, AlertCalibration] | None = None,
+    calibrations: Mapping[str, AlertCalibration] | None = None,
 ) -> WarningComparison:
     """Score each forecaster's critical alerts on the held-out origins of its forecast.
 
-    A forecaster without a given calibration (the baselines and the oracle; a model brings the one it
-    fitted in training) gets its threshold fitted by `fit_threshold` on `fit_origins` before the held-out
-    period, for the same false-alarm budget: one rule for all, never fitted on the held-out data.
+    `calibrations` are the thresholds fitted with the model on its validation origins (its own, and the
+    baselines' and the oracle's at the same origins: `stored_calibrations`). A forecaster without one gets
+    its threshold fitted here by `fit_thresholds` on `fit_origins` of this data before the held-out period,
+    for the same false-alarm budget, never on the held-out data; anything else without one alerts at the
+    uncalibrated critical band. The table says which was used.
     """
-    calibrations = dict(calibrations or {})
+    fitted = dict(calibrations or {})
+    origin = dict.fromkeys(fitted, FITTED_WITH_MODEL)
     eps = episodes(actuals)
-    missing = [name for name in forecasts if name not in calibrations]
+    missing = [name for name in forecasts if name not in fitted and name in (*BASELINES, ORACLE)]
     at = fit_origins(actuals, holdout_start, config) if missing else pd.DataFrame()
     if missing and len(at) == 0:
         log.warning(
@@ -209,24 +255,22 @@ def compare_warnings(
             "period): they alert at the uncalibrated critical band",
             ", ".join(missing), config.alert_fit_hours,
         )  # fmt: skip
-        calibrations.update({name: AlertCalibration() for name in missing})
     elif missing:
-        fit = baselines(actuals, at, holdout_start=holdout_start, config=config, oracle=True)
-        for name in missing:
-            if name not in fit:
-                raise ValueError(f"no calibration given for {name!r} and it is not a baseline")
-            raw = alerts(fit[name])
-            calibrations[name] = fit_threshold(raw, eps, budget=config.alert_budget, every=config.origin_every)
+        here = fit_thresholds(actuals, at, holdout_start, config)
+        fitted.update({name: here[name] for name in missing})
+        origin.update(dict.fromkeys(missing, FITTED_HERE))
     rows, curves, scores = [], [], {}
     for name, forecast in forecasts.items():
-        flagged = alerts(forecast, calibrations[name])
+        calibration = fitted.get(name, AlertCalibration())
+        flagged = alerts(forecast, calibration)
         inc = incident_scores(flagged, eps, lead=config.warning_lead)
         scores[name] = inc
         curves.append(warning_curve(flagged, eps, lead=config.warning_lead).assign(forecaster=name))
         rows.append(
             {
                 "forecaster": name,
-                "threshold": calibrations[name].threshold,
+                "threshold": calibration.threshold,
+                "threshold_fitted_on": origin.get(name, UNCALIBRATED),
                 "episodes": inc.episodes,
                 "warned": inc.warned,
                 "recall": inc.recall,
@@ -242,7 +286,8 @@ def compare_warnings(
     if len(eligible):
         ranked = eligible.sort_values(["recall", "false_alarms_per_server_day"], ascending=[False, True])
         winner = str(ranked.iloc[0]["forecaster"])
-    return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations, winner)
+    calibrations_used = {name: fitted.get(name, AlertCalibration()) for name in forecasts}
+    return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations_used, winner)
 
 
 @dataclass
@@ -278,12 +323,13 @@ def evaluate(
     model: str = "tft",
     seen_servers: Iterable[str] | None = None,
     config: EvaluationConfig | None = None,
-    calibration: AlertCalibration | None = None,
+    calibrations: Mapping[str, AlertCalibration] | None = None,
 ) -> EvaluationResults:
     """Backtest a model's tidy forecast: baselines at the same origins, metrics, cold start, and incident
     early warning side by side with the baselines and the oracle.
 
-    `calibration`: the model's fitted alert threshold (default: the uncalibrated scale). Incident scores
+    `calibrations`: alert thresholds fitted with the model (`stored_calibrations`); the model without one
+    alerts at the uncalibrated scale, a baseline without one is fitted on this data. Incident scores
     need the simulator's `state` column in `actuals`; without it (real telemetry) they are skipped and the
     summary says so. Accuracy covers the forecast's metrics, for the model and the baselines alike.
     """
@@ -292,9 +338,7 @@ def evaluate(
     if missing:
         raise ValueError(f"forecast lacks columns {sorted(missing)}")
     start = to_utc(holdout_start)
-    # The baselines forecast the model's metrics, no more, so means over metrics compare like with like.
-    forecast_metrics = set(forecast[METRIC].unique())
-    actuals = actuals.drop(columns=[m for m in METRICS if m in actuals.columns and m not in forecast_metrics])
+    actuals = only_metrics(actuals, forecast[METRIC].unique())
     at = forecast[[SERVER_NAME, ORIGIN]].drop_duplicates()
     others = baselines(actuals, at, holdout_start=start, config=cfg, oracle=STATE in actuals)
     accuracy = {model: forecast, **{name: fc for name, fc in others.items() if name in BASELINES}}
@@ -307,7 +351,5 @@ def evaluate(
         cold = cold_start_gap(split, model)
     warnings = None
     if STATE in actuals:
-        warnings = compare_warnings(
-            {model: forecast, **others}, actuals, start, cfg, {model: calibration or AlertCalibration()}
-        )
+        warnings = compare_warnings({model: forecast, **others}, actuals, start, cfg, calibrations)
     return EvaluationResults(model, cfg, table, agg, ratio_to_best_baseline(agg, model), cold, warnings)

@@ -67,18 +67,22 @@ def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: st
 
 
 def _tidy(keys: pd.DataFrame, quantiles: np.ndarray, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """[origin, step, metric, quantile] -> the tidy forecast format (the actuals' metrics)."""
+    """[origin, step, metric, quantile] -> the tidy forecast format (the actuals' metrics).
+
+    Columns are repeated by `take` on their own arrays: going through NumPy object arrays would make pandas
+    parse millions of timestamps and strings back (most of a backtest's baseline time)."""
     n, s, m = quantiles.shape[:3]
-    origin = np.repeat(keys[ORIGIN].to_numpy(), m * s)
+    row = np.repeat(np.arange(n), m * s)
     step = np.tile(np.arange(1, s + 1), n * m)
+    origin = keys[ORIGIN].array.take(row)
     out = pd.DataFrame(
         {
-            SERVER_NAME: np.repeat(keys[SERVER_NAME].to_numpy(), m * s),
-            PROFILE: np.repeat(keys[PROFILE].to_numpy(), m * s),
+            SERVER_NAME: keys[SERVER_NAME].array.take(row),
+            PROFILE: keys[PROFILE].array.take(row),
             ORIGIN: origin,
             STEP: step,
-            TIMESTAMP: pd.DatetimeIndex(origin) + pd.to_timedelta(step * MODEL_STEP),
-            METRIC: np.tile(np.repeat(np.asarray(metrics, dtype=object), s), n),
+            TIMESTAMP: origin + step * np.timedelta64(MODEL_STEP),
+            METRIC: pd.array(list(metrics), dtype="str").take(np.tile(np.repeat(np.arange(m), s), n)),
         }
     )
     flat = quantiles.transpose(0, 2, 1, 3).reshape(n * m * s, -1)

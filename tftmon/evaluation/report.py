@@ -29,7 +29,7 @@ from tftmon.contract import (
     STEP,
     TIMESTAMP,
 )
-from tftmon.evaluation.backtest import EvaluationResults
+from tftmon.evaluation.backtest import FITTED_WITH_MODEL, EvaluationResults
 from tftmon.evaluation.baselines import ORACLE
 from tftmon.evaluation.metrics import MODEL, SEEN
 from tftmon.io import write_bytes_atomic
@@ -255,10 +255,16 @@ def warning_lines(results: EvaluationResults) -> list[str]:
         if comparison.winner
         else f"No forecaster stays within {cfg.target_false_alarms:g} false alarm per server-day."
     )
+    where = (
+        "Every threshold was fitted at the same origins: the model's validation origins."
+        if set(table["threshold_fitted_on"]) == {FITTED_WITH_MODEL}
+        else "`threshold_fitted_on` says where each threshold was fitted: thresholds the model does not carry "
+        "are fitted on this data, before its held-out period."
+    )
     return [
         f"An alert is severity critical at an origin (risk ≥ its fitted threshold on validation origins before "
         f"the held-out period, for ≤ {cfg.alert_budget:g} false alarms per server-day there); an incident is "
-        f"warned when an alert came {lead} min to 8 h before it started. {verdict}",
+        f"warned when an alert came {lead} min to 8 h before it started. {where} {verdict}",
         "",
         _markdown_table(table),
     ]

@@ -22,7 +22,6 @@ from tftmon.evaluation import backtest
 from tftmon.evaluation.report import registry_description
 from tftmon.io import MAPPING_FILE, METADATA_FILE, dataset_fingerprint
 from tftmon.ops import tracking
-from tftmon.risk import AlertCalibration
 
 if TYPE_CHECKING:
     from tftmon.data.validate import SuiteKind
@@ -237,7 +236,13 @@ def run_train(
             for file in sorted(model_dir.iterdir()):
                 mlflow.log_artifact(str(file))
             predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
-            results = backtest.evaluate(predictions, frame, holdout, config=eval_config, calibration=calibration)
+            results = backtest.evaluate(
+                predictions,
+                frame,
+                holdout,
+                config=eval_config,
+                calibrations=backtest.stored_calibrations(model.training_info, "tft"),
+            )
             summary = log_evaluation(results, predictions, frame, step=step)
             example_server = frame[SERVER_NAME].iloc[0]
             example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
@@ -283,7 +288,7 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
             holdout,
             seen_servers=seen,
             config=eval_config,
-            calibration=AlertCalibration.from_info(model.training_info),
+            calibrations=backtest.stored_calibrations(model.training_info, "tft"),
         )
         summary = log_evaluation(results, predictions, frame)
         registry.describe_version(
