@@ -25,7 +25,7 @@ import pandas as pd
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tftmon.config import EvaluationConfig, SimulationConfig, TrainConfig
-from tftmon.contract import SERVER_NAME, TIMESTAMP
+from tftmon.contract import TIMESTAMP
 from tftmon.data.resample import resample_to_model_step
 from tftmon.data.simulate import write_dataset
 from tftmon.evaluation import backtest
@@ -100,21 +100,11 @@ def main() -> None:
     else:
         model = load_model(args.model)
     calibration = backtest.calibrate(model, train_frame, holdout, eval_config)
-    forecaster = backtest.model_forecaster(model)
     train_seconds = time.perf_counter() - started
 
     evaluation = EvaluationConfig(holdout_hours=HELDOUT_HOURS)
     heldout_start = backtest.holdout_start(heldout, HELDOUT_HOURS)
-    predictions = backtest.run(forecaster, heldout, heldout_start, evaluation)
-    seen = sorted(set(model.training_info["servers"]) & set(heldout[SERVER_NAME].astype(str)))
-    results = backtest.evaluate(
-        predictions,
-        heldout,
-        heldout_start,
-        seen_servers=seen,
-        config=evaluation,
-        calibrations=backtest.stored_calibrations(model.training_info, "tft"),
-    )
+    _, results = backtest.evaluate_model(model, heldout, heldout_start, evaluation)
     summary = summary_markdown(results)
     record = {
         "label": args.label,

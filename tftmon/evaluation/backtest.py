@@ -353,3 +353,20 @@ def evaluate(
     if STATE in actuals:
         warnings = compare_warnings({model: forecast, **others}, actuals, start, cfg, calibrations)
     return EvaluationResults(model, cfg, table, agg, ratio_to_best_baseline(agg, model), cold, warnings)
+
+
+def evaluate_model(
+    model: ForecastModel, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig
+) -> tuple[pd.DataFrame, EvaluationResults]:
+    """A model backtested on `frame` from `holdout` on (`run`) and scored (`evaluate`) at the alert thresholds
+    it carries, its servers never trained on counted as cold starts; returns its forecasts and the results."""
+    predictions = run(model_forecaster(model), frame, holdout, config)
+    results = evaluate(
+        predictions,
+        frame,
+        holdout,
+        seen_servers=model.training_info.get("servers"),
+        config=config,
+        calibrations=stored_calibrations(model.training_info, "tft"),
+    )
+    return predictions, results

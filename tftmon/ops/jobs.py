@@ -235,14 +235,7 @@ def run_train(
             save_model(model, model_dir)
             for file in sorted(model_dir.iterdir()):
                 mlflow.log_artifact(str(file))
-            predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
-            results = backtest.evaluate(
-                predictions,
-                frame,
-                holdout,
-                config=eval_config,
-                calibrations=backtest.stored_calibrations(model.training_info, "tft"),
-            )
+            predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config)
             summary = log_evaluation(results, predictions, frame, step=step)
             example_server = frame[SERVER_NAME].iloc[0]
             example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
@@ -272,7 +265,6 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
     model = load_model(registry.version_files(version))
     frame = resample_to_model_step(read_metrics(path))
     holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
-    seen = sorted(set(model.training_info.get("servers", [])) & set(frame[SERVER_NAME].astype(str)))
     with tracking.job_run("evaluate", tags={"tftmon.model_version": version}) as run:
         mlflow.log_params(
             {
@@ -281,15 +273,7 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
                 "evaluate.holdout_hours": eval_config.holdout_hours,
             }
         )
-        predictions = backtest.run(backtest.model_forecaster(model), frame, holdout, eval_config)
-        results = backtest.evaluate(
-            predictions,
-            frame,
-            holdout,
-            seen_servers=seen,
-            config=eval_config,
-            calibrations=backtest.stored_calibrations(model.training_info, "tft"),
-        )
+        predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config)
         summary = log_evaluation(results, predictions, frame)
         registry.describe_version(
             version, registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"), "held-out"
