@@ -298,6 +298,7 @@ def validate(
 @_config_option("hidden-size", NetworkConfig, "TFT hidden size", "N")
 @_config_option("batch-size", TrainConfig, "Training batch size", "N")
 @_config_option("incident-oversampling", TrainConfig, "Extra weight of windows before incidents (0: uniform)", "W")
+@_config_option("incident-lead-hours", TrainConfig, "Only incidents this soon in a window's forecast weigh", "H")
 @_config_option("num-workers", TrainConfig, "Data-loader processes (spare cores speed up training)", "N")
 @_config_option("accelerator", TrainConfig, "cpu, gpu or auto", "NAME")
 @_config_option("devices", TrainConfig, "Number of devices, or auto; more than one trains with DDP", "N")

@@ -237,8 +237,12 @@ class TrainConfig(StrictConfig):
     #: The last part of each server's history held out for validation: early stopping, and the origins the
     #: alert threshold is fitted on (EvaluationConfig.alert_fit_hours + one forecast fit in 32 h).
     validation_hours: float = Field(32.0, gt=0)
-    #: Windows whose forecast period holds an incident are drawn 1 + this many times as often (0: uniform).
-    incident_oversampling: float = Field(4.0, ge=0)
+    #: Windows with an incident in the first `incident_lead_hours` of their forecast are drawn 1 + this many
+    #: times as often (0: uniform).
+    incident_oversampling: float = Field(8.0, ge=0)
+    #: Those windows' encoders end in the ramp before the incident, which is what the model must learn to read.
+    #: An incident further ahead is not visible yet: drawing it more only fattens every quiet window's tail.
+    incident_lead_hours: float = Field(3.0, gt=0)
     #: Validation windows start every this many steps (adjacent windows are nearly identical).
     validation_stride: int = Field(12, ge=1)
     model: NetworkConfig = NetworkConfig()
@@ -261,6 +265,10 @@ class TrainConfig(StrictConfig):
     @property
     def validation_steps(self) -> int:
         return steps(timedelta(hours=self.validation_hours))
+
+    @property
+    def incident_lead_steps(self) -> int:
+        return steps(timedelta(hours=self.incident_lead_hours))
 
     def to_model_config(self, targets: list[str], loss_weights: list[float] | None = None) -> ModelConfig:
         """The config saved with a network trained by this job on `targets`."""

@@ -12,6 +12,7 @@ import pytest
 from tftmon.config import EvaluationConfig
 from tftmon.contract import (
     HORIZONS,
+    INCIDENT_STATE,
     METRICS,
     MODEL_STEP,
     PERCENT_METRICS,
@@ -19,6 +20,7 @@ from tftmon.contract import (
     QUANTILE_NAMES,
     SERVER_ID,
     SERVER_NAME,
+    STATE,
     TIMESTAMP,
     metric_bounds,
     quantile_name,
@@ -34,7 +36,7 @@ from tftmon.model.network import (
     load_model,
     save_model,
 )
-from tftmon.model.train import TrainingResult, fit, validation_windows
+from tftmon.model.train import TrainingResult, fit, incident_weights, validation_windows
 
 from .conftest import periodic_fleet, tiny_config
 
@@ -180,6 +182,26 @@ def test_a_bounded_validation_scores_windows_of_every_server(fleet: pd.DataFrame
     scored = [window for batch in result.trainer.val_dataloaders.sampler for window in batch]  # whole batches
     assert scored == picked
     assert validation_windows(len(validation), tiny_config(max_val_batches=None)) == list(range(len(validation)))
+
+
+def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:
+    config = tiny_config(incident_oversampling=8.0, incident_lead_hours=1.0)
+    targets = features.resolve_targets(None, fleet.columns)
+    frame = features.prepare_frame(fleet, targets)
+    server = frame[SERVER_ID].iloc[0]
+    at = int(frame.loc[frame[SERVER_ID] == server, features.TIME_IDX].iloc[300])
+    incident = (frame[SERVER_ID] == server) & frame[features.TIME_IDX].between(at, at + 2)
+    frame.loc[incident, STATE] = INCIDENT_STATE
+    dataset = features.training_dataset(frame, targets, config.encoder_steps)
+    weights = incident_weights(dataset, frame, config.incident_oversampling, config.incident_lead_steps)
+
+    index = dataset.decoded_index
+    first = index["time_idx_first_prediction"]
+    soon = (index[SERVER_ID] == server) & first.between(at - config.incident_lead_steps + 1, at + 2)
+    assert soon.sum() == config.incident_lead_steps + 2
+    assert (weights[soon.to_numpy()] == 9.0).all()
+    assert (weights[~soon.to_numpy()] == 1.0).all()  # later in the forecast, or another server: not yet visible
+    assert (incident_weights(dataset, frame.drop(columns=STATE), 8.0, 12) == 1.0).all()  # telemetry: uniform
 
 
 def test_a_subset_of_targets_trains_and_forecasts(fleet: pd.DataFrame) -> None:

@@ -136,7 +136,7 @@ def _training_loader(training: TimeSeriesDataSet, frame: pd.DataFrame, config: T
     if config.incident_oversampling <= 0:
         sampler = RandomSampler(range(len(training)))
     else:
-        weights = incident_weights(training, frame, config.incident_oversampling)
+        weights = incident_weights(training, frame, config.incident_oversampling, config.incident_lead_steps)
         batches = config.max_batches_per_epoch or int(np.ceil(len(weights) / config.batch_size))
         sampler = WeightedRandomSampler(weights.tolist(), config.batch_size * batches, replacement=True)
     return window_loader(training, sampler, config.batch_size, config, drop_last=len(training) > config.batch_size)
@@ -163,9 +163,9 @@ def validation_windows(n_windows: int, config: TrainConfig) -> list[int]:
     return np.linspace(0, n_windows - 1, config.max_val_batches * config.batch_size).round().astype(int).tolist()
 
 
-def incident_weights(dataset: TimeSeriesDataSet, frame: pd.DataFrame, boost: float) -> np.ndarray:
+def incident_weights(dataset: TimeSeriesDataSet, frame: pd.DataFrame, boost: float, lead_steps: int) -> np.ndarray:
     """Sampling weight per training window: 1 + `boost` when an incident (the simulator's critical state)
-    falls in the window's forecast period, else 1.
+    falls in the first `lead_steps` of the window's forecast, else 1.
 
     Incidents are rare (a few percent of windows), so uniform sampling lets the loss ignore the ramps that
     precede them; oversampling those windows teaches the tails to rise. `state` only weights samples: it is
@@ -182,7 +182,7 @@ def incident_weights(dataset: TimeSeriesDataSet, frame: pd.DataFrame, boost: flo
         if steps is None:
             continue
         first = index["time_idx_first_prediction"].to_numpy()[rows]
-        last = index["time_idx_last"].to_numpy()[rows]
+        last = np.minimum(index["time_idx_last"].to_numpy()[rows], first + lead_steps - 1)
         hits = np.searchsorted(steps, last, side="right") - np.searchsorted(steps, first, side="left")
         weights[rows] += boost * (hits > 0)
     return weights
