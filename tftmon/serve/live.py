@@ -487,6 +487,8 @@ class LiveFleet:
         # At the model step: the model reads nothing finer, and raw 5 s windows would double the windows' memory.
         self.inputs = resample_to_model_step(history) if len(history) else history
         self.summaries.append(fleet_summary(records, len(warming), self.alerts.counts(), loaded.version))
+        if self.on_forecast is not None:  # counted before it is published: a reader of the cache sees the count
+            self.on_forecast(records, loaded)
         self.cache = {
             "model_version": loaded.version,
             "computed_at": utcnow().isoformat(),
@@ -494,8 +496,6 @@ class LiveFleet:
             "warming_up": warming,
         }
         self.generation += 1
-        if self.on_forecast is not None:
-            self.on_forecast(records, loaded)
         return True
 
 
