@@ -252,16 +252,10 @@ def test_feed_then_current_predictions_then_alerts(service: Served, fleet_histor
     history = conforming(requests.get(f"{service.url}/alerts/history", timeout=5), AlertHistory)["transitions"]
     assert len(history) >= len(alerts["alerts"])
     assert {t["kind"] for t in history} <= {"raised", "escalated", "resolved"}
-    names = ("tftmon_predictions_total", "tftmon_http_requests_total", "tftmon_http_request_seconds_bucket",
-             "tftmon_unknown_servers", "tftmon_model_info", "tftmon_alerts_active")  # fmt: skip
-    deadline = time.monotonic() + 15  # multiprocess counters reach /metrics through files, not at once
-    while True:
-        metrics = requests.get(f"{service.url}/metrics", timeout=5).text
-        missing = [name for name in names if name not in metrics]
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert not missing, missing
+    metrics = requests.get(f"{service.url}/metrics", timeout=5).text
+    for name in ("tftmon_predictions_total", "tftmon_http_requests_total", "tftmon_http_request_seconds_bucket",
+                 "tftmon_unknown_servers", "tftmon_model_info", "tftmon_alerts_active"):  # fmt: skip
+        assert name in metrics, name
 
 
 def test_fleet_history_and_explanation_of_live_servers(service: Served) -> None:
