@@ -54,11 +54,8 @@ def free_port() -> int:
 
 
 def store_env(root: Path) -> dict[str, str]:
-    return {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "TFTMON_ARTIFACT_ROOT": str(root / "mlartifacts"),
-        "BENTOML_HOME": str(root / "bentoml"),
-    }
+    """The registry a process reads: the tracking DB and artifact root under root (no BentoML home: see Served)."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "TFTMON_ARTIFACT_ROOT": str(root / "mlartifacts")}
 
 
 def register_version(model_dir: Path, history: pd.DataFrame) -> str:
@@ -110,12 +107,18 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, fleet_history: pd.Data
 
 
 class Served:
-    """A running `bentoml serve` process and its base URL."""
+    """A running `bentoml serve` process and its base URL.
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    Each gets its own BentoML home unless one is given: `bentoml serve` empties `<home>/prometheus_multiproc_dir`
+    when it starts, so a second live service on the same home unlinks the first one's counter files, and the
+    first one's /metrics shows whatever the second one left there instead of its own counts.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, bentoml_home: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full = {**os.environ, **LIMITS, **env}
+        home = bentoml_home or log.parent / f"{log.stem}-bentoml"
+        full = {**os.environ, **LIMITS, **env, "BENTOML_HOME": str(home)}
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon", "--host", "127.0.0.1",

@@ -126,7 +126,7 @@ def test_real_service_and_feeder_come_up_in_order_and_sigterm_leaves_nothing(
 ) -> None:
     spec, ports = _real_spec(tmp_path)
     started = time.monotonic()
-    sup = _supervise(spec, {**LIMITS, **model_store["env"]})
+    sup = _supervise(spec, {**LIMITS, **model_store["env"], "BENTOML_HOME": str(tmp_path / "bentoml")})
     procs: list[psutil.Process] = []
     try:
         assert sup.stdout is not None
@@ -264,7 +264,7 @@ def test_a_service_without_a_model_stops_the_stack_at_once(tmp_path: Path) -> No
     instead of waiting out its ready timeout, and never starts the feeder."""
     spec, _ = _real_spec(tmp_path)
     started = time.monotonic()
-    sup = _supervise(spec, {**LIMITS, **store_env(tmp_path / "empty")})
+    sup = _supervise(spec, {**LIMITS, **store_env(tmp_path / "empty"), "BENTOML_HOME": str(tmp_path / "bentoml")})
     procs = _descendants(sup.pid, 1)
     try:
         _, err = sup.communicate(timeout=200)

@@ -71,7 +71,7 @@ def test_store_keyed_by_digest_corrupt_import_and_deleted_db(
     served_root, other_root = tmp_path / "served", tmp_path / "other"
     assert _registered_store(served_root, model_store["model_dir"], fleet_history, monkeypatch) == "1"
     env: dict[str, Any] = {**store_env(served_root), "TFTMON_ADMIN_TOKEN": ADMIN_TOKEN}
-    service = Served(env, tmp_path / "serve.log")
+    service = Served(env, tmp_path / "serve.log", served_root / "bentoml")
     try:
         service.wait_ready()
         assert requests.get(f"{service.url}/readyz", timeout=5).status_code == 200
@@ -101,7 +101,7 @@ def test_store_keyed_by_digest_corrupt_import_and_deleted_db(
         # A corrupted import is refused at load, removed from the store, and imported afresh on reload.
         for weights in (served_root / "bentoml" / "models" / "tftmon").rglob(WEIGHTS_FILE):
             weights.write_bytes(b"corrupt")
-        service = Served(env, tmp_path / "serve2.log")
+        service = Served(env, tmp_path / "serve2.log", served_root / "bentoml")
         service.wait_ready()
         assert requests.get(f"{service.url}/health", timeout=5).json()["model_loaded"] is False
         assert requests.get(f"{service.url}/readyz", timeout=5).status_code == 503
