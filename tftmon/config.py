@@ -293,6 +293,9 @@ class EvaluationConfig(StrictConfig):
     horizon_mode: Literal["at", "upto"] = "at"
     #: Seasonal-naive period (one day of 5-min steps) and the linear-drift fit window (one hour).
     seasonal_steps: int = Field(288, ge=1)
+    #: A server's MASE scale below this share of the metric's fleet median counts as flat and borrows its
+    #: peers' (`evaluation.metrics.seasonal_scale`).
+    negligible_scale: float = Field(0.05, ge=0.0, lt=1.0)
     drift_steps: int = Field(12, ge=2)
     #: Baseline p10/p90 come from residual quantiles at up to this many origins in the training part.
     calibration_origins: int = Field(2000, ge=0)

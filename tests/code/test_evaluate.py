@@ -196,6 +196,20 @@ def test_zero_scale_borrows_from_servers_of_the_same_metric() -> None:
     assert np.isnan(scale[("ppweb001", IOWAIT)])  # flat everywhere -> undefined, left out of MASE
 
 
+def test_a_nearly_flat_series_borrows_its_peers_scale_instead_of_dividing_by_its_own() -> None:
+    """Swap that moved once by a hundredth of a point: its own scale would make one later jump dwarf every
+    other metric's MASE."""
+    n = 2 * DAY
+    blip = np.zeros(n)
+    blip[n // 2 :] = 0.01
+    ramps = {name: {USER: 0.1 * np.arange(n)} for name in ("ppweb002", "ppweb003")}
+    frame = actuals({"ppweb001": {USER: blip}, **ramps}, n)
+    scale = seasonal_scale(frame, START + timedelta(days=2)).set_index(["server_name", "metric"])["scale"]
+    assert scale[("ppweb001", USER)] == pytest.approx(28.8)
+    own = seasonal_scale(frame, START + timedelta(days=2), negligible=0.0).set_index(["server_name", "metric"])
+    assert own.loc[("ppweb001", USER), "scale"] == pytest.approx(0.01)
+
+
 def test_ratio_to_best_baseline_and_cold_start_gap() -> None:
     agg = pd.DataFrame(
         {

@@ -33,13 +33,20 @@ def pinball(y: np.ndarray, pred: np.ndarray, q: float) -> np.ndarray:
     return np.maximum(q * diff, (q - 1) * diff)
 
 
-def seasonal_scale(actuals: pd.DataFrame, holdout_start: pd.Timestamp | str, period: int = 288) -> pd.DataFrame:
+def seasonal_scale(
+    actuals: pd.DataFrame,
+    holdout_start: pd.Timestamp | str,
+    period: int = 288,
+    negligible: float = EvaluationConfig().negligible_scale,
+) -> pd.DataFrame:
     """MASE denominators: in-sample MAE of the seasonal-naive forecast |y_t − y_{t−period}| per
     server × metric over the training part (timestamps before `holdout_start`).
 
-    A zero (below 1e-9 of the series' level) or missing scale (a flat series, e.g. swap always 0, or a
-    server unseen in training) is replaced by the median positive scale of that metric over servers of
-    the same profile, else over the fleet; if that is also missing the scale stays NaN and those rows drop out of MASE.
+    A negligible scale (below `negligible` × the metric's median over the fleet: a nearly flat series, e.g.
+    swap that moved once by a hundredth of a point) or a missing one (a server unseen in training) is
+    replaced by that metric's median over the other servers of the same profile, else over the fleet.
+    Dividing by a nearly flat series' own scale would let one of its jumps decide the mean over every
+    metric. If the metric is flat everywhere the scale stays NaN and those rows drop out of MASE.
     Returns columns server_name, profile, metric, scale.
     """
     act = Actuals(actuals)
@@ -57,11 +64,13 @@ def seasonal_scale(actuals: pd.DataFrame, holdout_start: pd.Timestamp | str, per
     wide.index = act.servers
     long = wide.rename_axis(SERVER_NAME).melt(ignore_index=False, var_name=METRIC, value_name="scale").reset_index()
     long[PROFILE] = act.profiles[act.code_of(long[SERVER_NAME])]
-    return _fill_scale(long)
+    return _fill_scale(long, negligible)
 
 
-def _fill_scale(scale: pd.DataFrame) -> pd.DataFrame:
+def _fill_scale(scale: pd.DataFrame, negligible: float) -> pd.DataFrame:
     positive = scale["scale"].where(scale["scale"] > 0)
+    fleet = positive.groupby(scale[METRIC]).transform("median")
+    positive = positive.where(positive >= negligible * fleet)
     by_profile = positive.groupby([scale[PROFILE], scale[METRIC]]).transform("median")
     by_metric = positive.groupby(scale[METRIC]).transform("median")
     out = scale.copy()
@@ -131,7 +140,7 @@ def metrics_table(
     seen in training from the rest (cold start).
     """
     cfg = config or EvaluationConfig()
-    scale = seasonal_scale(actuals, holdout_start, cfg.seasonal_steps)
+    scale = seasonal_scale(actuals, holdout_start, cfg.seasonal_steps, cfg.negligible_scale)
     seen = None if seen_servers is None else set(seen_servers)
     parts = []
     for name, forecast in forecasts.items():

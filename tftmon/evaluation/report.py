@@ -214,7 +214,8 @@ def summary_markdown(results: EvaluationResults) -> str:
         f"# Evaluation of `{results.model}`",
         "",
         f"Horizons scored {mode}; MASE scaled by each server × metric's in-sample seasonal-naive MAE "
-        "(< 1 beats it). Baseline bands come from their own training-part residuals.",
+        f"(< 1 beats it; one under {cfg.negligible_scale:.0%} of the metric's fleet median borrows its peers'). "
+        "Baseline bands come from their own training-part residuals.",
         "",
         "## Targets",
         "",
