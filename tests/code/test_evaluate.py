@@ -206,7 +206,8 @@ def test_a_nearly_flat_series_borrows_its_peers_scale_instead_of_dividing_by_its
     frame = actuals({"ppweb001": {USER: blip}, **ramps}, n)
     scale = seasonal_scale(frame, START + timedelta(days=2)).set_index(["server_name", "metric"])["scale"]
     assert scale[("ppweb001", USER)] == pytest.approx(28.8)
-    own = seasonal_scale(frame, START + timedelta(days=2), negligible=0.0).set_index(["server_name", "metric"])
+    own = seasonal_scale(frame, START + timedelta(days=2), EvaluationConfig(negligible_scale=0.0))
+    own = own.set_index(["server_name", "metric"])
     assert own.loc[("ppweb001", USER), "scale"] == pytest.approx(0.01)
 
 

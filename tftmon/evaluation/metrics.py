@@ -34,21 +34,22 @@ def pinball(y: np.ndarray, pred: np.ndarray, q: float) -> np.ndarray:
 
 
 def seasonal_scale(
-    actuals: pd.DataFrame,
-    holdout_start: pd.Timestamp | str,
-    period: int = 288,
-    negligible: float = EvaluationConfig().negligible_scale,
+    actuals: pd.DataFrame, holdout_start: pd.Timestamp | str, config: EvaluationConfig | None = None
 ) -> pd.DataFrame:
     """MASE denominators: in-sample MAE of the seasonal-naive forecast |y_t − y_{t−period}| per
-    server × metric over the training part (timestamps before `holdout_start`).
+    server × metric over the training part (timestamps before `holdout_start`), period =
+    `config.seasonal_steps`.
 
-    A negligible scale (below `negligible` × the metric's median over the fleet: a nearly flat series, e.g.
-    swap that moved once by a hundredth of a point) or a missing one (a server unseen in training) is
-    replaced by that metric's median over the other servers of the same profile, else over the fleet.
+    A negligible scale (below `config.negligible_scale` × the metric's median over the fleet: a nearly
+    flat series, e.g. swap that moved once by a hundredth of a point) or a missing one (a server unseen in
+    training) is replaced by that metric's median over the other servers of the same profile, else over
+    the fleet.
     Dividing by a nearly flat series' own scale would let one of its jumps decide the mean over every
     metric. If the metric is flat everywhere the scale stays NaN and those rows drop out of MASE.
     Returns columns server_name, profile, metric, scale.
     """
+    cfg = config or EvaluationConfig()
+    period = cfg.seasonal_steps
     act = Actuals(actuals)
     train = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
     code = act.code_of(train[SERVER_NAME])
@@ -64,7 +65,7 @@ def seasonal_scale(
     wide.index = act.servers
     long = wide.rename_axis(SERVER_NAME).melt(ignore_index=False, var_name=METRIC, value_name="scale").reset_index()
     long[PROFILE] = act.profiles[act.code_of(long[SERVER_NAME])]
-    return _fill_scale(long, negligible)
+    return _fill_scale(long, cfg.negligible_scale)
 
 
 def _fill_scale(scale: pd.DataFrame, negligible: float) -> pd.DataFrame:
@@ -140,7 +141,7 @@ def metrics_table(
     seen in training from the rest (cold start).
     """
     cfg = config or EvaluationConfig()
-    scale = seasonal_scale(actuals, holdout_start, cfg.seasonal_steps, cfg.negligible_scale)
+    scale = seasonal_scale(actuals, holdout_start, cfg)
     seen = None if seen_servers is None else set(seen_servers)
     parts = []
     for name, forecast in forecasts.items():
