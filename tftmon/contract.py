@@ -325,6 +325,9 @@ STATE_SEVERITY: tuple[str, ...] = (
 )
 #: The state whose episodes incident early-warning is scored against.
 INCIDENT_STATE = "critical_issue"
+#: The ramp most incidents grow out of: an episode whose server was not yet in it at any origin early enough
+#: to warn showed no sign in the history a forecaster reads (the evaluation counts those).
+PRECURSOR_STATE = "heavy_load"
 OFFLINE_STATE = "offline"
 MAINTENANCE_STATE = "maintenance"
 

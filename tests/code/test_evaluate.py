@@ -32,7 +32,7 @@ from tftmon.evaluation.baselines import (
     baseline_forecast,
     baselines,
 )
-from tftmon.evaluation.incidents import episodes, fit_threshold, incident_scores, warning_curve
+from tftmon.evaluation.incidents import episodes, fit_threshold, incident_scores, warning_curve, without_sign
 from tftmon.evaluation.metrics import (
     aggregate,
     cold_start_gap,
@@ -286,6 +286,26 @@ def test_incident_scores_by_hand() -> None:
     assert shorter.recall == 1.0
 
 
+def test_episodes_whose_ramp_had_not_begun_at_any_early_enough_origin_show_no_sign() -> None:
+    frame, alert_frame = _timeline()
+    web1, t = frame[c.SERVER_NAME] == "ppweb001", frame[c.TIMESTAMP]
+
+    def ramp(start: timedelta, end: timedelta) -> pd.DataFrame:
+        ramped = frame.copy()
+        ramped.loc[web1 & (t >= START + start) & (t < START + end), c.STATE] = c.PRECURSOR_STATE
+        return ramped
+
+    lead = timedelta(minutes=30)
+    assert without_sign(alert_frame, episodes(frame), frame, lead=lead) == 2  # no ramp at all
+    # 10:00 ramps from 08:40, seen at the 09:00 origin; 19:15's origins 30 min–8 h ahead end at 18:00
+    assert without_sign(alert_frame, episodes(frame), ramp(timedelta(hours=8, minutes=40), timedelta(hours=10)),
+                        lead=lead) == 1  # fmt: skip
+    too_late = ramp(timedelta(hours=18, minutes=5), timedelta(hours=19, minutes=15))
+    assert without_sign(alert_frame, episodes(frame), too_late, lead=lead) == 2
+    in_time = ramp(timedelta(hours=18), timedelta(hours=19, minutes=15))
+    assert without_sign(alert_frame, episodes(frame), in_time, lead=lead) == 1
+
+
 # ----------------------------------------------------------------------------------- end to end
 
 
@@ -390,7 +410,10 @@ def test_warnings_are_compared_side_by_side_with_the_oracle_as_ceiling(results) 
         "tft": UNCALIBRATED,
         **dict.fromkeys([*BASELINES, ORACLE], FITTED_HERE),
     }
+    # The fixture's incidents (one per server) come out of the blue: no history could warn of them.
+    assert results.warnings.without_sign == table.loc["tft", "episodes"] == 4
     summary = summary_markdown(results)
+    assert "4 of the 4 episodes showed no sign in time" in summary
     assert "## Incident early warning, side by side" in summary
     assert "oracle (ceiling)" in summary
     assert "`threshold_fitted_on` says where each threshold was fitted" in summary

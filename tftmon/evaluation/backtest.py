@@ -42,6 +42,7 @@ from tftmon.evaluation.incidents import (
     fit_threshold,
     incident_scores,
     warning_curve,
+    without_sign,
 )
 from tftmon.evaluation.metrics import aggregate, cold_start_gap, metrics_table, ratio_to_best_baseline
 from tftmon.risk import ALERT_THRESHOLD_KEY, AlertCalibration
@@ -227,6 +228,9 @@ class WarningComparison:
     calibrations: dict[str, AlertCalibration]
     #: The forecaster (oracle excluded) with the highest recall within the false-alarm budget.
     winner: str | None
+    #: Eligible episodes whose ramp had not begun at any origin early enough to warn (`without_sign`): none
+    #: of the forecasters reading history can warn of those.
+    without_sign: int = 0
 
 
 def compare_warnings(
@@ -287,7 +291,9 @@ def compare_warnings(
         ranked = eligible.sort_values(["recall", "false_alarms_per_server_day"], ascending=[False, True])
         winner = str(ranked.iloc[0]["forecaster"])
     calibrations_used = {name: fitted.get(name, AlertCalibration()) for name in forecasts}
-    return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations_used, winner)
+    at = next(iter(forecasts.values()))[[SERVER_NAME, ORIGIN]]  # every forecaster runs from the same origins
+    unseen = without_sign(at, eps, actuals, lead=config.warning_lead)
+    return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations_used, winner, unseen)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from tftmon.contract import (
     INCIDENT_STATE,
     MODEL_STEP,
     ORIGIN,
+    PRECURSOR_STATE,
     PREDICTION_STEPS,
     SERVER_NAME,
     STATE,
@@ -125,6 +126,27 @@ def warning_curve(
     recall = (best[None, :] >= thresholds[:, None]).mean(axis=1) if len(best) else np.full(len(thresholds), np.nan)
     false_alarms = (false_scores[None, :] >= thresholds[:, None]).sum(axis=1) / days if days else np.nan
     return pd.DataFrame({"threshold": thresholds, "recall": recall, "false_alarms_per_server_day": false_alarms})
+
+
+def without_sign(
+    origins_: pd.DataFrame,
+    episode_frame: pd.DataFrame,
+    actuals: pd.DataFrame,
+    *,
+    lead: timedelta,
+    horizon: timedelta = PREDICTION_STEPS * MODEL_STEP,
+) -> int:
+    """Eligible episodes (as `incident_scores` counts them) whose server was not yet in PRECURSOR_STATE at
+    any of its origins from start − horizon to start − lead: their ramp had not begun in the history a
+    forecaster reads, so no forecaster can warn of them in time (the oracle, reading the future, can)."""
+    eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
+    pairs = eps.merge(origins_[[SERVER_NAME, ORIGIN]].drop_duplicates(), on=SERVER_NAME, how="inner")
+    before = pairs["start"] - pairs[ORIGIN]
+    window = pairs[(before >= lead) & (before <= horizon)]
+    states = actuals[[SERVER_NAME, TIMESTAMP, STATE]].rename(columns={TIMESTAMP: ORIGIN})
+    at_origin = window.merge(states, on=[SERVER_NAME, ORIGIN], how="left")
+    ramping = (at_origin[STATE] == PRECURSOR_STATE).groupby(at_origin["episode"]).any()
+    return int((~ramping).sum())
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tftmon.contract import (
     MEM_USED,
     METRIC,
     ORIGIN,
+    PRECURSOR_STATE,
     QUANTILE_NAMES,
     SERVER_NAME,
     STEP,
@@ -262,10 +263,20 @@ def warning_lines(results: EvaluationResults) -> list[str]:
         else "`threshold_fitted_on` says where each threshold was fitted: thresholds the model does not carry "
         "are fitted on this data, before its held-out period."
     )
+    eligible = int(table["episodes"].iloc[0])
+    unseen = comparison.without_sign
+    reach = (
+        f" {unseen} of the {eligible} episodes showed no sign in time: at no origin {lead} min to 8 h before "
+        f"them was the server already in `{PRECURSOR_STATE}`, the ramp incidents grow out of, so no forecaster "
+        f"that reads history could warn of them; {eligible - unseen}/{eligible} (recall "
+        f"{(eligible - unseen) / eligible:.2f}) is the most any of them can reach here."
+        if unseen and eligible
+        else ""
+    )
     return [
         f"An alert is severity critical at an origin (risk ≥ its fitted threshold on validation origins before "
         f"the held-out period, for ≤ {cfg.alert_budget:g} false alarms per server-day there); an incident is "
-        f"warned when an alert came {lead} min to 8 h before it started. {where} {verdict}",
+        f"warned when an alert came {lead} min to 8 h before it started. {where} {verdict}{reach}",
         "",
         _markdown_table(table),
     ]
