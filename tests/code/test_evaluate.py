@@ -286,6 +286,28 @@ def test_incident_scores_by_hand() -> None:
     assert shorter.recall == 1.0
 
 
+def test_an_episode_whose_last_chance_to_warn_came_after_the_last_origin_is_not_counted() -> None:
+    """Origins stop a whole forecast before the data ends: an episode then is not missed, just not asked about."""
+    frame, alert_frame = _timeline()
+    late = pd.DataFrame(
+        {
+            c.SERVER_NAME: ["ppweb002"],
+            "start": [START + timedelta(hours=23, minutes=40)],
+            "end": [START + timedelta(days=1)],
+        }
+    )
+    eps = pd.concat([episodes(frame), late], ignore_index=True)
+    raw = alert_frame.assign(raw=alert_frame["alert"].astype(float))
+    # Its last chance to warn 30 min ahead is 23:10, after the last origin (23:00): left out, as from the curve.
+    s = incident_scores(alert_frame, eps, lead=timedelta(minutes=30))
+    assert (s.episodes, s.warned) == (2, 1)
+    assert warning_curve(raw, eps, lead=timedelta(minutes=30), thresholds=np.array([0.5]))["recall"].item() == 0.5
+    # 45 min ahead its last chance (22:55) precedes the 23:00 origin: asked about, and missed.
+    s = incident_scores(alert_frame, eps, lead=timedelta(minutes=45))
+    assert (s.episodes, s.warned) == (3, 1)
+    assert without_sign(alert_frame, eps, frame, lead=timedelta(minutes=45)) == 3
+
+
 def test_episodes_whose_ramp_had_not_begun_at_any_early_enough_origin_show_no_sign() -> None:
     frame, alert_frame = _timeline()
     web1, t = frame[c.SERVER_NAME] == "ppweb001", frame[c.TIMESTAMP]

@@ -76,6 +76,26 @@ def _server_days(origins_: pd.DataFrame) -> float:
     return float((count * (spacing / pd.Timedelta(days=1))).sum())  # type: ignore[operator]  # pandas-stubs
 
 
+def _warning_windows(
+    episode_frame: pd.DataFrame, origins_: pd.DataFrame, lead: timedelta, horizon: timedelta
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Every episode × evaluated origin of its server (column `before` = start − origin), and which pairs
+    lie in the warning window [start − horizon, start − lead] of an eligible episode.
+
+    Eligible: the window holds an origin (a warning in time was possible) and an origin of the server comes
+    after start − lead (the evaluation ran past the last chance to warn). The second rule leaves out the
+    episodes of the held-out period's last hours: origins stop a whole forecast before the data ends, so
+    their windows are cut short before the ramp, and they would count as missed only because nothing was
+    asked at the time a warning was due.
+    """
+    eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
+    pairs = eps.merge(origins_, on=SERVER_NAME, how="inner")
+    pairs["before"] = pairs["start"] - pairs[ORIGIN]
+    covered = pairs.loc[pairs["before"] < lead, "episode"].unique()
+    in_window = (pairs["before"] >= lead) & (pairs["before"] <= horizon) & pairs["episode"].isin(covered)
+    return pairs, in_window
+
+
 def fit_threshold(
     raw: pd.DataFrame,
     episode_frame: pd.DataFrame,
@@ -115,11 +135,8 @@ def warning_curve(
     curve): columns threshold, recall, false_alarms_per_server_day, with the definitions of
     `incident_scores`."""
     thresholds = np.linspace(0.02, 1.0, 50) if thresholds is None else np.asarray(thresholds)
-    eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
-    pairs = eps.merge(raw[[SERVER_NAME, ORIGIN, "raw"]], on=SERVER_NAME, how="inner")
-    before = pairs["start"] - pairs[ORIGIN]
-    window = pairs[(before >= lead) & (before <= horizon)]
-    best = window.groupby("episode")["raw"].max().to_numpy()
+    pairs, in_window = _warning_windows(episode_frame, raw[[SERVER_NAME, ORIGIN, "raw"]], lead, horizon)
+    best = pairs[in_window].groupby("episode")["raw"].max().to_numpy()
     kinds = _origin_kinds(raw, episode_frame, horizon)["kind"].to_numpy()
     false_scores = raw["raw"].to_numpy()[kinds == "false"]
     days = _server_days(raw)
@@ -139,10 +156,8 @@ def without_sign(
     """Eligible episodes (as `incident_scores` counts them) whose server was not yet in PRECURSOR_STATE at
     any of its origins from start − horizon to start − lead: their ramp had not begun in the history a
     forecaster reads, so no forecaster can warn of them in time (the oracle, reading the future, can)."""
-    eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
-    pairs = eps.merge(origins_[[SERVER_NAME, ORIGIN]].drop_duplicates(), on=SERVER_NAME, how="inner")
-    before = pairs["start"] - pairs[ORIGIN]
-    window = pairs[(before >= lead) & (before <= horizon)]
+    pairs, in_window = _warning_windows(episode_frame, origins_[[SERVER_NAME, ORIGIN]].drop_duplicates(), lead, horizon)
+    window = pairs[in_window]
     states = actuals[[SERVER_NAME, TIMESTAMP, STATE]].rename(columns={TIMESTAMP: ORIGIN})
     at_origin = window.merge(states, on=[SERVER_NAME, ORIGIN], how="left")
     ramping = (at_origin[STATE] == PRECURSOR_STATE).groupby(at_origin["episode"]).any()
@@ -182,7 +197,8 @@ def incident_scores(
     origins with alert False matter too: they define when a warning was possible and the server-days.
 
     - eligible episode: at least one evaluated origin of its server lies in [start − horizon,
-      start − lead] (the system had a chance to warn in time); others are left out.
+      start − lead] (the system had a chance to warn in time) and one after start − lead (the
+      evaluation ran past that chance, `_warning_windows`); others are left out.
     - warned: an alert on that server at t with start − horizon ≤ t ≤ start − lead.
       recall = warned / eligible.
     - lead of an eligible episode = start − its earliest alert in [start − horizon, start);
@@ -196,9 +212,7 @@ def incident_scores(
     """
     origins_ = alert_frame[[SERVER_NAME, ORIGIN, "alert"]]
     eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
-    pairs = eps.merge(origins_, on=SERVER_NAME, how="inner")
-    pairs["before"] = pairs["start"] - pairs[ORIGIN]
-    in_window = (pairs["before"] >= lead) & (pairs["before"] <= horizon)
+    pairs, in_window = _warning_windows(episode_frame, origins_, lead, horizon)
     eligible = pairs.loc[in_window, "episode"].unique()
     warned = pairs.loc[in_window & pairs["alert"], "episode"].unique()
     early = pairs[pairs["alert"] & (pairs["before"] > pd.Timedelta(0)) & (pairs["before"] <= horizon)]
