@@ -276,7 +276,9 @@ def warning_lines(results: EvaluationResults) -> list[str]:
     return [
         f"An alert is severity critical at an origin (risk ≥ its fitted threshold on validation origins before "
         f"the held-out period, for ≤ {cfg.alert_budget:g} false alarms per server-day there); an incident is "
-        f"warned when an alert came {lead} min to 8 h before it started. {where} {verdict}{reach}",
+        f"warned when an alert came {lead} min to 8 h before it started; an episode counts when origins of its "
+        f"server ran past its last chance to warn (those in the data's last hours, where origins stop a whole "
+        f"forecast before the end, are left out). {where} {verdict}{reach}",
         "",
         _markdown_table(table),
     ]
