@@ -193,7 +193,12 @@ def _target_lines(results: EvaluationResults) -> list[str]:
     else:
         lines.append("| cold start (unseen servers) | not measured: no server unseen in training | – | – |")
     inc = results.incidents
-    if inc is not None:
+    if inc is not None and inc.episodes == 0:
+        lines.append(
+            "| incident recall | not measured: no incident episode in the held-out period could be warned of in "
+            "time and asked about; hold out more hours | – | – |"
+        )
+    elif inc is not None:
         lead_min = int(inc.lead / timedelta(minutes=1))
         ok = inc.recall >= cfg.target_recall and inc.false_alarms_per_server_day <= cfg.target_false_alarms
         lines.append(
