@@ -270,10 +270,11 @@ def warning_lines(results: EvaluationResults) -> list[str]:
     )
     eligible = int(table["episodes"].iloc[0])
     unseen = comparison.without_sign
+    them = "it" if unseen == 1 else "them"
     reach = (
         f" {unseen} of the {eligible} episodes showed no sign in time: at no origin {lead} min to 8 h before "
-        f"them was the server already in `{PRECURSOR_STATE}`, the ramp incidents grow out of, so no forecaster "
-        f"that reads history could warn of them; {eligible - unseen}/{eligible} (recall "
+        f"{them} was the server already in `{PRECURSOR_STATE}`, the ramp incidents grow out of, so no forecaster "
+        f"that reads history could warn of {them}; {eligible - unseen}/{eligible} (recall "
         f"{(eligible - unseen) / eligible:.2f}) is the most any of them can reach here."
         if unseen and eligible
         else ""
