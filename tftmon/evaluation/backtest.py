@@ -291,8 +291,8 @@ def compare_warnings(
         ranked = eligible.sort_values(["recall", "false_alarms_per_server_day"], ascending=[False, True])
         winner = str(ranked.iloc[0]["forecaster"])
     calibrations_used = {name: fitted.get(name, AlertCalibration()) for name in forecasts}
-    at = next(iter(forecasts.values()))[[SERVER_NAME, ORIGIN]]  # every forecaster runs from the same origins
-    unseen = without_sign(at, eps, actuals, lead=config.warning_lead)
+    # One row per server × origin, the same for every forecaster (they run from the same origins).
+    unseen = without_sign(flagged, eps, actuals, lead=config.warning_lead)
     return WarningComparison(table, pd.concat(curves, ignore_index=True), scores, calibrations_used, winner, unseen)
 
 

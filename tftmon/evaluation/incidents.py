@@ -155,8 +155,11 @@ def without_sign(
 ) -> int:
     """Eligible episodes (as `incident_scores` counts them) whose server was not yet in PRECURSOR_STATE at
     any of its origins from start − horizon to start − lead: their ramp had not begun in the history a
-    forecaster reads, so no forecaster can warn of them in time (the oracle, reading the future, can)."""
-    pairs, in_window = _warning_windows(episode_frame, origins_[[SERVER_NAME, ORIGIN]].drop_duplicates(), lead, horizon)
+    forecaster reads, so no forecaster can warn of them in time (the oracle, reading the future, can).
+
+    `origins_`: one row per evaluated server × origin, as `incident_scores` takes them.
+    """
+    pairs, in_window = _warning_windows(episode_frame, origins_[[SERVER_NAME, ORIGIN]], lead, horizon)
     window = pairs[in_window]
     states = actuals[[SERVER_NAME, TIMESTAMP, STATE]].rename(columns={TIMESTAMP: ORIGIN})
     at_origin = window.merge(states, on=[SERVER_NAME, ORIGIN], how="left")
