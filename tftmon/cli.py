@@ -294,6 +294,7 @@ def validate(
 )
 @_config_option("max-epochs", TrainConfig, "Upper bound on epochs; early stopping may end sooner", "N")
 @_config_option("max-batches-per-epoch", TrainConfig, "Bounds CPU time per epoch", "N")
+@_config_option("max-fit-minutes", TrainConfig, "Wall-clock budget of the fit; the best weights so far are kept", "M")
 @_config_option("encoder-hours", TrainConfig, "History the model reads", "H")
 @_config_option("hidden-size", NetworkConfig, "TFT hidden size", "N")
 @_config_option("batch-size", TrainConfig, "Training batch size", "N")

@@ -184,6 +184,14 @@ def test_a_bounded_validation_scores_windows_of_every_server(fleet: pd.DataFrame
     assert validation_windows(len(validation), tiny_config(max_val_batches=None)) == list(range(len(validation)))
 
 
+def test_training_stops_at_its_time_budget_with_validated_weights(fleet: pd.DataFrame) -> None:
+    config = tiny_config(max_epochs=40, max_fit_minutes=0.002)  # 0.12 s: a batch or two
+    model, result = fit(fleet, config)
+    assert result.trainer.global_step < config.max_epochs * (config.max_batches_per_epoch or 0) / 10
+    assert np.isfinite(result.best_val_loss)  # validated when the budget stopped it: those weights are kept
+    assert forecast(model, fleet)[SERVER_NAME].nunique() == fleet[SERVER_NAME].nunique()
+
+
 def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:
     config = tiny_config(incident_oversampling=8.0, incident_lead_hours=1.0)
     targets = features.resolve_targets(None, fleet.columns)

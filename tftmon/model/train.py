@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -209,6 +210,7 @@ def fit(
     checkpoint_dir = config.checkpoint_dir or owned_temp_dir(CHECKPOINT_PREFIX)
     trainer = Trainer(
         max_epochs=config.max_epochs,
+        max_time=None if config.max_fit_minutes is None else timedelta(minutes=config.max_fit_minutes),
         accelerator=config.accelerator,
         devices=config.devices,
         gradient_clip_val=config.gradient_clip_val,
