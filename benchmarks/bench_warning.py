@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tftmon.config import EvaluationConfig, SimulationConfig, TrainConfig
 from tftmon.contract import TIMESTAMP
@@ -37,15 +37,6 @@ from tftmon.model.train import fit
 TRAIN_FLEET = SimulationConfig(seed=11)
 HELDOUT_FLEET = SimulationConfig(seed=29, start="2026-03-02", hours=7 * 24, add_servers=9)
 HELDOUT_HOURS = 72.0
-
-
-class EpochPrinter(Callback):
-    """One line per epoch, so a long run shows where it is."""
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            loss = float(trainer.callback_metrics.get("val_loss", float("nan")))
-            print(f"epoch {trainer.current_epoch} val_loss {loss:.3f} at {time.strftime('%X')}", flush=True)
 
 
 def fleet(config: SimulationConfig, path: Path) -> pd.DataFrame:
@@ -86,6 +77,7 @@ def main() -> None:
         "fitted again on the training fleet's validation origins",
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")  # one line per epoch
 
     started = time.perf_counter()
     train_frame = fleet(TRAIN_FLEET, args.data / "train")
@@ -96,7 +88,7 @@ def main() -> None:
 
     result = None
     if args.model is None:
-        model, result = fit(train_frame[train_frame[TIMESTAMP] < holdout], config, callbacks=[EpochPrinter()])
+        model, result = fit(train_frame[train_frame[TIMESTAMP] < holdout], config)
     else:
         model = load_model(args.model)
     calibration = backtest.calibrate(model, train_frame, holdout, eval_config)

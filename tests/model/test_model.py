@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -190,6 +191,14 @@ def test_training_stops_at_its_time_budget_with_validated_weights(fleet: pd.Data
     assert result.trainer.global_step < config.max_epochs * (config.max_batches_per_epoch or 0) / 10
     assert np.isfinite(result.best_val_loss)  # validated when the budget stopped it: those weights are kept
     assert forecast(model, fleet)[SERVER_NAME].nunique() == fleet[SERVER_NAME].nunique()
+
+
+def test_training_without_progress_bars_logs_each_epoch(fleet: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="tftmon.model.train"):
+        _, result = fit(fleet, tiny_config(max_epochs=2, max_batches_per_epoch=2))
+    lines = [r.getMessage() for r in caplog.records if r.name == "tftmon.model.train"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert f"(best {result.best_val_loss:.3f})" in lines[-1] and lines[-1].endswith("elapsed")
 
 
 def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:

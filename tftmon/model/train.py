@@ -6,6 +6,7 @@ finds per-epoch `train_loss_epoch`, `val_loss` and `lr` in `trainer.callback_met
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,8 @@ from tftmon.config import TrainConfig
 from tftmon.contract import INCIDENT_STATE, MODEL_STEP, SERVER_ID, SERVER_NAME, STATE
 from tftmon.io import CHECKPOINT_PREFIX, owned_temp_dir
 from tftmon.model.network import ForecastModel, build_network, features, training_info
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,28 @@ class BestWeights(Callback):
             return
         self.best_loss = float(loss)
         self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+
+class EpochLog(Callback):
+    """One log line per validated epoch, so a run without progress bars (cron, CI) still shows where it is."""
+
+    def __init__(self, best: BestWeights, max_epochs: int) -> None:
+        self.best = best
+        self.max_epochs = max_epochs
+        self.started = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val_loss")
+        if trainer.sanity_checking or loss is None:
+            return
+        elapsed = timedelta(seconds=round(time.perf_counter() - self.started))
+        log.info(
+            "epoch %d/%d: val_loss %.3f (best %.3f), %s elapsed",
+            trainer.current_epoch + 1, self.max_epochs, float(loss), self.best.best_loss, elapsed,
+        )  # fmt: skip
 
 
 def loss_weights(frame: pd.DataFrame, targets: Sequence[str]) -> list[float]:
@@ -220,6 +245,7 @@ def fit(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
             LearningRateMetric(),
             best,
+            *([] if config.progress_bar else [EpochLog(best, config.max_epochs)]),
             *callbacks,
         ],
         logger=logger,
