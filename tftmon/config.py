@@ -227,7 +227,8 @@ class TrainConfig(StrictConfig):
     #: Metrics to forecast; None = all contract metrics.
     targets: list[str] | None = None
     #: With max_batches_per_epoch, what a 2-core machine at ~400 samples/s fits in 15 min; validation loss still
-    #: falls at epoch 90, and so do false alarms (docs/BENCHMARKS.md). `max_fit_minutes` bounds slower machines.
+    #: falls at epoch 90, and held-out recall rises on average with it (docs/BENCHMARKS.md). `max_fit_minutes`
+    #: bounds slower machines.
     max_epochs: int = Field(90, ge=1)
     #: Wall-clock budget of the fit (None: none): training stops there and keeps its best validation weights,
     #: so `tftmon train` stays within 20 minutes on 2 CPU cores whatever their speed.
