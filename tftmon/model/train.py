@@ -79,7 +79,7 @@ class EpochLog(Callback):
     def __init__(self, best: BestWeights, max_epochs: int) -> None:
         self.best = best
         self.max_epochs = max_epochs
-        self.started = time.perf_counter()
+        self.started = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.started = time.perf_counter()
