@@ -106,6 +106,7 @@ def main() -> None:
         "train_and_calibrate_seconds": round(train_seconds, 1),
         "samples_per_second": None if result is None else round(result.samples_per_second, 1),
         "epochs": None if result is None else result.epochs,
+        "stopped_by": None if result is None else result.stopped_by.value,
         "best_val_loss": None if result is None else result.best_val_loss,
         "alert_threshold": calibration.threshold if calibration else None,
         "warnings": results.warnings.table.to_dict(orient="records") if results.warnings else None,

@@ -37,7 +37,7 @@ from tftmon.model.network import (
     load_model,
     save_model,
 )
-from tftmon.model.train import TrainingResult, fit, incident_weights, validation_windows
+from tftmon.model.train import StopReason, TrainingResult, fit, incident_weights, validation_windows
 
 from .conftest import periodic_fleet, tiny_config
 
@@ -188,6 +188,7 @@ def test_a_bounded_validation_scores_windows_of_every_server(fleet: pd.DataFrame
 def test_training_stops_at_its_time_budget_with_validated_weights(fleet: pd.DataFrame) -> None:
     config = tiny_config(max_epochs=40, max_fit_minutes=0.002)  # 0.12 s: a batch or two
     model, result = fit(fleet, config)
+    assert result.stopped_by is StopReason.TIME_LIMIT
     assert result.trainer.global_step < config.max_epochs * (config.max_batches_per_epoch or 0) / 10
     assert np.isfinite(result.best_val_loss)  # validated when the budget stopped it: those weights are kept
     assert forecast(model, fleet)[SERVER_NAME].nunique() == fleet[SERVER_NAME].nunique()
@@ -197,8 +198,12 @@ def test_training_without_progress_bars_logs_each_epoch(fleet: pd.DataFrame, cap
     with caplog.at_level(logging.INFO, logger="tftmon.model.train"):
         _, result = fit(fleet, tiny_config(max_epochs=2, max_batches_per_epoch=2))
     lines = [r.getMessage() for r in caplog.records if r.name == "tftmon.model.train"]
-    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
-    assert f"(best {result.best_val_loss:.3f})" in lines[-1] and lines[-1].endswith("elapsed")
+    epochs, [stopped] = lines[:-1], lines[-1:]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert f"(best {result.best_val_loss:.3f})" in epochs[-1] and epochs[-1].endswith("elapsed")
+    assert result.stopped_by is StopReason.MAX_EPOCHS
+    assert stopped.startswith("training stopped by max epochs after 2 of 2 epochs")
+    assert stopped.endswith(f"best val_loss {result.best_val_loss:.3f}")
 
 
 def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:

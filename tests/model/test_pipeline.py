@@ -81,6 +81,8 @@ def test_training_run_logs_params_metrics_artifacts_and_a_version(store: dict) -
     model_info = mlflow.models.get_model_info(f"models:/tftmon/{version.version}")
     assert model_info.signature is not None and model_info.saved_input_example_info is not None
     assert "<!-- training -->" in version.description and "| target | measured |" in version.description
+    assert "**Training:** 1 of 1 epochs, stopped by max epochs" in version.description
+    assert run.data.tags["tftmon.stopped_by"] == "max epochs"
     assert client.get_registered_model("tftmon").description.startswith("Temporal Fusion Transformer")
 
 

@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import Logger
 from pytorch_forecasting import TimeSeriesDataSet
 from torch.utils.data import (
@@ -38,9 +39,18 @@ from tftmon.model.network import ForecastModel, build_network, features, trainin
 log = logging.getLogger(__name__)
 
 
+class StopReason(StrEnum):
+    """Why training ended: a time limit means the model trained less than its config asked for."""
+
+    MAX_EPOCHS = "max epochs"
+    EARLY_STOPPING = "early stopping"
+    TIME_LIMIT = "time limit"
+    INTERRUPTED = "interrupted"
+
+
 @dataclass
 class TrainingResult:
-    """What a training run produced besides the model: datasets, trainer and throughput."""
+    """What a training run produced besides the model: datasets, trainer, throughput and why it stopped."""
 
     training: TimeSeriesDataSet
     validation: TimeSeriesDataSet
@@ -49,6 +59,7 @@ class TrainingResult:
     epochs: int
     seconds: float
     samples_per_second: float
+    stopped_by: StopReason
 
 
 class LearningRateMetric(Callback):
@@ -214,6 +225,18 @@ def incident_weights(dataset: TimeSeriesDataSet, frame: pd.DataFrame, boost: flo
     return weights
 
 
+def stop_reason(trainer: Trainer, early_stopping: EarlyStopping, timer: Timer | None) -> StopReason:
+    """What ended a finished fit."""
+    if trainer.interrupted:
+        return StopReason.INTERRUPTED
+    if early_stopping.stopped_epoch > 0:
+        return StopReason.EARLY_STOPPING
+    remaining = None if timer is None else timer.time_remaining("train")
+    if remaining is not None and remaining <= 0:
+        return StopReason.TIME_LIMIT
+    return StopReason.MAX_EPOCHS
+
+
 def fit(
     data: pd.DataFrame,
     config: TrainConfig,
@@ -232,16 +255,18 @@ def fit(
     model_config = config.to_model_config(targets, loss_weights(train_frame, targets))
     network = build_network(training, model_config)
     best = BestWeights()
+    early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
+    timer = None if config.max_fit_minutes is None else Timer(timedelta(minutes=config.max_fit_minutes))
     checkpoint_dir = config.checkpoint_dir or owned_temp_dir(CHECKPOINT_PREFIX)
     trainer = Trainer(
         max_epochs=config.max_epochs,
-        max_time=None if config.max_fit_minutes is None else timedelta(minutes=config.max_fit_minutes),
         accelerator=config.accelerator,
         devices=config.devices,
         gradient_clip_val=config.gradient_clip_val,
         limit_train_batches=config.max_batches_per_epoch or 1.0,
         callbacks=[
-            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience),
+            early_stopping,
+            *([] if timer is None else [timer]),
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
             LearningRateMetric(),
             best,
@@ -284,5 +309,10 @@ def fit(
         epochs=trainer.current_epoch,
         seconds=seconds,
         samples_per_second=samples / seconds if seconds > 0 else 0.0,
+        stopped_by=stop_reason(trainer, early_stopping, timer),
     )
+    log.info(
+        "training stopped by %s after %d of %d epochs (%s): best val_loss %.3f",
+        result.stopped_by, result.epochs, config.max_epochs, timedelta(seconds=round(seconds)), result.best_val_loss,
+    )  # fmt: skip
     return model, result

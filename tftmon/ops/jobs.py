@@ -10,6 +10,7 @@ import json
 import logging
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,7 @@ from tftmon.ops import tracking
 if TYPE_CHECKING:
     from tftmon.data.validate import SuiteKind
     from tftmon.evaluation.backtest import EvaluationResults
+    from tftmon.model.train import TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,7 @@ def run_train(
         training = frame[frame[TIMESTAMP] < holdout]
         tracking.log_dataset(training, Path(path), context="training")
         model, result = fit(training, config, callbacks=[tracking.epoch_logger()])
+        mlflow.set_tag("tftmon.stopped_by", result.stopped_by.value)
         # The registered model links the metrics of one step: the last epoch's, where evaluation goes too.
         step = max(result.epochs - 1, 0)
         mlflow.log_metrics(
@@ -245,10 +248,19 @@ def run_train(
                 example.reset_index(drop=True),
                 tags={"contract_version": CONTRACT_VERSION, "data_sha256": str(fingerprint["data_sha256"])},
                 step=step,
-                description=registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"),
+                description=f"{_training_line(result, config)}\n\n"
+                + registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"),
                 sample=registry.GateSample.cut(frame, holdout, f"the held-out time of {path}"),
             )
         return {"run_id": run.info.run_id, "version": version, "summary": summary}
+
+
+def _training_line(result: TrainingResult, config: TrainConfig) -> str:
+    """How far training went, for a reviewer in the registry: a time limit means fewer epochs than asked for."""
+    return (
+        f"**Training:** {result.epochs} of {config.max_epochs} epochs, stopped by {result.stopped_by} after "
+        f"{timedelta(seconds=round(result.seconds))}; best validation loss {result.best_val_loss:.3f}."
+    )
 
 
 def run_evaluate(path: Path, version: str | None = None, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
