@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tftmon.config import EvaluationConfig
 from tftmon.contract import (
@@ -37,7 +39,15 @@ from tftmon.model.network import (
     load_model,
     save_model,
 )
-from tftmon.model.train import StopReason, TrainingResult, fit, incident_weights, validation_windows
+from tftmon.model.train import (
+    AveragedWeights,
+    StopReason,
+    TrainingResult,
+    fit,
+    incident_weights,
+    validation_windows,
+    window_loader,
+)
 
 from .conftest import periodic_fleet, tiny_config
 
@@ -204,6 +214,29 @@ def test_training_without_progress_bars_logs_each_epoch(fleet: pd.DataFrame, cap
     assert result.stopped_by is StopReason.MAX_EPOCHS
     assert stopped.startswith("training stopped by max epochs after 2 of 2 epochs")
     assert stopped.endswith(f"best val_loss {result.best_val_loss:.3f}")
+
+
+class _LastStepWeights(Callback):
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.weights = [p.detach().clone() for p in pl_module.parameters()]
+
+
+def test_weight_averaging_keeps_the_average_it_validated(fleet: pd.DataFrame) -> None:
+    config = tiny_config(max_epochs=1, max_batches_per_epoch=6, weight_average_decay=0.5)
+    last_step = _LastStepWeights()
+    model, result = fit(fleet, config, callbacks=[last_step])
+    averaged = next(c for c in result.trainer.callbacks if isinstance(c, AveragedWeights))
+    assert averaged.average is not None
+    kept = [p.detach() for p in model.network.parameters()]
+    assert all(torch.equal(k, a) for k, a in zip(kept, averaged.average, strict=True))
+    assert not all(torch.equal(k, w) for k, w in zip(kept, last_step.weights, strict=True))
+
+    loader = window_loader(
+        result.validation, validation_windows(len(result.validation), config), config.batch_size, config, False
+    )
+    fresh = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    [scores] = fresh.validate(model.network, dataloaders=loader, verbose=False)
+    assert scores["val_loss"] == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
 def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:

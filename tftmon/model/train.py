@@ -84,6 +84,45 @@ class BestWeights(Callback):
         self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
 
 
+class AveragedWeights(Callback):
+    """Validate, and so keep, an exponential moving average of the weights instead of the last step's.
+
+    The weights after any one step carry that step's noise; their average over the last few hundred steps
+    forecasts better. The average is swapped in for the whole validation (BestWeights, earlier in the
+    callback list, copies it at `on_validation_end`) and swapped out after it, so training goes on from
+    the step's own weights.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.average: list[torch.Tensor] | None = None
+        self.current: list[torch.Tensor] | None = None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        weights = [p.detach() for p in pl_module.parameters()]
+        if self.average is None:
+            self.average = [w.clone() for w in weights]
+            return
+        for average, weight in zip(self.average, weights, strict=True):
+            average.lerp_(weight, 1.0 - self.decay)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.average is not None:
+            self.current = [p.detach().clone() for p in pl_module.parameters()]
+            _copy_into(pl_module, self.average)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.current is not None:
+            _copy_into(pl_module, self.current)
+            self.current = None
+
+
+def _copy_into(module: LightningModule, values: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for parameter, value in zip(module.parameters(), values, strict=True):
+            parameter.copy_(value)
+
+
 class EpochLog(Callback):
     """One log line per validated epoch, so a run without progress bars (cron, CI) still shows where it is."""
 
@@ -271,6 +310,7 @@ def fit(
             LearningRateMetric(),
             best,
             *([] if config.progress_bar else [EpochLog(best, config.max_epochs)]),
+            *([] if config.weight_average_decay is None else [AveragedWeights(config.weight_average_decay)]),
             *callbacks,
         ],
         logger=logger,
