@@ -221,8 +221,8 @@ class _LastStepWeights(Callback):
         self.weights = [p.detach().clone() for p in pl_module.parameters()]
 
 
-def test_weight_averaging_keeps_the_average_it_validated(fleet: pd.DataFrame) -> None:
-    config = tiny_config(max_epochs=1, max_batches_per_epoch=6, weight_average_decay=0.5)
+def test_weight_averaging_keeps_the_average_it_validated(fleet: pd.DataFrame, tmp_path: Path) -> None:
+    config = tiny_config(max_epochs=1, max_batches_per_epoch=6, weight_average_decay=0.5, checkpoint_dir=tmp_path)
     last_step = _LastStepWeights()
     model, result = fit(fleet, config, callbacks=[last_step])
     averaged = next(c for c in result.trainer.callbacks if isinstance(c, AveragedWeights))
@@ -237,6 +237,8 @@ def test_weight_averaging_keeps_the_average_it_validated(fleet: pd.DataFrame) ->
     fresh = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     [scores] = fresh.validate(model.network, dataloaders=loader, verbose=False)
     assert scores["val_loss"] == pytest.approx(result.best_val_loss, rel=1e-5)
+    saved = torch.load(tmp_path / "best.ckpt", weights_only=False)["state_dict"]  # our own file, just written
+    assert all(torch.equal(saved[name], p.detach()) for name, p in model.network.named_parameters())
 
 
 def test_only_windows_whose_forecast_soon_holds_an_incident_are_oversampled(fleet: pd.DataFrame) -> None:

@@ -90,7 +90,7 @@ class AveragedWeights(Callback):
     The weights after any one step carry that step's noise; their average over the last few hundred steps
     forecasts better. The average is swapped in for the whole validation (BestWeights, earlier in the
     callback list, copies it at `on_validation_end`) and swapped out after it, so training goes on from
-    the step's own weights.
+    the step's own weights; a checkpoint holds the average too.
     """
 
     def __init__(self, decay: float) -> None:
@@ -115,6 +115,12 @@ class AveragedWeights(Callback):
         if self.current is not None:
             _copy_into(pl_module, self.current)
             self.current = None
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves checkpoints last, after the swap back: store the average its val_loss was scored on.
+        if self.average is not None:
+            names = [name for name, _ in pl_module.named_parameters()]
+            checkpoint["state_dict"].update(zip(names, (a.detach().cpu().clone() for a in self.average), strict=True))
 
 
 def _copy_into(module: LightningModule, values: list[torch.Tensor]) -> None:
