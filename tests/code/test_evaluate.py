@@ -32,7 +32,15 @@ from tftmon.evaluation.baselines import (
     baseline_forecast,
     baselines,
 )
-from tftmon.evaluation.incidents import episodes, fit_threshold, incident_scores, warning_curve, without_sign
+from tftmon.evaluation.incidents import (
+    PairedWarnings,
+    episodes,
+    fit_threshold,
+    incident_scores,
+    paired_warnings,
+    warning_curve,
+    without_sign,
+)
 from tftmon.evaluation.metrics import (
     aggregate,
     cold_start_gap,
@@ -286,6 +294,24 @@ def test_incident_scores_by_hand() -> None:
     assert shorter.recall == 1.0
 
 
+def test_paired_warnings_count_only_the_episodes_the_two_disagree_on() -> None:
+    frame, alert_frame = _timeline()
+    eps = episodes(frame)
+    first = incident_scores(alert_frame, eps)  # warns of 10:00 (at 09:00), misses 19:15
+    late = alert_frame.assign(alert=alert_frame["alert"] | (alert_frame["origin"] == START + timedelta(hours=18)))
+    second = incident_scores(late.assign(alert=late["alert"] & (late["origin"] != START + timedelta(hours=9))), eps)
+    assert (first.warned, second.warned) == (1, 1)  # same recall, different episodes
+    paired = paired_warnings(first, second)
+    assert (paired.only_first, paired.only_second) == (1, 1)
+    assert paired_warnings(first, first) == PairedWarnings(0, 0)
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_warnings(first, incident_scores(alert_frame, eps.iloc[:1]))
+    # Exact two-sided sign test: 5–0 is 2 / 2**5, 10–1 is 2 · 12 / 2**11; an even split is 1.
+    assert PairedWarnings(5, 0).p_value == pytest.approx(0.0625)
+    assert PairedWarnings(1, 10).p_value == pytest.approx(24 / 2048)
+    assert PairedWarnings(3, 3).p_value == PairedWarnings(0, 0).p_value == 1.0
+
+
 def test_an_episode_whose_last_chance_to_warn_came_after_the_last_origin_is_not_counted() -> None:
     """Origins stop a whole forecast before the data ends: an episode then is not missed, just not asked about."""
     frame, alert_frame = _timeline()
@@ -438,6 +464,7 @@ def test_warnings_are_compared_side_by_side_with_the_oracle_as_ceiling(results) 
     assert "4 of the 4 episodes showed no sign in time" in summary
     assert "## Incident early warning, side by side" in summary
     assert "oracle (ceiling)" in summary
+    assert "Paired on the same episodes, `tft` against `" in summary
     assert "`threshold_fitted_on` says where each threshold was fitted" in summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from math import comb
 
 import numpy as np
 import pandas as pd
@@ -249,3 +250,35 @@ def incident_scores(
         false_alarms_per_server_day=false_alarms / server_days if server_days else float("nan"),
         per_episode=per_episode,
     )
+
+
+@dataclass(frozen=True)
+class PairedWarnings:
+    """Two forecasters on the same eligible episodes: the ones only one of them warned of.
+
+    Recall alone hides how two forecasters differ: 56 against 55 may be one extra episode, or ten won and
+    nine lost. Only the episodes they disagree on tell them apart, and how unevenly those split says
+    whether the difference could be chance.
+    """
+
+    only_first: int
+    only_second: int
+
+    @property
+    def p_value(self) -> float:
+        """Exact two-sided sign test on the disagreements (McNemar's exact test): the chance of a split at
+        least this uneven were neither forecaster better."""
+        n, k = self.only_first + self.only_second, min(self.only_first, self.only_second)
+        if n == 0:
+            return 1.0
+        return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def paired_warnings(first: IncidentScores, second: IncidentScores) -> PairedWarnings:
+    """The eligible episodes only `first` warned of and those only `second` warned of (same episodes)."""
+    a, b = first.per_episode, second.per_episode
+    if not a["episode"].equals(b["episode"]) or not a["eligible"].equals(b["eligible"]):
+        raise ValueError("paired warnings need both forecasters scored on the same episodes and origins")
+    eligible = a["eligible"].to_numpy()
+    ours, theirs = a["warned"].to_numpy()[eligible], b["warned"].to_numpy()[eligible]
+    return PairedWarnings(int((ours & ~theirs).sum()), int((theirs & ~ours).sum()))

@@ -31,7 +31,8 @@ from tftmon.contract import (
     TIMESTAMP,
 )
 from tftmon.evaluation.backtest import FITTED_WITH_MODEL, EvaluationResults
-from tftmon.evaluation.baselines import ORACLE
+from tftmon.evaluation.baselines import BASELINES, ORACLE
+from tftmon.evaluation.incidents import paired_warnings
 from tftmon.evaluation.metrics import MODEL, SEEN
 from tftmon.io import write_bytes_atomic
 
@@ -284,10 +285,33 @@ def warning_lines(results: EvaluationResults) -> list[str]:
         f"the held-out period, for ≤ {cfg.alert_budget:g} false alarms per server-day there); an incident is "
         f"warned when an alert came {lead} min to 8 h before it started; an episode counts when origins of its "
         f"server ran past its last chance to warn (those in the data's last hours, where origins stop a whole "
-        f"forecast before the end, are left out). {where} {verdict}{reach}",
+        f"forecast before the end, are left out). {where} {verdict}{reach}{_paired_line(results)}",
         "",
         _markdown_table(table),
     ]
+
+
+def _paired_line(results: EvaluationResults) -> str:
+    """The model against the strongest baseline on the episodes they disagree on: whether a lead in recall
+    is more than chance."""
+    assert results.warnings is not None
+    table = results.warnings.table
+    rivals = table[table["forecaster"].isin(BASELINES)]
+    if results.model not in results.warnings.scores or rivals.empty:
+        return ""
+    rival = str(
+        rivals.sort_values(
+            ["within_budget", "recall", "false_alarms_per_server_day"], ascending=[False, False, True]
+        ).iloc[0]["forecaster"]
+    )
+    scores = results.warnings.scores
+    paired = paired_warnings(scores[results.model], scores[rival])
+    chance = "unlikely to be chance" if paired.p_value < 0.05 else "within chance"
+    return (
+        f" Paired on the same episodes, `{results.model}` against `{rival}`, the strongest baseline: only "
+        f"`{results.model}` warned of {paired.only_first}, only `{rival}` of {paired.only_second} (exact sign "
+        f"test p = {paired.p_value:.2f}: {chance})."
+    )
 
 
 def registry_description(results: EvaluationResults, scored_on: str) -> str:

@@ -1,0 +1,176 @@
+"""Early warning of saved models on several held-out fleets, pooled, with a paired test against each baseline.
+
+One held-out fleet holds about 66 eligible episodes, and the TFT and linear drift land within an episode or
+two of each other on it: too few to tell a real lead from a seed's luck. This scores each model (a
+`bench_warning.py --out` model directory) on three fleets of the held-out recipe, each with its own seed and
+start, none seen in training, and pools them:
+
+- per forecaster: episodes warned of and false alarms per server-day at its threshold fitted on the training
+  fleet's validation origins (as `bench_warning.py` fits them);
+- per baseline: the episodes only the TFT warned of and those only the baseline warned of, with the exact
+  two-sided sign test on those discordant episodes (McNemar's exact test): how likely a split at least as
+  uneven is if neither forecaster were better;
+- the pooled recall–false-alarm curves: episodes warned of at ≤ 0.6 / 0.8 / 1.0 false alarms per server-day;
+- a reference that reads the simulator's hidden state, not the metrics: a perfect ramp detector alerting at
+  every origin where the server has been in `heavy_load` for at least m minutes. It shows how early a ramp
+  must be recognised to warn of how many episodes, and what the non-escalating ramps cost in false alarms.
+
+    python benchmarks/bench_warning_fleets.py --data /tmp/warn-cpu --out /tmp/fleets.json /tmp/exp/model-a ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_warning import HELDOUT_FLEET, HELDOUT_HOURS, TRAIN_FLEET, fleet
+
+from tftmon.config import EvaluationConfig, SimulationConfig
+from tftmon.contract import MODEL_STEP, ORIGIN, PRECURSOR_STATE, SERVER_NAME, STATE, TIMESTAMP
+from tftmon.evaluation import backtest
+from tftmon.evaluation.actuals import origins
+from tftmon.evaluation.backtest import WarningComparison
+from tftmon.evaluation.baselines import ORACLE
+from tftmon.evaluation.incidents import IncidentScores, PairedWarnings, episodes, incident_scores, paired_warnings
+from tftmon.model.network import load_model
+
+#: The recipe's fleet first (its data in `heldout/`), then two more with their own seed and start.
+FLEETS: tuple[SimulationConfig, ...] = (
+    HELDOUT_FLEET,
+    SimulationConfig.model_validate({**HELDOUT_FLEET.model_dump(), "seed": 31, "start": "2026-05-04"}),
+    SimulationConfig.model_validate({**HELDOUT_FLEET.model_dump(), "seed": 37, "start": "2026-08-03"}),
+)
+BUDGETS = (0.6, 0.8, 1.0)
+RAMP_MINUTES = (5, 15, 30, 45, 60)
+MODEL = "tft"
+
+
+def fleet_dir(data: Path, config: SimulationConfig) -> Path:
+    return data / ("heldout" if config == HELDOUT_FLEET else f"heldout-{config.seed}")
+
+
+@dataclass
+class Pooled:
+    """Counts summed over fleets, per forecaster."""
+
+    episodes: int = 0
+    warned: int = 0
+    false_alarms: float = 0.0
+    server_days: float = 0.0
+    curve_warned: np.ndarray | None = None
+    curve_false: np.ndarray | None = None
+
+    def add(self, comparison: WarningComparison, name: str) -> None:
+        scores = comparison.scores[name]
+        curve = comparison.curves[comparison.curves["forecaster"] == name]
+        warned = curve["recall"].to_numpy() * scores.episodes
+        false = curve["false_alarms_per_server_day"].to_numpy() * scores.server_days
+        self.episodes += scores.episodes
+        self.warned += scores.warned
+        self.false_alarms += scores.false_alarms
+        self.server_days += scores.server_days
+        self.curve_warned = warned if self.curve_warned is None else self.curve_warned + warned
+        self.curve_false = false if self.curve_false is None else self.curve_false + false
+
+    def at_budgets(self) -> list[int]:
+        """Most episodes warned of at any threshold whose pooled false alarms stay within each budget."""
+        assert self.curve_warned is not None and self.curve_false is not None
+        rate = self.curve_false / self.server_days
+        return [round(float(self.curve_warned[rate <= b].max(initial=0.0))) for b in BUDGETS]
+
+
+def ramp_detector(frame: pd.DataFrame, holdout: pd.Timestamp, minutes: int) -> IncidentScores:
+    """Alerts at the evaluation's origins where the server has been in PRECURSOR_STATE for ≥ `minutes`."""
+    at = origins(frame, holdout)[[SERVER_NAME, ORIGIN]]
+    states = frame[[SERVER_NAME, TIMESTAMP, STATE]].sort_values([SERVER_NAME, TIMESTAMP])
+    ramping = states[STATE] == PRECURSOR_STATE
+    run = (ramping != ramping.groupby(states[SERVER_NAME]).shift()).cumsum()
+    since = states[TIMESTAMP] - states.groupby(run)[TIMESTAMP].transform("min") + MODEL_STEP
+    states = states.assign(ramping=ramping, since=since).rename(columns={TIMESTAMP: ORIGIN})
+    joined = at.merge(states, on=[SERVER_NAME, ORIGIN], how="left")
+    alert = joined["ramping"].eq(True) & (joined["since"] >= pd.Timedelta(minutes=minutes))
+    return incident_scores(at.assign(alert=alert.to_numpy()), episodes(frame))
+
+
+def score_model(path: Path, data: Path) -> dict[str, Any]:
+    model = load_model(path)
+    train_frame = fleet(TRAIN_FLEET, data / "train")
+    backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, EvaluationConfig().holdout_hours),
+                       EvaluationConfig())  # fmt: skip
+    evaluation = EvaluationConfig(holdout_hours=HELDOUT_HOURS)
+    pooled: dict[str, Pooled] = {}
+    discordant: dict[str, list[int]] = {}
+    per_fleet = []
+    for config in FLEETS:
+        frame = fleet(config, fleet_dir(data, config))
+        _, results = backtest.evaluate_model(model, frame, backtest.holdout_start(frame, HELDOUT_HOURS), evaluation)
+        comparison = results.warnings
+        assert comparison is not None
+        row: dict[str, Any] = {"seed": config.seed, "start": config.start}
+        for name in comparison.scores:
+            pooled.setdefault(name, Pooled()).add(comparison, name)
+            scores = comparison.scores[name]
+            row[name] = f"{scores.warned}/{scores.episodes} at {scores.false_alarms_per_server_day:.2f}"
+            if name not in (MODEL, ORACLE):
+                pair = paired_warnings(comparison.scores[MODEL], scores)
+                total = discordant.setdefault(name, [0, 0])
+                total[0], total[1] = total[0] + pair.only_first, total[1] + pair.only_second
+        per_fleet.append(row)
+        logging.info("%s, fleet seed %d: %s", path.name, config.seed, row)
+    out: dict[str, Any] = {"model": str(path), "per_fleet": per_fleet, "pooled": {}}
+    for name, p in pooled.items():
+        entry: dict[str, Any] = {
+            "warned": p.warned,
+            "episodes": p.episodes,
+            "false_alarms_per_server_day": round(p.false_alarms / p.server_days, 3),
+            "warned_at_budgets": dict(zip(map(str, BUDGETS), p.at_budgets(), strict=True)),
+        }
+        if name in discordant:
+            only_tft, only_base = discordant[name]
+            entry["only_tft"], entry["only_this"] = only_tft, only_base
+            entry["sign_test_p"] = round(PairedWarnings(only_tft, only_base).p_value, 3)
+        out["pooled"][name] = entry
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", type=Path, nargs="*", help="model directories saved by bench_warning.py --out")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/tftmon-warning"), help="bench_warning.py's --data")
+    parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")
+    ceiling: dict[str, list[float]] = {}
+    for config in FLEETS:
+        frame = fleet(config, fleet_dir(args.data, config))
+        for minutes in RAMP_MINUTES:
+            scores = ramp_detector(frame, backtest.holdout_start(frame, HELDOUT_HOURS), minutes)
+            total = ceiling.setdefault(f"in {PRECURSOR_STATE} ≥ {minutes} min", [0, 0, 0.0, 0.0])
+            for i, value in enumerate((scores.warned, scores.episodes, scores.false_alarms, scores.server_days)):
+                total[i] += value
+    ramp = {
+        name: {"warned": int(w), "episodes": int(n), "false_alarms_per_server_day": round(f / d, 3)}
+        for name, (w, n, f, d) in ceiling.items()
+    }
+    print(pd.DataFrame(ramp).T.to_string())
+    results: list[dict[str, Any]] = [{"ramp_detector": ramp}]
+    results += [score_model(path, args.data) for path in args.models]
+    text = json.dumps(results, indent=2, default=str)
+    if args.out is not None:
+        args.out.write_text(text)
+    for result in results[1:]:
+        print(result["model"])
+        print(pd.DataFrame(result["pooled"]).T.to_string())
+
+
+if __name__ == "__main__":
+    main()
