@@ -101,12 +101,11 @@ def ramp_detector(frame: pd.DataFrame, holdout: pd.Timestamp, minutes: int) -> I
     return incident_scores(at.assign(alert=alert.to_numpy()), episodes(frame))
 
 
-def score_model(path: Path, data: Path) -> dict[str, Any]:
+def score_model(path: Path, data: Path, fit: EvaluationConfig) -> dict[str, Any]:
     model = load_model(path)
     train_frame = fleet(TRAIN_FLEET, data / "train")
-    backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, EvaluationConfig().holdout_hours),
-                       EvaluationConfig())  # fmt: skip
-    evaluation = EvaluationConfig(holdout_hours=HELDOUT_HOURS)
+    backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, fit.holdout_hours), fit)
+    evaluation = fit.model_copy(update={"holdout_hours": HELDOUT_HOURS})
     pooled: dict[str, Pooled] = {}
     discordant: dict[str, list[int]] = {}
     per_fleet = []
@@ -147,7 +146,11 @@ def main() -> None:
     parser.add_argument("models", type=Path, nargs="*", help="model directories saved by bench_warning.py --out")
     parser.add_argument("--data", type=Path, default=Path("/tmp/tftmon-warning"), help="bench_warning.py's --data")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
+    parser.add_argument(
+        "--alert-budget", type=float, default=None, help="false alarms per server-day the thresholds are fitted for"
+    )
     args = parser.parse_args()
+    fit = EvaluationConfig() if args.alert_budget is None else EvaluationConfig(alert_budget=args.alert_budget)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")
     ceiling: dict[str, list[float]] = {}
     for config in FLEETS:
@@ -163,7 +166,7 @@ def main() -> None:
     }
     print(pd.DataFrame(ramp).T.to_string())
     results: list[dict[str, Any]] = [{"ramp_detector": ramp}]
-    results += [score_model(path, args.data) for path in args.models]
+    results += [score_model(path, args.data, fit) for path in args.models]
     text = json.dumps(results, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text)

@@ -238,7 +238,9 @@ class TrainConfig(StrictConfig):
     #: Bounds validation time: at most this many batches of validation windows, spread evenly over every
     #: server and the whole held-out tail (None = all).
     max_val_batches: int | None = Field(5, ge=1)
-    encoder_hours: float = Field(6.0, gt=0)
+    #: History each forecast reads. 3 h holds the longest ramp an incident grows out of; on three held-out
+    #: fleets the 3-h encoder warns of more incidents than the 6-h one at the same cost (docs/BENCHMARKS.md).
+    encoder_hours: float = Field(3.0, gt=0)
     #: The last part of each server's history held out for validation: early stopping, and the origins the
     #: alert threshold is fitted on (EvaluationConfig.alert_fit_hours + one forecast fit in 32 h).
     validation_hours: float = Field(32.0, gt=0)
