@@ -164,7 +164,7 @@ def main() -> None:
         name: {"warned": int(w), "episodes": int(n), "false_alarms_per_server_day": round(f / d, 3)}
         for name, (w, n, f, d) in ceiling.items()
     }
-    print(pd.DataFrame(ramp).T.to_string())
+    print(pd.DataFrame.from_dict(ramp, orient="index").to_string())
     results: list[dict[str, Any]] = [{"ramp_detector": ramp}]
     results += [score_model(path, args.data, fit) for path in args.models]
     text = json.dumps(results, indent=2, default=str)
