@@ -101,16 +101,17 @@ def ramp_detector(frame: pd.DataFrame, holdout: pd.Timestamp, minutes: int) -> I
     return incident_scores(at.assign(alert=alert.to_numpy()), episodes(frame))
 
 
-def score_model(path: Path, data: Path, fit: EvaluationConfig) -> dict[str, Any]:
+def score_model(
+    path: Path, train_frame: pd.DataFrame, heldout: list[tuple[SimulationConfig, pd.DataFrame]], fit: EvaluationConfig
+) -> dict[str, Any]:
+    """One model calibrated on the training fleet, then scored on each held-out fleet and pooled."""
     model = load_model(path)
-    train_frame = fleet(TRAIN_FLEET, data / "train")
     backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, fit.holdout_hours), fit)
     evaluation = fit.model_copy(update={"holdout_hours": HELDOUT_HOURS})
     pooled: dict[str, Pooled] = {}
     discordant: dict[str, list[int]] = {}
     per_fleet = []
-    for config in FLEETS:
-        frame = fleet(config, fleet_dir(data, config))
+    for config, frame in heldout:
         _, results = backtest.evaluate_model(model, frame, backtest.holdout_start(frame, HELDOUT_HOURS), evaluation)
         comparison = results.warnings
         assert comparison is not None
@@ -152,9 +153,9 @@ def main() -> None:
     args = parser.parse_args()
     fit = EvaluationConfig() if args.alert_budget is None else EvaluationConfig(alert_budget=args.alert_budget)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")
+    heldout = [(config, fleet(config, fleet_dir(args.data, config))) for config in FLEETS]
     ceiling: dict[str, list[float]] = {}
-    for config in FLEETS:
-        frame = fleet(config, fleet_dir(args.data, config))
+    for _, frame in heldout:
         for minutes in RAMP_MINUTES:
             scores = ramp_detector(frame, backtest.holdout_start(frame, HELDOUT_HOURS), minutes)
             total = ceiling.setdefault(f"in {PRECURSOR_STATE} ≥ {minutes} min", [0, 0, 0.0, 0.0])
@@ -166,7 +167,9 @@ def main() -> None:
     }
     print(pd.DataFrame.from_dict(ramp, orient="index").to_string())
     results: list[dict[str, Any]] = [{"ramp_detector": ramp}]
-    results += [score_model(path, args.data, fit) for path in args.models]
+    if args.models:
+        train_frame = fleet(TRAIN_FLEET, args.data / "train")
+        results += [score_model(path, train_frame, heldout, fit) for path in args.models]
     text = json.dumps(results, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text)

@@ -215,6 +215,12 @@ FITTED_HERE = "this data, before its held-out period"
 UNCALIBRATED = "none: the uncalibrated critical band"
 
 
+def ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a warning table best first: within the false-alarm budget, then most recall, then fewest
+    false alarms."""
+    return table.sort_values(["within_budget", "recall", "false_alarms_per_server_day"], ascending=[False, False, True])
+
+
 @dataclass
 class WarningComparison:
     """Incident early warning of every forecaster through the same risk scale and alert rule."""
@@ -285,11 +291,8 @@ def compare_warnings(
             }
         )
     table = pd.DataFrame(rows)
-    eligible = table[(table["forecaster"] != ORACLE) & table["within_budget"]]
-    winner = None
-    if len(eligible):
-        ranked = eligible.sort_values(["recall", "false_alarms_per_server_day"], ascending=[False, True])
-        winner = str(ranked.iloc[0]["forecaster"])
+    best = ranked(table[table["forecaster"] != ORACLE])
+    winner = str(best.iloc[0]["forecaster"]) if len(best) and best.iloc[0]["within_budget"] else None
     calibrations_used = {name: fitted.get(name, AlertCalibration()) for name in forecasts}
     # One row per server × origin, the same for every forecaster (they run from the same origins).
     unseen = without_sign(flagged, eps, actuals, lead=config.warning_lead)

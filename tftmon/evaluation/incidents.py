@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from math import comb
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from tftmon.contract import (
     INCIDENT_STATE,
@@ -268,10 +268,8 @@ class PairedWarnings:
     def p_value(self) -> float:
         """Exact two-sided sign test on the disagreements (McNemar's exact test): the chance of a split at
         least this uneven were neither forecaster better."""
-        n, k = self.only_first + self.only_second, min(self.only_first, self.only_second)
-        if n == 0:
-            return 1.0
-        return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+        n = self.only_first + self.only_second
+        return float(binomtest(self.only_first, n).pvalue) if n else 1.0
 
 
 def paired_warnings(first: IncidentScores, second: IncidentScores) -> PairedWarnings:

@@ -30,7 +30,7 @@ from tftmon.contract import (
     STEP,
     TIMESTAMP,
 )
-from tftmon.evaluation.backtest import FITTED_WITH_MODEL, EvaluationResults
+from tftmon.evaluation.backtest import FITTED_WITH_MODEL, EvaluationResults, ranked
 from tftmon.evaluation.baselines import BASELINES, ORACLE
 from tftmon.evaluation.incidents import paired_warnings
 from tftmon.evaluation.metrics import MODEL, SEEN
@@ -299,11 +299,7 @@ def _paired_line(results: EvaluationResults) -> str:
     rivals = table[table["forecaster"].isin(BASELINES)]
     if results.model not in results.warnings.scores or rivals.empty:
         return ""
-    rival = str(
-        rivals.sort_values(
-            ["within_budget", "recall", "false_alarms_per_server_day"], ascending=[False, False, True]
-        ).iloc[0]["forecaster"]
-    )
+    rival = str(ranked(rivals).iloc[0]["forecaster"])
     scores = results.warnings.scores
     paired = paired_warnings(scores[results.model], scores[rival])
     chance = "unlikely to be chance" if paired.p_value < 0.05 else "within chance"
