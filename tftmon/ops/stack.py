@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -194,10 +195,16 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the supervisor dies (Linux; kept across exec)."""
+def _die_with_parent(supervisor: int) -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (Linux; kept across exec).
+
+    A supervisor that dies between the fork and the prctl sends no signal, so the child checks that its
+    parent is still the supervisor once the prctl is in place, and exits if not.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != supervisor:
+        os._exit(1)
 
 
 def group_alive(pgid: int) -> bool:
@@ -305,9 +312,10 @@ class Supervisor:
         self._files.append(out)
         self.logs[child.name] = path
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **child.env}
+        die_with_us = partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None
         self.procs[child.name] = subprocess.Popen(
             child.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            start_new_session=True, preexec_fn=die_with_us,
         )  # fmt: skip
         log.info("started %s (pid %d): %s", child.name, self.procs[child.name].pid, " ".join(child.argv))
 
