@@ -3,25 +3,29 @@
 Risk is computed from the forecast quantiles only (never from a heuristic on history), per server and
 forecast origin. For each risk metric the question is "how likely does it reach which level, how soon":
 
-    metric raw score = weight(metric) × max over levels and steps of level(ℓ) × P(metric ≥ ℓ at step) × soonness(step)
+    term(level, step) = weight(metric) × level score × P(metric ≥ level at step) × soonness(step)
 
 P is read from every quantile the forecast carries (the model's p2…p98, a baseline's p10/p50/p90) as a
-piecewise-linear distribution (`exceedance`); the server's raw score is the largest metric score, so the
-reason shown to an operator is exactly the term that produced the number (no invented explanations).
+piecewise-linear distribution (`exceedance`).
 
 - level: elevated 0.4, high 0.65, critical 1.0 against per-profile thresholds (RISK_METRICS below).
 - soonness: 1.0 up to 30 min, 0.9 at 1 h, 0.75 at 8 h (contract.HORIZONS), log-linear in between.
 - weight: I/O wait 1.0 (the most telling bottleneck) down to 0.75 for CLOSE_WAIT counts.
 
-Risk is the raw score through the forecaster's `AlertCalibration`: the raw score at which its alerts
-should fire (fitted on validation origins for a chosen false-alarm budget) maps to the critical band's
-lower bound, so one severity scale serves every model. Uncalibrated, a certain critical crossing of I/O
-wait within 30 min scores 1.0, the same at 8 h 0.75, a 50 % one within 30 min 0.5. Raising any forecast
-quantile (or lowering idle CPU) can only raise a probability, hence never lowers risk.
+Only a critical level can make a server critical. The critical level's largest term is the alert score
+(`raw`), and the forecaster's `AlertCalibration` maps it so that the raw score at which its alerts should
+fire (fitted on validation origins for a chosen false-alarm budget) lands on the critical band's lower
+bound. The elevated and high terms stay as they are: at most 0.65, so they can make a server a warning,
+never critical. A server parked just above an elevated line is a warning to watch, not an alert to act on,
+however low a forecaster's fitted threshold. Risk is the largest term, so the reason shown to an operator
+is exactly the term that produced the number (no invented explanations). Uncalibrated, a certain critical
+crossing of I/O wait within 30 min scores 1.0, the same at 8 h 0.75, a 50 % one within 30 min 0.5.
+Raising any forecast quantile (or lowering idle CPU) can only raise a probability, hence never lowers risk.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -55,6 +59,8 @@ from tftmon.contract import (
     quantile_columns,
     quantile_name,
 )
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # The severity scale: defined once, used by risk, alerts, evaluation and the dashboard
@@ -259,16 +265,18 @@ def risk_plan(forecast_metrics: frozenset[str]) -> _Plan:
 # ---------------------------------------------------------------------------------------------
 
 CRITICAL_RISK = next(b.lower for b in SEVERITY_BANDS if b.severity is Severity.CRITICAL)
+if LEVEL_SCORES[-2] * max(r.weight for r in RISK_METRICS_BY_KEY.values()) >= CRITICAL_RISK:
+    raise RuntimeError("a level below critical must not reach the critical band: only critical levels alert")
 
 
 @dataclass(frozen=True)
 class AlertCalibration:
-    """The raw score at which a forecaster's alert (severity critical) fires.
+    """The alert score (the critical level's term) at which a forecaster's alert (severity critical) fires.
 
     Fitted on validation origins before any held-out period (tftmon.evaluation.incidents.fit_threshold) and
-    stored with the model; the raw score is mapped piecewise-linearly so that 0 -> 0, `threshold` -> the
+    stored with the model; the alert score is mapped piecewise-linearly so that 0 -> 0, `threshold` -> the
     critical band's lower bound and 1 -> 1. The bands themselves never move, so "critical" means "alert" for
-    every calibrated forecaster, and the default (threshold = CRITICAL_RISK) leaves raw scores unchanged.
+    every calibrated forecaster, and the default (threshold = CRITICAL_RISK) leaves scores unchanged.
     """
 
     threshold: float = CRITICAL_RISK
@@ -283,13 +291,28 @@ class AlertCalibration:
 
     @classmethod
     def from_info(cls, info: dict[str, object] | None) -> AlertCalibration:
-        """The calibration stored in a model's training_info.json (`alert_threshold`), else the default."""
-        value = (info or {}).get(ALERT_THRESHOLD_KEY)
-        return cls(float(value)) if isinstance(value, int | float) else cls()
+        """The calibration stored in a model's training_info.json (ALERT_THRESHOLD_KEY), else the default.
+
+        A threshold fitted before 0.18 was fitted on a score every level fed, so it cannot serve the
+        critical level's score: such a model alerts at the uncalibrated band until it is trained again.
+        """
+        info = info or {}
+        value = info.get(ALERT_THRESHOLD_KEY)
+        if isinstance(value, int | float):
+            return cls(float(value))
+        if LEGACY_ALERT_THRESHOLD_KEY in info:
+            log.warning(
+                "the model's alert threshold was fitted by tftmon < 0.18 on another score; it alerts at the "
+                "uncalibrated critical band (%g) until trained again (tftmon train / tftmon retrain)",
+                CRITICAL_RISK,
+            )
+        return cls()
 
 
 #: Key of the fitted threshold in a model's training_info.json.
-ALERT_THRESHOLD_KEY = "alert_threshold"
+ALERT_THRESHOLD_KEY = "critical_alert_threshold"
+#: Where tftmon < 0.18 kept a threshold fitted on the score of every level.
+LEGACY_ALERT_THRESHOLD_KEY = "alert_threshold"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,12 +427,13 @@ def _metric_risk_chunk(
         values[:, None], metric_levels.T[:, None, None, :, None], thresholds.transpose(2, 0, 1)[..., None]
     )
     prob = np.moveaxis(by_level, 0, -1)  # [g, r, s, level]
-    score = prob * LEVEL_SCORES[1:] * _soonness(n_s)[:, None]  # [g, r, s, level]
-    flat = score.reshape(n_g, n_r, -1)
+    term = prob * LEVEL_SCORES[1:] * _soonness(n_s)[:, None] * plan.weights[:, None, None]  # [g, r, s, level]
+    raw = term[..., -1].max(axis=-1)  # the alert score: the critical level's term
+    term[..., -1] = calibration.risk(term[..., -1])
+    flat = term.reshape(n_g, n_r, -1)
     best = flat.argmax(axis=-1)  # first (soonest, then lowest level) of the highest scores
     step_idx, level_idx = np.divmod(best, len(LEVEL_NAMES))
     g_idx, r_idx = np.indices(best.shape)
-    raw = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0] * plan.weights
     p = prob[g_idx, r_idx, step_idx, level_idx]
     crossed = p > 0
     threshold = thresholds[g_idx, r_idx, level_idx]
@@ -420,7 +444,7 @@ def _metric_risk_chunk(
     median = np.abs(levels - 0.5).argmin()
     return {
         "raw": raw,
-        "risk": calibration.risk(raw),
+        "risk": np.take_along_axis(flat, best[..., None], axis=-1)[..., 0],
         "probability": np.where(crossed, p, 0.0),
         "value": np.where(crossed, at_step[median], np.nan),
         "quantile": np.where(crossed & (top_q >= 0), names[np.maximum(top_q, 0)], ""),
@@ -433,11 +457,12 @@ def _metric_risk_chunk(
 def metric_risk(forecast: pd.DataFrame, calibration: AlertCalibration | None = None) -> pd.DataFrame:
     """Risk of every risk metric for every server×origin, with what drove it (the explainable terms).
 
-    metric raw score = weight × max over levels and steps of level score × P(metric ≥ level at that step)
-    × soonness(step), with P read from every forecast quantile (`exceedance`); risk = the calibrated raw
-    score. Columns: server_name, profile, origin, risk_metric, raw, risk, probability, value (the p50 of
-    the risk metric, CPU used not idle, at the driving step), quantile (the highest quantile reaching the
-    level there, '' if only the tails' extension does), step, minutes_ahead, level, threshold.
+    risk = max over levels and steps of weight × level score × P(metric ≥ level at that step) × soonness(step),
+    with P read from every forecast quantile (`exceedance`) and the critical level's terms calibrated; raw =
+    the critical level's largest term uncalibrated (the alert score). Columns: server_name, profile, origin,
+    risk_metric, raw, risk, probability, value (the p50 of the risk metric, CPU used not idle, at the driving
+    step), quantile (the highest quantile reaching the level there, '' if only the tails' extension does),
+    step, minutes_ahead, level, threshold.
     `value`/`threshold` are NaN, `level` empty and `step` 0 when no level can be reached.
     """
     calibration = calibration or AlertCalibration()
@@ -510,7 +535,8 @@ def _run_starts(*columns: np.ndarray) -> np.ndarray:
 def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None, drivers: int = 3) -> pd.DataFrame:
     """One row per server×origin: risk, severity, colour and why.
 
-    Columns: server_name, profile, origin, raw, risk, severity, colour, metric (the driving risk metric),
+    Columns: server_name, profile, origin, raw (the largest alert score of any risk metric: what an alert
+    threshold is fitted on), risk, severity, colour, metric (the driving risk metric),
     probability, value, quantile, minutes_ahead, level, threshold, reason (plain language), drivers (up to `drivers`
     risk metrics above healthy, worst first, '; '-joined reasons). Reasons are built only for rows that
     are not healthy-with-no-crossing, so scoring a large healthy fleet stays cheap.
@@ -532,6 +558,7 @@ def score(forecast: pd.DataFrame, *, calibration: AlertCalibration | None = None
     first = np.flatnonzero(_run_starts(ranked_group))
     rank = np.arange(len(ranked)) - np.repeat(first, np.diff(np.r_[first, len(ranked)]))
     top = per_metric.iloc[ranked[first]].reset_index(drop=True).rename(columns={"risk_metric": METRIC})
+    top["raw"] = np.maximum.reduceat(per_metric["raw"].to_numpy()[ranked], first) if len(ranked) else 0.0
     crossed = top[STEP].to_numpy() > 0
     reason = np.full(len(top), NO_RISK_REASON if judged else NO_RISK_METRIC_REASON, dtype=object)
     reason[crossed] = reasons(top[crossed].rename(columns={METRIC: "risk_metric"})).to_numpy(dtype=object)

@@ -50,6 +50,7 @@ from tftmon.evaluation.metrics import (
     seasonal_scale,
 )
 from tftmon.evaluation.report import plot_fan, plot_mase_by_horizon, save_figure, summary_markdown, write_plots
+from tftmon.risk import ALERT_THRESHOLD_KEY
 
 START = pd.Timestamp("2026-01-05", tz="UTC")
 DAY = 288
@@ -474,13 +475,13 @@ def test_thresholds_stored_with_the_model_score_every_forecaster(backtest, resul
     the others to be fitted on the data."""
     tft, frame, holdout = backtest
     stored = {"last_value": 0.9, "seasonal_naive": 0.8, "linear_drift": 0.6, ORACLE: 0.5}
-    info = {"alert_threshold": 0.3, COMPARISON_THRESHOLDS_KEY: stored}
+    info = {ALERT_THRESHOLD_KEY: 0.3, COMPARISON_THRESHOLDS_KEY: stored}
     with_model = evaluate(tft, frame, holdout, calibrations=stored_calibrations(info, "tft"))
     assert "Every threshold was fitted at the same origins" in summary_markdown(with_model)
     table = with_model.warnings.table.set_index("forecaster")
     assert table["threshold"].to_dict() == pytest.approx({"tft": 0.3, **stored})
     assert set(table["threshold_fitted_on"]) == {FITTED_WITH_MODEL}
-    own_only = evaluate(tft, frame, holdout, calibrations=stored_calibrations({"alert_threshold": 0.3}, "tft"))
+    own_only = evaluate(tft, frame, holdout, calibrations=stored_calibrations({ALERT_THRESHOLD_KEY: 0.3}, "tft"))
     refitted = own_only.warnings.table.set_index("forecaster")
     assert refitted.loc["tft", "threshold_fitted_on"] == FITTED_WITH_MODEL
     assert (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,9 @@ from hypothesis import strategies as st
 from tftmon import contract as c
 from tftmon.contract import FORECAST_COLUMNS
 from tftmon.risk import (
+    ALERT_THRESHOLD_KEY,
     CPU_USED,
+    LEGACY_ALERT_THRESHOLD_KEY,
     SEVERITY_BANDS,
     AlertCalibration,
     Severity,
@@ -25,6 +29,7 @@ from tftmon.risk import (
 )
 
 IOWAIT = "cpu_iowait_pct"
+MEMORY = "mem_used_pct"
 ORIGIN = pd.Timestamp("2026-01-05 12:00", tz="UTC")
 HEALTHY = {IOWAIT: 2.0, c.CPU_IDLE: 70.0, "mem_used_pct": 40.0, "swap_used_pct": 0.0, "disk_usage_pct": 50.0,
            "load_average": 2.0, "back_close_wait": 5.0, "front_close_wait": 5.0}  # fmt: skip
@@ -138,10 +143,43 @@ def test_calibration_moves_where_critical_starts_not_the_bands() -> None:
     assert plain["severity"] == "warning"
     assert calibrated["severity"] == "critical"
     assert AlertCalibration(0.4).risk(np.array([0.0, 0.4, 1.0])) == pytest.approx([0.0, 0.7, 1.0])
-    assert AlertCalibration.from_info({"alert_threshold": 0.4}) == AlertCalibration(0.4)
+    assert AlertCalibration.from_info({ALERT_THRESHOLD_KEY: 0.4}) == AlertCalibration(0.4)
     assert AlertCalibration.from_info({}) == AlertCalibration()
     with pytest.raises(ValueError, match="alert threshold"):
         AlertCalibration(0.0)
+
+
+def test_a_threshold_fitted_on_the_old_score_is_not_applied_to_the_new_one(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="tftmon.risk"):
+        assert AlertCalibration.from_info({LEGACY_ALERT_THRESHOLD_KEY: 0.073}) == AlertCalibration()
+    assert "tftmon < 0.18" in caplog.text and "trained again" in caplog.text
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.7])
+def test_a_server_parked_above_an_elevated_line_is_a_warning_however_low_the_threshold(threshold: float) -> None:
+    # A database's memory at 87 %, just above its elevated line (85 %), far from critical (97 %).
+    parked = forecast("ppdb006", {MEMORY: {q: 87.0 for q in c.QUANTILE_NAMES}})
+    row = score(parked, calibration=AlertCalibration(threshold)).iloc[0]
+    assert row["severity"] == "warning"
+    assert row["level"] == "elevated"
+    assert row["risk"] == pytest.approx(0.9 * 0.4)  # memory's weight × the elevated level's score
+    assert row["raw"] == 0.0  # no critical crossing: nothing to alert on
+
+
+def test_the_alert_score_is_the_likeliest_critical_crossing_of_any_metric() -> None:
+    # I/O wait surely elevated drives the risk; memory may reach its critical level (95 %) at 30 min.
+    both = forecast(
+        "ppweb001",
+        {IOWAIT: {q: 15.0 for q in c.QUANTILE_NAMES}, MEMORY: {"p10": jump(80, 6, 40), "p50": jump(90, 6, 40),
+                                                               "p90": jump(100, 6, 40)}},
+    )  # fmt: skip
+    per = metric_risk(both).set_index("risk_metric")
+    row = score(both).iloc[0]
+    assert row["metric"] == IOWAIT and row["level"] == "elevated" and row["risk"] == pytest.approx(0.4)
+    assert row["raw"] == per.loc[MEMORY, "raw"] > 0
+    assert per.loc[IOWAIT, "raw"] == 0.0
+    alerting = score(both, calibration=AlertCalibration(per.loc[MEMORY, "raw"])).iloc[0]
+    assert alerting["severity"] == "critical" and alerting["metric"] == MEMORY
 
 
 def test_same_crossing_later_scores_lower() -> None:

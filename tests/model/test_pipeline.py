@@ -38,6 +38,7 @@ from tftmon.model.network import WEIGHTS_FILE, forecast, load_model
 from tftmon.model.pyfunc import to_model_input
 from tftmon.ops import registry, tracking
 from tftmon.ops.jobs import TrainingRefused, run_evaluate, run_train
+from tftmon.risk import ALERT_THRESHOLD_KEY
 
 EVAL = EvaluationConfig(holdout_hours=10, calibration_origins=50)
 
@@ -92,12 +93,12 @@ def test_evaluate_scores_a_held_out_fleet_at_the_thresholds_fitted_with_the_mode
     version = store["first"]["version"]
     info = load_model(registry.version_files(version)).training_info
     stored = info[backtest.COMPARISON_THRESHOLDS_KEY]
-    assert set(stored) == {*BASELINES, ORACLE} and "alert_threshold" in info
+    assert set(stored) == {*BASELINES, ORACLE} and ALERT_THRESHOLD_KEY in info
     heldout = store["root"] / "heldout"
     write_dataset(SimulationConfig(servers=7, hours=40, seed=8, start="2026-03-02"), heldout, progress=False)
     outcome = run_evaluate(heldout, version, EVAL)
     table = outcome["results"].warnings.table.set_index("forecaster")
-    assert table["threshold"].to_dict() == pytest.approx({"tft": info["alert_threshold"], **stored})
+    assert table["threshold"].to_dict() == pytest.approx({"tft": info[ALERT_THRESHOLD_KEY], **stored})
     assert set(table["threshold_fitted_on"]) == {backtest.FITTED_WITH_MODEL}
     assert "Every threshold was fitted at the same origins" in outcome["summary"]
 

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 #: Key in a model's training_info.json: the baselines' and the oracle's alert thresholds, fitted on the same
 #: validation origins as the model's own, so any later evaluation compares every forecaster fitted alike.
-COMPARISON_THRESHOLDS_KEY = "comparison_alert_thresholds"
+COMPARISON_THRESHOLDS_KEY = "comparison_critical_alert_thresholds"
 
 
 def holdout_start(frame: pd.DataFrame, hours: float) -> pd.Timestamp:

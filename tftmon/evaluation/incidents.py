@@ -134,8 +134,9 @@ def warning_curve(
 ) -> pd.DataFrame:
     """Recall and false alarms per server-day as the raw-score threshold sweeps (a detection trade-off
     curve): columns threshold, recall, false_alarms_per_server_day, with the definitions of
-    `incident_scores`."""
-    thresholds = np.linspace(0.02, 1.0, 50) if thresholds is None else np.asarray(thresholds)
+    `incident_scores`. The default sweep is geometric: alert scores are probabilities of a critical
+    crossing, and the thresholds that matter are the small ones."""
+    thresholds = np.geomspace(0.01, 1.0, 80) if thresholds is None else np.asarray(thresholds)
     pairs, in_window = _warning_windows(episode_frame, raw[[SERVER_NAME, ORIGIN, "raw"]], lead, horizon)
     best = pairs[in_window].groupby("episode")["raw"].max().to_numpy()
     kinds = _origin_kinds(raw, episode_frame, horizon)["kind"].to_numpy()

@@ -23,6 +23,7 @@ from tftmon.evaluation import backtest
 from tftmon.evaluation.report import registry_description
 from tftmon.io import MAPPING_FILE, METADATA_FILE, dataset_fingerprint
 from tftmon.ops import tracking
+from tftmon.risk import ALERT_THRESHOLD_KEY
 
 if TYPE_CHECKING:
     from tftmon.data.validate import SuiteKind
@@ -232,7 +233,7 @@ def run_train(
         calibration = backtest.calibrate(model, frame, holdout, eval_config)
         mlflow.log_metric("calibration_seconds", time.perf_counter() - started, step=step)
         if calibration is not None:
-            mlflow.log_metric("alert_threshold", calibration.threshold, step=step)
+            mlflow.log_metric(ALERT_THRESHOLD_KEY, calibration.threshold, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model_dir"
             save_model(model, model_dir)
