@@ -293,8 +293,8 @@ class AlertCalibration:
     def from_info(cls, info: dict[str, object] | None) -> AlertCalibration:
         """The calibration stored in a model's training_info.json (ALERT_THRESHOLD_KEY), else the default.
 
-        A threshold fitted before 0.18 was fitted on a score every level fed, so it cannot serve the
-        critical level's score: such a model alerts at the uncalibrated band until it is trained again.
+        A threshold under LEGACY_ALERT_THRESHOLD_KEY was fitted on a score every level fed, so it cannot
+        serve the alert score: such a model alerts at the uncalibrated band until it is trained again.
         """
         info = info or {}
         value = info.get(ALERT_THRESHOLD_KEY)
@@ -311,7 +311,7 @@ class AlertCalibration:
 
 #: Key of the fitted threshold in a model's training_info.json.
 ALERT_THRESHOLD_KEY = "critical_alert_threshold"
-#: Where tftmon < 0.18 kept a threshold fitted on the score of every level.
+#: Where older models keep a threshold fitted on the score of every level, not the alert score.
 LEGACY_ALERT_THRESHOLD_KEY = "alert_threshold"
 
 
