@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from tests.synthetic import paths_frame
 from tftmon.contract import PROFILE, SERVER_NAME
 from tftmon.model.network import load_model
 from tftmon.model.smoke import SmokeTestFailed
+from tftmon.risk import ALERT_THRESHOLD_KEY, LEGACY_ALERT_THRESHOLD_KEY, AlertCalibration
 from tftmon.serve.alerts import AlertBook
 from tftmon.serve.live import LiveFleet, LiveWindows, LoadedModel, ModelSlot, UnknownTracker, utcnow
 
@@ -66,6 +69,18 @@ def test_unknown_rate_over_a_window() -> None:
     assert np.isclose(tracker.rate(now=1.0), 2 / 3) and len(tracker.names) == 1  # bounded memory
     tracker.record(["ppweb001"], known, now=20.0)
     assert tracker.rate(now=20.0) == 0.0
+
+
+def test_a_versions_alert_threshold_is_read_once_per_load(model_store: dict, caplog: pytest.LogCaptureFixture) -> None:
+    model = load_model(model_store["model_dir"])
+    fitted = LoadedModel("1", model, utcnow())
+    assert fitted.calibration == AlertCalibration.from_info(model.training_info)
+    old = load_model(model_store["model_dir"])
+    old.training_info[LEGACY_ALERT_THRESHOLD_KEY] = old.training_info.pop(ALERT_THRESHOLD_KEY, 0.073)
+    legacy = LoadedModel("2", old, utcnow())
+    with caplog.at_level(logging.WARNING, logger="tftmon.risk"):
+        assert legacy.calibration == legacy.calibration == AlertCalibration()
+    assert caplog.text.count("trained again") == 1  # once per loaded version, not per forecast
 
 
 def test_reload_keeps_the_old_model_when_the_new_one_fails_the_smoke_test(model_store: dict) -> None:

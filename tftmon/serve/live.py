@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,12 @@ class LoadedModel:
     @property
     def known_servers(self) -> frozenset[str]:
         return frozenset(self.model.training_info.get("servers", []))
+
+    @cached_property
+    def calibration(self) -> AlertCalibration:
+        """The alert threshold the version was fitted with: read once per loaded version, so a version
+        without a usable one is reported once, not on every forecast."""
+        return AlertCalibration.from_info(self.model.training_info)
 
     @property
     def encoder_steps(self) -> int:
@@ -312,8 +319,7 @@ def payloads(
     tidy = tidy.assign(**{ORIGIN: tidy[TIMESTAMP] - pd.to_timedelta(steps * STEP_NS, unit="ns")})
     by_name = np.argsort(np.asarray(server_index, dtype=object), kind="stable")
     servers, metrics = list(server_index[by_name]), list(metric_index)
-    calibration = AlertCalibration.from_info(loaded.model.training_info)
-    scores = score(tidy, calibration=calibration).set_index(SERVER_NAME).loc[servers].to_dict("records")
+    scores = score(tidy, calibration=loaded.calibration).set_index(SERVER_NAME).loc[servers].to_dict("records")
     cube = tidy[list(QUANTILE_NAMES)].to_numpy(dtype=float).round(decimals)
     if not np.isfinite(cube).all():
         raise ValueError(f"version {loaded.version} forecast non-finite values; not serving them")
