@@ -10,6 +10,7 @@ grew since boot and the load and available memory wandering, so queries over hou
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -40,27 +41,32 @@ FAMILIES = frozenset(re.findall(r"\bnode_\w+", " ".join(q.promql for q in DEFAUL
 }
 
 
-def require_binaries() -> None:
+def require_binaries(binaries: tuple[str, ...] = BINARIES, install: str = INSTALL) -> None:
     """Skip (fail with CI=true) when a Debian binary is missing, naming the install command."""
-    missing = [name for name in BINARIES if shutil.which(name) is None]
+    missing = [name for name in binaries if shutil.which(name) is None]
     if missing:
-        message = f"{', '.join(missing)} not installed: {INSTALL} (.ci/run installs them)"
+        message = f"{', '.join(missing)} not installed: {install} (.ci/run installs them)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
 
 
-def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start_daemon(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`command` in its own process group (for stop_group), its output into `log`."""
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0, auth: tuple[str, str] | None = None
+) -> None:
+    """Until `url` answers 200 (asked with basic `auth`, if given); a daemon that exits or never answers fails
+    with the tail of its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args[0]} exited:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, auth=auth).status_code == 200:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"{url} not up in {timeout:g} s:\n{log.read_text()[-3000:]}")
@@ -73,7 +79,7 @@ def node_exporter(tmp: Path) -> Iterator[str]:
     textfiles = tmp / "textfile"
     textfiles.mkdir(parents=True, exist_ok=True)
     log = tmp / "node_exporter.log"
-    process = _start(
+    process = start_daemon(
         [
             "prometheus-node-exporter",
             f"--web.listen-address={target}",
@@ -83,29 +89,34 @@ def node_exporter(tmp: Path) -> Iterator[str]:
         log,
     )
     try:
-        _wait(f"http://{target}/metrics", process, log)
+        wait_until_up(f"http://{target}/metrics", process, log)
         yield target
     finally:
         stop_group(process)
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, storage: Path, targets: list[str], scrape_interval: str = "1s") -> Iterator[str]:
-    """Prometheus on a free port over the TSDB at `storage`, scraping `targets` as job JOB; yields its URL."""
+def prometheus(
+    tmp: Path, storage: Path, targets: list[str], scrape_interval: str = "1s", scrape_configs: list[dict] | None = None
+) -> Iterator[str]:
+    """Prometheus on a free port over the TSDB at `storage`, scraping `targets` as job JOB (none: no such job)
+    and the `scrape_configs` entries given; yields its URL."""
     config = tmp / "prometheus.yml"
+    jobs = [{"job_name": JOB, "static_configs": [{"targets": targets}]}] if targets else []
     config.write_text(
         f"global: {{scrape_interval: {scrape_interval}, evaluation_interval: {scrape_interval}}}\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n    static_configs: [{{targets: {targets!r}}}]\n"
+        + "scrape_configs:\n"
+        + "".join(f"  - {json.dumps(entry)}\n" for entry in [*jobs, *(scrape_configs or [])])
     )
     address = f"127.0.0.1:{free_port()}"
     log = tmp / "prometheus.log"
-    process = _start(
+    process = start_daemon(
         ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={storage}",
          f"--web.listen-address={address}", "--storage.tsdb.retention.time=60d", "--log.level=warn"],
         log,
     )  # fmt: skip
     try:
-        _wait(f"http://{address}/-/ready", process, log)
+        wait_until_up(f"http://{address}/-/ready", process, log)
         yield f"http://{address}"
     finally:
         stop_group(process)

@@ -114,8 +114,10 @@ class Served:
     first one's /metrics shows whatever the second one left there instead of its own counts.
     """
 
-    def __init__(self, env: dict[str, str], log: Path, bentoml_home: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], log: Path, bentoml_home: Path | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         home = bentoml_home or log.parent / f"{log.stem}-bentoml"
         full = {**os.environ, **LIMITS, **env, "BENTOML_HOME": str(home)}

@@ -7,6 +7,7 @@ are read from the config classes (tftmon/config.py), so help texts and MLproject
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
@@ -503,7 +504,16 @@ class DriftCheckFailed(click.ClickException):
     "service_url",
     default=None,
     metavar="URL",
-    help="The running service: its unknown-server rate (GET /status), and its live fleet (GET /fleet) when no PATH.",
+    help="The running service: its unknown-server rate (GET /status), and its live fleet (GET /fleet) when no PATH "
+    "or --prometheus.",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=None,
+    metavar="URL",
+    help="Instead of PATH: the fleet as this Prometheus sees it (each host's last node_exporter sample) and its "
+    "recent telemetry, read as `tftmon ingest --prometheus` reads it.",
 )
 @_config_option("reference", DriftConfig, "Training data to compare with; None: the model's training run's", "PATH")
 @_config_option("recent-hours", DriftConfig, "Recent telemetry compared with the training data", "H")
@@ -522,6 +532,7 @@ class DriftCheckFailed(click.ClickException):
 def drift(
     path: Path | None,
     service_url: str | None,
+    prometheus_url: str | None,
     forecast_error: bool,
     track: bool,
     as_json: bool,
@@ -529,7 +540,7 @@ def drift(
     progress: bool,
     **options: str | None,
 ) -> None:
-    """Fleet and data drift of PATH's telemetry (or the live service) vs the Production model.
+    """Fleet and data drift of PATH's telemetry (or Prometheus's, or the live service's) vs the Production model.
 
     New, offline (24 h), sunset-candidate (7 d) and sunset (30 d or absent) servers; drift % = (new + retired)
     / known; per-metric, per-profile shift scores; the recent forecast error. Exit code = priority: 0 none,
@@ -543,7 +554,9 @@ def drift(
     flags = {"forecast_error": forecast_error, "track": track, "progress_bar": progress}
     config = _build(DriftConfig, {**options, **flags})
     try:
-        report = check_drift(config, data=path or None, service_url=service_url or None)
+        report = check_drift(
+            config, data=path or None, prometheus_url=prometheus_url or None, service_url=service_url or None
+        )
     except (DriftError, DatasetError) as exc:
         raise DriftCheckFailed(str(exc)) from None
     click.echo(json.dumps(report.to_json(), indent=2, default=str) if as_json else report.to_text())
@@ -565,6 +578,15 @@ def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
     simulate = "--simulate: "
     options: list[Decorator] = [
         click.option("--data", type=click.Path(path_type=Path), default=None, help="Telemetry dataset to retrain on."),
+        click.option(
+            "--prometheus",
+            "prometheus_url",
+            default=None,
+            metavar="URL",
+            help="Instead of --data: the last --days of every host this Prometheus scrapes, read as `tftmon ingest "
+            "--prometheus` reads it.",
+        ),
+        _config_option("days", RetrainConfig, "--prometheus: days collected up to now, fractions allowed", "N"),
         click.option("--simulate", is_flag=True, help="Instead of --data: the simulated demo fleet as it is now."),
         click.option("--servers", default=None, metavar="N", help=f"{simulate}fleet size (default {fleet.servers})."),
         click.option("--hours", default=None, metavar="H", help=f"{simulate}history (default {fleet.hours:g})."),
@@ -601,8 +623,12 @@ def _retrain_config(options: dict[str, Any]) -> RetrainConfig:
     simulation = _given({k: options.pop(k) for k in ("servers", "hours", "add_servers", "retire_servers", "seed")})
     train = _given({k: options.pop(k) for k in ("max_epochs", "max_batches_per_epoch")})
     progress = options.pop("progress")
-    if (options["data"] is None) != options.pop("simulate"):
-        raise click.UsageError("give one data source: --data PATH (telemetry) or --simulate (the demo fleet)")
+    given = [options["data"] is not None, bool(options["prometheus_url"]), options.pop("simulate")]
+    if sum(given) != 1:
+        raise click.UsageError(
+            "give one data source: --data PATH (telemetry), --prometheus URL (the live fleet's last --days) or "
+            "--simulate (the demo fleet)"
+        )
     values = {
         **options,
         "simulation": DEMO.simulation.model_dump() | simulation,
@@ -648,7 +674,8 @@ def retrain(**options: Any) -> None:
 @_retrain_options
 def monitor(interval: str, policy_file: Path | None, once: bool, **options: Any) -> None:
     """Check drift every --interval and retrain when the policy says so (priority, minimum gap, weekly
-    maximum, model age, maintenance window). The drift check reads --data, or the --service's live fleet.
+    maximum, model age, maintenance window). The drift check reads --data, or --prometheus, or the --service's
+    live fleet; the retrain it triggers reads the same source.
     """
     from tftmon.config import parse_duration
     from tftmon.ops.monitor import PolicyError, load_policy, run_monitor
@@ -760,6 +787,14 @@ def demo(out: Path, stack: bool) -> None:
     show_default=True,
     help="Seconds the service may take to load its model (and each other process to answer).",
 )
+@click.option(
+    "--prometheus",
+    metavar="URL",
+    help="Watch the hosts this Prometheus scrapes (node_exporter) instead of starting the simulator feeder.",
+)
+@click.option(
+    "--alertmanager", metavar="URL", multiple=True, help="Post critical alerts to this Alertmanager; repeatable."
+)
 def stack(
     scenario: str,
     servers: int,
@@ -770,8 +805,13 @@ def stack(
     dashboard_port: int,
     log_dir: Path,
     ready_timeout: float,
+    prometheus: str | None,
+    alertmanager: tuple[str, ...],
 ) -> None:
     """Service, live feeder and dashboard on 127.0.0.1 over the Production model, until Ctrl-C.
+
+    With --prometheus the service watches the hosts that Prometheus scrapes and no feeder is started; with
+    --alertmanager its critical alerts go to Alertmanager too.
 
     Starts `tftmon serve`, waits for its /readyz, then `tftmon feed` (sharing TFTMON_FEED_TOKEN with the
     service; generated if unset) and `tftmon dashboard`, and prints the dashboard's URL. Restarts nothing:
@@ -782,6 +822,7 @@ def stack(
     options = StackOptions(
         scenario=scenario, servers=servers, seed=seed, speed=speed, service_port=service_port,
         control_port=control_port, dashboard_port=dashboard_port, log_dir=log_dir, ready_timeout=ready_timeout,
+        prometheus=prometheus, alertmanagers=alertmanager,
     )  # fmt: skip
     code = run_stack(options)
     if code:
@@ -831,13 +872,51 @@ def contract(markdown: bool, expectations: bool, check: bool, root: Path) -> Non
 @click.option(
     "--port", type=int, help=f"HTTP port (default $TFTMON_SERVICE_PORT, else {_field_default(ServiceConfig, 'port')})."
 )
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--prometheus",
+    metavar="URL",
+    help="Pull every host's node_exporter metrics from this Prometheus-compatible API once per model step "
+    "(default $TFTMON_SERVICE_PROMETHEUS_URL; /feed works beside it).",
+)
+@click.option(
+    "--alertmanager",
+    metavar="URL",
+    multiple=True,
+    help="Post critical alerts to this Alertmanager (API v2); repeat for several.",
+)
+@click.option("--shard", metavar="I/N", help="Forecast only shard I of N (0 <= I < N) of the hosts, by name.")
+@click.option("--dashboard-url", metavar="URL", help="The dashboard, for the link in each alert.")
+def serve(
+    host: str | None,
+    port: int | None,
+    prometheus: str | None,
+    alertmanager: tuple[str, ...],
+    shard: str | None,
+    dashboard_url: str | None,
+) -> None:
     """BentoML service of models:/tftmon@production (forecasts, risk, alerts, live feed, /metrics).
 
+    Live data comes from /feed and, with --prometheus, from Prometheus; forecasts are Prometheus series on
+    /metrics/forecasts; with --alertmanager, critical alerts go to Alertmanager (docs/PROMETHEUS.md).
     Admin endpoints need TFTMON_ADMIN_TOKEN; limits are TFTMON_SERVICE_* variables (tftmon.config.ServiceConfig).
     This process becomes the BentoML server, so one SIGTERM stops the whole tree.
     """
-    service = _build(ServiceConfig, {"host": host, "port": port})
+    given = {
+        "prometheus_url": prometheus,
+        "alertmanager_urls": alertmanager or None,
+        "shard": shard,
+        "dashboard_url": dashboard_url,
+    }
+    service = _build(ServiceConfig, {"host": host, "port": port, **given})
+    from tftmon.serve.alertmanager import Target
+
+    for url in service.alertmanager_urls:  # refused here, not later in the worker's log
+        try:
+            Target.parse(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--alertmanager") from None
+    for name, value in _given(given).items():  # the BentoML worker reads ServiceConfig from the environment
+        os.environ[f"TFTMON_SERVICE_{name.upper()}"] = json.dumps(value) if isinstance(value, tuple) else value
     argv = [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon"]
     sys.stdout.flush()
     sys.stderr.flush()

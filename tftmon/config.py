@@ -402,6 +402,57 @@ class ServiceConfig(BaseSettings):
     #: Torch intra-op threads for inference. One: the network's tensors are small, and on a shared 2-core
     #: machine two threads spin against each other (90 servers: forward 0.2 s with one, 3-9 s with two).
     torch_threads: int = Field(1, ge=1)
+    #: A Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir, VictoriaMetrics) the service pulls every
+    #: host's node_exporter metrics from (tftmon serve --prometheus). None: live data only through /feed.
+    prometheus_url: str | None = None
+    #: Seconds between pulls; None: once per model step, just after each step closes (what training saw).
+    prometheus_pull_seconds: float | None = Field(None, gt=0)
+    #: The step (seconds) of each pull's query; None: the model step, so live values are exactly what
+    #: `tftmon ingest --prometheus` reads. Finer steps see a step's data before it closes (partial bins).
+    prometheus_resolution_seconds: float | None = Field(
+        None, ge=MIN_RAW_INTERVAL.total_seconds(), le=MODEL_STEP.total_seconds()
+    )
+    #: Seconds one Prometheus request may take before the pull counts as failed (the last forecast stays, aging).
+    prometheus_timeout_seconds: float = Field(30.0, gt=0)
+    #: A host's forecast is stale when its newest sample is older than this many seconds (default 3 steps).
+    stale_after_seconds: float = Field(3 * MODEL_STEP.total_seconds(), gt=0)
+    #: This replica forecasts only the hosts of shard "i/N" (0 <= i < N) by a stable hash of the host name;
+    #: None: every host. N replicas with shards 0/N .. N-1/N cover the fleet exactly once.
+    shard: str | None = Field(None, pattern=r"^\d+/\d+$")
+    #: Alertmanager base URLs (JSON list in the environment) every critical alert is posted to (API v2).
+    alertmanager_urls: tuple[str, ...] = ()
+    #: Active alerts are re-posted at least this often (seconds); Alertmanager resolves one it stops hearing of.
+    alertmanager_resend_seconds: float = Field(60.0, gt=0)
+    #: The dashboard's URL, for the link in each alert (None: no link).
+    dashboard_url: str | None = None
+    #: Forecast series on /metrics/forecasts: the metrics, horizons and quantiles exported (None: all the model
+    #: has), to bound the series per server (docs/PROMETHEUS.md).
+    export_metrics: tuple[str, ...] | None = None
+    export_horizons: tuple[str, ...] | None = None
+    export_quantiles: tuple[str, ...] | None = None
+
+    @field_validator("prometheus_url", "dashboard_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL; give e.g. http://prometheus:9090")
+        return value
+
+    @field_validator("alertmanager_urls")
+    @classmethod
+    def _urls(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            cls._url(value)
+        return values
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            index, count = map(int, value.split("/"))
+            if count < 1 or not 0 <= index < count:
+                raise ValueError(f"shard {value}: give i/N with N >= 1 and 0 <= i < N, e.g. 0/2 and 1/2")
+        return value
 
 
 IngestFormat = Literal["auto", "long", "wide", "series"]
@@ -457,6 +508,10 @@ class DriftConfig(StrictConfig):
     #: Log the check as a run of the monitoring experiment (Settings.tftmon_monitoring_experiment).
     track: bool = True
     progress_bar: bool = True
+    #: From Prometheus: each host's last sample over the last SUNSET_AFTER is read at this step (one point per
+    #: host and step, so a month stays cheap at a thousand hosts); a host silent for less than `recent_hours` is
+    #: timed to the model step from the recent telemetry instead.
+    survey_step: timedelta = Field(timedelta(hours=1), gt=timedelta(0))
 
 
 def parse_duration(value: str | float | timedelta) -> timedelta:
@@ -475,9 +530,14 @@ class RetrainConfig(StrictConfig):
     """The retraining chain (mirrors `tftmon retrain`): collect -> validate -> train -> evaluate -> promote
     -> reload -> verify, one parent MLflow run with a child run per step."""
 
-    #: The telemetry dataset to retrain on (a contract dataset, e.g. from `tftmon ingest`); None: simulate the
-    #: demo fleet as it is now (`simulation`, its period moved to end at the current time).
+    #: The telemetry dataset to retrain on (a contract dataset, e.g. from `tftmon ingest`); None (and no
+    #: `prometheus_url`): simulate the demo fleet as it is now (`simulation`, its period moved to end now).
     data: Path | None = None
+    #: Instead of `data`: the Prometheus scraping the fleet's node_exporters (e.g. http://prometheus:9090); the last
+    #: `days` are collected through `tftmon ingest --prometheus`'s code into `out`. Credentials are never logged.
+    prometheus_url: str | None = None
+    #: With `prometheus_url`: the days up to now collected (fractions allowed; 30 holds every weekday 4 times).
+    days: float = Field(30.0, gt=0)
     simulation: SimulationConfig = DemoConfig().simulation
     #: Where the simulated fleet and the collected training dataset are written.
     out: Path = Path("data/retrain")
@@ -501,9 +561,20 @@ class RetrainConfig(StrictConfig):
     #: The lock file that keeps a second retrain from starting while one runs.
     lock_file: Path = Path("logs/retrain.lock")
 
+    @model_validator(mode="after")
+    def _one_source(self) -> RetrainConfig:
+        if self.data is not None and self.prometheus_url is not None:
+            raise ValueError("give one data source: data (a dataset) or prometheus_url, not both")
+        if self.prometheus_url is not None and self.days * 24 < self.min_history_hours:
+            raise ValueError(
+                f"days {self.days:g} is shorter than min_history_hours {self.min_history_hours:g}: no server could be "
+                "trained on; collect more days, or lower min_history_hours"
+            )
+        return self
+
     @property
     def simulate(self) -> bool:
-        return self.data is None
+        return self.data is None and self.prometheus_url is None
 
     @property
     def min_history(self) -> timedelta:

@@ -195,3 +195,23 @@ def test_importances_name_risk_metrics_and_show_idle_as_used() -> None:
     assert frame["label"].tolist() == ["CPU used (100 − idle)", "I/O wait", "hour_sin"]
     weights = views.attention([{"minutes_before": 5, "weight": 0.7}, {"minutes_before": 0, "weight": 0.3}])
     assert weights["minutes_before"].tolist() == [0, 5]
+
+
+def test_source_problems_say_what_is_wrong_with_live_data_and_alert_delivery() -> None:
+    assert views.source_problems({"prometheus": None, "alertmanager": None}) == []
+    status = {
+        "prometheus": {
+            "last_error": {"at": "2026-01-01T00:00:00+00:00", "message": "cannot reach Prometheus at http://p:9090"},
+            "consecutive_failures": 3,
+            "last_success_at": None,
+            "hosts_missing_metrics": {"ppdb001": ["mem_used_pct"]},
+        },
+        "servers_stale": {"ppdb001": 1200.0, "ppweb002": 960.0},
+        "alertmanager": {"http://am:9093": {"state": "down", "pending": 2, "last_error": {"error": "refused"}}},
+    }
+    problems = views.source_problems(status)
+    assert len(problems) == 4
+    assert "3 in a row" in problems[0] and "never" in problems[0] and "http://p:9090" in problems[0]
+    assert "ppdb001 (no mem_used_pct)" in problems[1]
+    assert "2 forecasts are stale" in problems[2] and "ppdb001" in problems[2] and "1 more" in problems[2]
+    assert "http://am:9093" in problems[3] and "2 waiting" in problems[3]

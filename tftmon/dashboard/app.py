@@ -9,6 +9,7 @@ between refreshes costs no request, and no page waits for the 25 MB of a 900-ser
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -357,6 +358,10 @@ def banner(page: Page) -> None:
         st.warning(
             f"**The service at {url} has no model loaded**: no forecasts until it has one.  \n**Fix:** {NO_MODEL}."
         )
+    if page.down is None:
+        with contextlib.suppress(Unavailable):
+            for problem in views.source_problems(page.read("status")):
+                st.warning(problem)
 
 
 def live() -> None:

@@ -381,3 +381,35 @@ def importances(variables: list[dict[str, Any]]) -> pd.DataFrame:
 def attention(weights: list[dict[str, Any]]) -> pd.DataFrame:
     """Attention of the first forecast step over the history, by minutes before the forecast origin."""
     return pd.DataFrame(weights, columns=["minutes_before", "weight"]).sort_values("minutes_before", ignore_index=True)
+
+
+def source_problems(status: dict[str, Any]) -> list[str]:
+    """What /status says is wrong with where live data comes from and where alerts go, one sentence each
+    (markdown), worst first: a Prometheus that does not answer, hosts left out, stale forecasts, an
+    Alertmanager that does not take alerts."""
+    problems: list[str] = []
+    source = status.get("prometheus") or {}
+    error = source.get("last_error")
+    if error:
+        problems.append(
+            f"**Prometheus pulls fail** ({source.get('consecutive_failures', 0)} in a row, last good pull "
+            f"{source.get('last_success_at') or 'never'}): {error['message']}"
+        )
+    missing = source.get("hosts_missing_metrics") or {}
+    if missing:
+        named = ", ".join(f"{host} (no {', '.join(metrics)})" for host, metrics in list(missing.items())[:5])
+        problems.append(f"**{len(missing)} hosts are not forecast**: they lack metrics the model reads: {named}")
+    stale = status.get("servers_stale") or {}
+    if stale:
+        worst = max(stale, key=lambda name: stale[name])
+        problems.append(
+            f"**{len(stale)} forecasts are stale**: no new data for {when(stale[worst] / 60)} on {worst}"
+            + (f" and {len(stale) - 1} more" if len(stale) > 1 else "")
+        )
+    for url, sink in (status.get("alertmanager") or {}).items():
+        if sink.get("state") in ("down", "refusing") and sink.get("last_error"):
+            problems.append(
+                f"**Alerts are not reaching Alertmanager** at {url} ({sink['state']}, {sink.get('pending', 0)} "
+                f"waiting): {sink['last_error']['error']}"
+            )
+    return problems

@@ -1,23 +1,26 @@
 """Fleet and data drift against the Production model: what `tftmon drift` and `tftmon monitor` act on.
 
 Fleet drift compares the servers the Production model was trained on (its `training_info.json`) with the
-servers that report now: a dataset's telemetry, or the running service's live view (`GET /fleet`). Silence is
-measured to the newest sample seen (or `now`): offline after a day, a retirement (sunset) candidate after a
-week, retired after 30 days; a known server absent altogether counts as retired. Drift % = (new + retired)
-/ known sets the priority (contract, "Fleet drift"). With a service, its unknown-server prediction rate
-(`GET /status`) is banded too, and a critical rate raises the priority to at least
-UNKNOWN_RATE_CRITICAL_PRIORITY.
+servers that report now: a dataset's telemetry, Prometheus's view (each host's last node_exporter sample over
+the last 30 days, named as `tftmon ingest --prometheus` names it), or the running service's live view
+(`GET /fleet`). Silence is measured to the newest sample seen (from Prometheus: to the clock; or to `now`):
+offline after a day, a retirement (sunset) candidate after a week, retired after 30 days; a known server absent
+altogether counts as retired. Drift % = (new + retired) / known sets the priority (contract, "Fleet drift").
+With a service, its unknown-server prediction rate (`GET /status`) is banded too, and a critical rate raises
+the priority to at least UNKNOWN_RATE_CRITICAL_PRIORITY.
 
-Data drift (a dataset only) scores each metric's shift per profile between the end of the training data and
-the recent telemetry (tftmon.evaluation.shift), and backtests the model on the end of the data against the
-MASE its training run logged. Both are reported; neither changes the priority. Every check is a run of the
-monitoring experiment, so drift over time is a chart in the MLflow UI.
+Data drift (a dataset, or Prometheus's recent window ingested as `tftmon ingest --prometheus` writes it)
+scores each metric's shift per profile between the end of the training data and the recent telemetry
+(tftmon.evaluation.shift), and backtests the model on the end of the data against the MASE its training run
+logged. Both are reported; neither changes the priority. Every check is a run of the monitoring experiment,
+so drift over time is a chart in the MLflow UI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,10 +40,12 @@ from tftmon.contract import (
     DRIFT_LOW_PCT,
     DRIFT_MEDIUM_PCT,
     DRIFT_PRIORITIES,
+    LOAD_AVERAGE,
     METRICS,
     MODEL_STEP,
     OFFLINE_AFTER,
     PROFILE,
+    SERVER,
     SERVER_NAME,
     SUNSET_AFTER,
     SUNSET_CANDIDATE_AFTER,
@@ -50,6 +55,7 @@ from tftmon.contract import (
     UNKNOWN_RATE_WARNING,
     DriftPriority,
     UnknownRateLevel,
+    normalise_hostname,
     profile_of,
     to_utc,
 )
@@ -159,7 +165,7 @@ class DriftReport:
     """One drift check; `priority` decides what a monitor does, `exit_code(priority)` what cron sees."""
 
     priority: DriftPriority
-    #: Where the reporting fleet came from: a dataset path or a service URL.
+    #: Where the reporting fleet came from: a dataset path, a Prometheus URL (no credentials) or a service URL.
     source: str
     #: The time silence is measured to: `now`, or the newest sample seen.
     checked_at: datetime
@@ -362,6 +368,43 @@ def _service_view(url: str, timeout: float) -> tuple[pd.Series, dict[str, Any]]:
     return last_seen, status
 
 
+def _last_seen(long: pd.DataFrame, step: timedelta) -> pd.Series:
+    """Each host's last evaluation with a sample, by the name ingest gives it (query_prometheus stamps each value at
+    the start of the step it evaluated at the end of)."""
+    names = long[SERVER].astype(str).map(normalise_hostname)
+    return long.groupby(names)[TIMESTAMP].max() + step
+
+
+def _prometheus_view(
+    url: str, config: DriftConfig, clock: pd.Timestamp, out: Path
+) -> tuple[pd.Series, _Scan | None, str]:
+    """Each host's last sample over SUNSET_AFTER (node_load1, which every node_exporter has, every `survey_step`)
+    and, when a host reported within the recent window, that window (or the span the forecast error needs) at the
+    model step, ingested to `out` by ingest's own code as `tftmon ingest --prometheus` writes it."""
+    from tftmon.config import IngestConfig
+    from tftmon.data.ingest import IngestError, Mapping, Samples, ingest_samples
+    from tftmon.data.ingest.prometheus import DEFAULT_QUERIES, query_prometheus
+
+    end = clock.to_pydatetime()
+    survey_only: dict[str, None] = {metric: None for metric in DEFAULT_QUERIES if metric != LOAD_AVERAGE}
+    span = max(timedelta(hours=config.recent_hours), FORECAST_ERROR_SPAN if config.forecast_error else timedelta(0))
+    scan = None
+    try:
+        long, described = query_prometheus(
+            url, end - SUNSET_AFTER, end, step=config.survey_step, progress=False, queries=survey_only
+        )
+        last_seen = _last_seen(long, config.survey_step)
+        if clock - last_seen.max() < span + config.survey_step:
+            # A step more than the span: only the whole steps inside a range are read.
+            recent, described = query_prometheus(url, end - span - MODEL_STEP, end, progress=config.progress_bar)
+            last_seen = pd.concat([last_seen, _last_seen(recent, MODEL_STEP)]).groupby(level=0).max()
+            ingest_samples(Samples(recent, source=described), Mapping(), IngestConfig(), out, progress=False)
+            scan = _scan(out, progress=False)
+    except IngestError as exc:  # PrometheusError: unreachable, refused, no data; the message names URL and fix
+        raise DriftError(str(exc)) from None
+    return last_seen, scan, f"{described['url']} (Prometheus)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Data drift and forecast error
 # ---------------------------------------------------------------------------------------------
@@ -443,54 +486,78 @@ def _data_drift(
 
 
 def check_drift(
-    config: DriftConfig, *, data: Path | None = None, service_url: str | None = None, now: datetime | None = None
+    config: DriftConfig,
+    *,
+    data: Path | None = None,
+    prometheus_url: str | None = None,
+    service_url: str | None = None,
+    now: datetime | None = None,
 ) -> DriftReport:
-    """Compare the reporting fleet (`data`, else the service's live view) with the Production model's fleet.
+    """Compare the reporting fleet (`data`, or Prometheus's view at `prometheus_url`, else the service's live view)
+    with the Production model's fleet.
 
-    `now`: the time silence is measured to (default: the newest sample seen) and model age at (default: the
-    clock). With `service_url` the unknown-server rate is checked too. Logged as a monitoring run (config.track).
+    `now`: the time silence is measured to (default: the newest sample seen; with Prometheus, the clock) and model
+    age at (default: the clock). With `service_url` the unknown-server rate is checked too. Logged as a monitoring
+    run (config.track).
     """
-    if data is None and service_url is None:
-        raise DriftError("nothing to check: give a telemetry dataset PATH or the --service URL (or both)")
+    if data is not None and prometheus_url is not None:
+        raise DriftError("give one telemetry source: a dataset PATH or --prometheus URL, not both")
+    if data is None and prometheus_url is None and service_url is None:
+        raise DriftError("nothing to check: give a telemetry dataset PATH, --prometheus URL or the --service URL")
     tracking.configure()
     production = _production()
+    clock = to_utc(now if now is not None else datetime.now(UTC))
     notes: list[str] = []
     status: dict[str, Any] | None = None
-    scan = None if data is None else _scan(Path(data), config.progress_bar)
-    if service_url is not None:
-        live, status = _service_view(service_url, config.timeout_seconds)
-        if scan is None and live.empty:
-            raise DriftError(f"{service_url} has no live servers: feed it (tftmon feed) or check a dataset PATH")
-        if status.get("model_version") not in (None, production.version):
-            notes.append(
-                f"the service serves v{status['model_version']}, Production is v{production.version}: "
-                "reload it (POST /admin/reload)"
-            )
-    if scan is not None:
-        last_seen, source = scan.last_seen, str(data)
-    else:
-        last_seen, source = live, f"{service_url} (live view)"
-    reference_time = to_utc(now) if now is not None else to_utc(last_seen.max())
-    fleet = compare_fleets(production.training_info.get("servers", []), last_seen, reference_time)
+    scan: _Scan | None = None
+    last_seen: pd.Series | None = None
+    source = ""
+    with tempfile.TemporaryDirectory(prefix="tftmon-drift-") as tmp:  # Prometheus's recent window, as a dataset
+        if prometheus_url is not None:
+            last_seen, scan, source = _prometheus_view(prometheus_url, config, clock, Path(tmp))
+        elif data is not None:
+            scan = _scan(Path(data), config.progress_bar)
+            last_seen, source = scan.last_seen, str(data)
+        if service_url is not None:
+            live, status = _service_view(service_url, config.timeout_seconds)
+            if last_seen is None:
+                if live.empty:
+                    raise DriftError(
+                        f"{service_url} has no live servers: feed it (tftmon feed), or check a dataset PATH or "
+                        "--prometheus URL"
+                    )
+                last_seen, source = live, f"{service_url} (live view)"
+            if status.get("model_version") not in (None, production.version):
+                notes.append(
+                    f"the service serves v{status['model_version']}, Production is v{production.version}: "
+                    "reload it (POST /admin/reload)"
+                )
+        assert last_seen is not None
+        reference_time = clock if now is not None or prometheus_url is not None else to_utc(last_seen.max())
+        fleet = compare_fleets(production.training_info.get("servers", []), last_seen, reference_time)
 
-    shifts: list[dict[str, Any]] = []
-    error = None
-    if scan is not None:
-        shifts, error, found = _data_drift(production, config, scan, fleet, reference_time)
-        notes += found
-    else:
-        notes.append("no data drift: it needs a telemetry dataset PATH (the live view keeps only recent windows)")
+        shifts: list[dict[str, Any]] = []
+        error = None
+        if scan is not None:
+            shifts, error, found = _data_drift(production, config, scan, fleet, reference_time)
+            notes += found
+        elif prometheus_url is not None:
+            notes.append(f"no data drift: no host reported to Prometheus in the last {config.recent_hours:g} h")
+        else:
+            notes.append(
+                "no data drift: it needs a telemetry dataset PATH or --prometheus URL (the live view keeps only "
+                "recent windows)"
+            )
 
     rate = None if status is None else float(status["unknown_rate"])
     level = None if rate is None else unknown_rate_level(rate)
     fleet_priority = drift_priority(fleet.drift_pct)
-    clock = now if now is not None else datetime.now(UTC)
     report = DriftReport(
         priority=combined_priority(fleet_priority, level),
         source=source,
         checked_at=reference_time.to_pydatetime(),
         model_version=production.version,
-        model_age_days=(to_utc(clock) - production.created).total_seconds() / 86400,
+        model_age_days=(clock - production.created).total_seconds() / 86400,
         fleet=fleet,
         fleet_priority=fleet_priority,
         unknown_rate=rate,

@@ -135,15 +135,18 @@ class Tick:
 
 
 def check_once(policy: RetrainPolicy, retrain: RetrainConfig, drift: DriftConfig, now: datetime | None = None) -> Tick:
-    """Check drift, decide, and retrain if the policy says so; a check that cannot run, or a failed or refused
-    retrain, is reported, not raised (the monitor carries on and tries again at the next interval)."""
+    """Check drift on the retrain's source (its dataset or Prometheus, and its service), decide, and retrain from
+    that source if the policy says so; a check that cannot run, or a failed or refused retrain, is reported, not
+    raised (the monitor carries on and tries again at the next interval)."""
     from tftmon.io import DatasetError
     from tftmon.ops.drift import DriftError, check_drift
     from tftmon.ops.lock import LockHeld
     from tftmon.ops.retrain import RetrainFailed, run_retrain
 
     try:
-        report = check_drift(drift, data=retrain.data, service_url=retrain.service_url)
+        report = check_drift(
+            drift, data=retrain.data, prometheus_url=retrain.prometheus_url, service_url=retrain.service_url
+        )
     except (DriftError, DatasetError) as exc:
         log.error("drift check failed: %s", exc)
         return Tick("unknown", Decision("nothing", f"the drift check could not run: {exc}"), failed=True)

@@ -1,12 +1,13 @@
 """Retraining: the fleet to a new Production version, served and verified, or nothing changed at all.
 
 `run_retrain` is one parent MLflow run (`retrain`) with a child run per step: collect (a telemetry dataset,
-or the simulated demo fleet as it is now) -> validate (GE) -> train (-> the held-out evaluation) ->
-evaluate -> promote (the registry's gate: not worse than the champion on the same held-out data) -> reload
-(POST /admin/reload) -> verify (every active server gets a finite forecast from the new version, and
-/status reports it). Any failing step stops the chain; when Production was already swapped, the previous
-champion is restored in the registry and reloaded. Every event is a tag on the parent run and a line of the
-event log (`tftmon.ops.events`); a lock file (`tftmon.ops.lock`) keeps a second retrain from starting.
+the last days of a Prometheus, or the simulated demo fleet as it is now) -> validate (GE) -> train (-> the
+held-out evaluation) -> evaluate -> promote (the registry's gate: not worse than the champion on the same
+held-out data) -> reload (POST /admin/reload) -> verify (every active server gets a finite forecast from the
+new version, and /status reports it). Any failing step stops the chain; when Production was already swapped,
+the previous champion is restored in the registry and reloaded. Every event is a tag on the parent run and a
+line of the event log (`tftmon.ops.events`); a lock file (`tftmon.ops.lock`) keeps a second retrain from
+starting.
 
 The service is reached over HTTP only (ops never imports serve).
 """
@@ -19,7 +20,7 @@ import math
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ import requests
 from tqdm import tqdm
 
 from tftmon.config import RetrainConfig, Settings
-from tftmon.contract import MODEL_STEP, OFFLINE_AFTER, SERVER_ID, SERVER_NAME, STATE, TIMESTAMP
+from tftmon.contract import MODEL_STEP, OFFLINE_AFTER, SERVER_ID, SERVER_NAME, STATE, TIMESTAMP, to_utc
+from tftmon.data.ingest.prometheus import _redacted
 from tftmon.ops import tracking
 from tftmon.ops.events import EventLog
 from tftmon.ops.lock import exclusive
@@ -43,6 +45,9 @@ FAILED_STEP_TAG = "tftmon.retrain.failed_step"
 ERROR_TAG = "tftmon.retrain.error"
 #: The artifact of a failed retrain: step, error, traceback, what was rolled back.
 ERROR_ARTIFACT = "retrain_error.json"
+#: Collected Prometheus data ends this long before now: a scrape still being stored could reach one CPU part's
+#: query of the last step and not the next (docs/INGEST.md, Limits), and validation would refuse the step.
+SETTLE = timedelta(minutes=1)
 
 
 class RetrainFailed(RuntimeError):
@@ -98,9 +103,37 @@ def survey(frame: pd.DataFrame, min_history: pd.Timedelta) -> FleetSurvey:
     )
 
 
+def _source_name(config: RetrainConfig) -> str:
+    """What a retrain collects from, for its run name, parameters and events: never a URL's credentials."""
+    if config.prometheus_url is not None:
+        return f"{_redacted(config.prometheus_url)} (last {config.days:g} d)"
+    return "simulated fleet" if config.simulate else str(config.data)
+
+
+def _collect_prometheus(config: RetrainConfig, now: datetime, out: Path) -> None:
+    """The last `days` up to now of every host the Prometheus scrapes, written to `out` (atomically) by ingest's
+    own code, as `tftmon ingest --prometheus` writes it; the source (URL without credentials, range, hosts) is
+    recorded on the active run."""
+    from tftmon.config import IngestConfig
+    from tftmon.data.ingest import Mapping, Samples, ingest_samples, summary
+    from tftmon.data.ingest.prometheus import query_prometheus
+
+    assert config.prometheus_url is not None
+    end = to_utc(now).to_pydatetime() - SETTLE
+    long, described = query_prometheus(config.prometheus_url, end - timedelta(days=config.days), end, progress=False)
+    metadata = ingest_samples(Samples(long, source=described), Mapping(), IngestConfig(), out, progress=False)
+    mlflow.log_params(
+        {"collect.prometheus": described["url"], "collect.start": described["start"], "collect.end": described["end"]}
+    )
+    mlflow.log_metric("prometheus_hosts", len(set(described["servers"].values())))
+    mlflow.log_dict(described, "prometheus.json")  # queries, range, each instance's host, what was left out
+    mlflow.log_text(summary(metadata, out), "ingest.txt")
+
+
 def collect(config: RetrainConfig, now: datetime) -> tuple[Path, pd.DataFrame, FleetSurvey]:
     """The dataset to train on (written under `config.out` when servers are left out), the collected data
-    and its survey. With `simulate`, the demo fleet's period is moved to end now."""
+    and its survey. With `simulate`, the demo fleet's period is moved to end now; with `prometheus_url`, the
+    last `days` are ingested to `out/prometheus`."""
     from tftmon.io import MAPPING_FILE, METRICS_FILE, atomic_directory, read_metrics
 
     source = config.data
@@ -116,6 +149,9 @@ def collect(config: RetrainConfig, now: datetime) -> tuple[Path, pd.DataFrame, F
         mlflow.log_params(
             {f"sim.{k}": str(v) for k, v in simulation.model_dump(mode="json", exclude={"fleet"}).items()}
         )
+    elif config.prometheus_url is not None:
+        source = config.out / "prometheus"
+        _collect_prometheus(config, now, source)
     assert source is not None
     frame = read_metrics(source)
     found = survey(frame, pd.Timedelta(config.min_history))
@@ -506,14 +542,18 @@ def run_retrain(
     events = EventLog(config.event_log)
     with exclusive(config.lock_file) as grant, tracking.job_run("retrain") as parent:
         events.run_id = parent.info.run_id
-        tracking.name_run(f"retrain · {'simulated fleet' if config.simulate else config.data} · {now:%m-%d %H:%M}")
-        mlflow.log_params(config.params("retrain") | {"retrain.admin_token": "***"})
+        source = _source_name(config)
+        tracking.name_run(f"retrain · {source} · {now:%m-%d %H:%M}")
+        params = config.params("retrain") | {"retrain.admin_token": "***"}
+        if config.prometheus_url is not None:
+            params["retrain.prometheus_url"] = _redacted(config.prometheus_url)
+        mlflow.log_params(params)
         if grant.replaced is not None:
             events.emit("stale_lock", lock=str(grant.path), holder=grant.replaced)
         if trigger is not None:
             events.emit("drift_detected", **trigger)
         chain = _Chain(config, events, progress)
-        events.emit("retrain_started", previous=chain.previous, source=str(config.data or "simulate"))
+        events.emit("retrain_started", previous=chain.previous, source=source)
         try:
             outcome = chain.run(now)
         except Exception as exc:

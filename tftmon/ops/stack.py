@@ -62,6 +62,10 @@ class StackOptions:
     #: How long a child may take to exit after SIGTERM before its group is killed (seconds).
     stop_timeout: float = 20.0
     log_dir: Path = Path("logs/stack")
+    #: Live hosts from this Prometheus instead of the simulator feeder (no feeder is started).
+    prometheus: str | None = None
+    #: Alertmanagers the service posts critical alerts to.
+    alertmanagers: tuple[str, ...] = ()
 
     @property
     def service_url(self) -> str:
@@ -147,8 +151,13 @@ def tftmon(*args: str) -> tuple[str, ...]:
 
 
 def stack_children(options: StackOptions, feed_token: str) -> list[Child]:
-    """service -> feeder -> dashboard, in start order."""
+    """service -> feeder -> dashboard, in start order; with a Prometheus source, no feeder."""
     host = options.host
+    serve = ["serve", "--host", host, "--port", str(options.service_port), "--dashboard-url", options.dashboard_url]
+    if options.prometheus is not None:
+        serve += ["--prometheus", options.prometheus]
+    for url in options.alertmanagers:
+        serve += ["--alertmanager", url]
     feed = ["feed", "--url", options.service_url, "--servers", str(options.servers), "--seed", str(options.seed),
             "--scenario", options.scenario, "--control-port", str(options.control_port)]  # fmt: skip
     if options.speed is not None:
@@ -156,10 +165,10 @@ def stack_children(options: StackOptions, feed_token: str) -> list[Child]:
     token = {FEED_TOKEN_ENV: feed_token}
     dashboard = ["dashboard", "--port", str(options.dashboard_port), "--service-url", options.service_url,
                  "--feeder-url", options.feeder_url]  # fmt: skip
-    return [
+    children = [
         Child(
             "service",
-            tftmon("serve", "--host", host, "--port", str(options.service_port)),
+            tftmon(*serve),
             http_ok(f"{options.service_url}/readyz"),
             shown=f"service    {options.service_url}  (API docs {options.service_url}/docs)",
             hint="is a model in production? run `tftmon demo` (or `tftmon promote`) first",
@@ -183,6 +192,7 @@ def stack_children(options: StackOptions, feed_token: str) -> list[Child]:
             port=options.dashboard_port,
         ),
     ]
+    return [child for child in children if options.prometheus is None or child.name != "feeder"]
 
 
 def port_in_use(host: str, port: int) -> bool:

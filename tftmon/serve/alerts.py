@@ -78,6 +78,7 @@ class AlertBook:
             "metric": record["metric"],
             "value": record["_value"],
             "quantile": record["_quantile"],
+            "probability": record["_probability"],
             "minutes_ahead": minutes,
             "predicted_for": (origin + pd.Timedelta(minutes=minutes)).isoformat() if minutes else None,
             "reason": record["reason"],

@@ -340,6 +340,7 @@ def payloads(
             "cold_start": name not in known,
             "model_version": loaded.version,
             "risk": round(float(row["risk"]), 4),
+            "alert_score": round(float(row["raw"]), 4),
             "severity": row["severity"],
             "severity_label": SEVERITY_LABELS[Severity(row["severity"])],
             "colour": row["colour"],
@@ -351,6 +352,7 @@ def payloads(
             # Alert details (kept for AlertBook; not part of the public forecast record).
             "_value": _finite_or_none(row["value"]),
             "_quantile": row["quantile"] if isinstance(row["quantile"], str) and row["quantile"] else None,
+            "_probability": _finite_or_none(row["probability"]),
             "_minutes_ahead": int(row["minutes_ahead"]),
         }
         if paths is not None:
@@ -424,9 +426,11 @@ class LiveFleet:
         every_seconds: float,
         on_forecast: Callable[[list[dict[str, Any]], LoadedModel], None] | None = None,
         summaries: int = 2016,
+        stale_after_seconds: float = float("inf"),
     ) -> None:
         self.slot, self.windows, self.alerts, self.unknown = slot, windows, alerts, unknown
         self.every_seconds = every_seconds
+        self.stale_after_seconds = stale_after_seconds
         self.on_forecast = on_forecast
         self.cache: dict[str, Any] = {"model_version": None, "computed_at": None, "predictions": [], "warming_up": []}
         self._rows_seen = 0
@@ -495,14 +499,39 @@ class LiveFleet:
         self.summaries.append(fleet_summary(records, len(warming), self.alerts.counts(), loaded.version))
         if self.on_forecast is not None:  # counted before it is published: a reader of the cache sees the count
             self.on_forecast(records, loaded)
+        predictions = [public(r) for r in records]
+        self._age(predictions, utcnow())
         self.cache = {
             "model_version": loaded.version,
             "computed_at": utcnow().isoformat(),
-            "predictions": [public(r) for r in records],
+            "predictions": predictions,
             "warming_up": warming,
         }
         self.generation += 1
         return True
+
+    def ages(self, now: datetime) -> dict[str, float]:
+        """Seconds from each live server's newest sample to `now` (never negative: a fast simulated feed runs
+        ahead of the clock)."""
+        now_ns = now.timestamp() * 1e9
+        return {name: max(0.0, (now_ns - ts) / 1e9) for name, _, ts, _ in self.windows.servers()}
+
+    def stale(self, now: datetime) -> dict[str, float]:
+        """The live servers without a new sample for longer than the stale limit, with their age (s)."""
+        return {name: round(age, 1) for name, age in self.ages(now).items() if age > self.stale_after_seconds}
+
+    def _age(self, predictions: list[dict[str, Any]], now: datetime) -> None:
+        ages = self.ages(now)
+        for record in predictions:
+            age = ages.get(record["server_name"])
+            record["data_age_seconds"] = None if age is None else round(age, 1)
+            record["stale"] = age is not None and age > self.stale_after_seconds
+
+    def restamp(self, now: datetime) -> None:
+        """Re-age the cached forecasts, so one whose data stopped coming is shown stale even though nothing
+        new was forecast (a source calls this after each pull, failed or not)."""
+        self._age(self.cache["predictions"], now)
+        self.generation += 1
 
 
 def _counts(severities: pd.Series) -> dict[str, int]:

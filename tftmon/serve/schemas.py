@@ -533,6 +533,9 @@ class ServerForecast(BaseModel):
     cold_start: bool = Field(..., description="The model never saw this server; forecast from its profile.")
     model_version: str
     risk: float = Field(..., ge=0, le=1)
+    alert_score: float = Field(
+        ..., ge=0, description="The critical level's alert score, which the version's fitted threshold turns critical."
+    )
     severity: Literal["healthy", "warning", "critical"]
     severity_label: str
     colour: str
@@ -542,6 +545,10 @@ class ServerForecast(BaseModel):
     horizons: dict[HorizonName, dict[str, Quantiles]]  # type: ignore[valid-type]
     step_minutes: int
     path: dict[str, QuantilePath] | None = None
+    data_age_seconds: float | None = Field(
+        None, description="Live forecasts: wall-clock seconds since the server's newest sample."
+    )
+    stale: bool = Field(False, description="Live forecasts: no new sample for longer than the stale limit.")
 
 
 class PredictResponse(BaseModel):
@@ -571,6 +578,7 @@ class Alert(BaseModel):
     metric: str | None
     value: float | None = Field(..., description="Predicted value of the metric when it crosses.")
     quantile: str | None = Field(..., description="The quantile that crossed (p10 very likely ... p90 possible).")
+    probability: float | None = Field(None, description="Probability of the crossing (0-1).")
     minutes_ahead: int
     predicted_for: datetime | None
     reason: str
@@ -627,6 +635,12 @@ class LiveStatus(Status):
 
     live_forecast_failures: int = Field(..., description="Server forecasts of the live loop that failed.")
     servers_failing: dict[str, str] = Field(..., description="Servers whose last live forecast failed, and why.")
+    servers_stale: dict[str, float] = Field(
+        {}, description="Live servers without a new sample for longer than the stale limit: seconds since their newest."
+    )
+    shard: str | None = Field(None, description="The shard i/N of the hosts this replica forecasts (None: all).")
+    prometheus: dict[str, Any] | None = Field(None, description="The Prometheus source: pulls, failures, hosts.")
+    alertmanager: dict[str, Any] | None = Field(None, description="Alert delivery to Alertmanager, per URL.")
 
 
 class FleetServer(BaseModel):

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, generate_latest
@@ -50,7 +50,9 @@ from tftmon.contract import (
     TIMESTAMP,
 )
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
+from tftmon.serve.alertmanager import AlertmanagerSink
 from tftmon.serve.alerts import AlertBook
+from tftmon.serve.exporter import ExportOptions, render_forecasts
 from tftmon.serve.limits import RateLimiter, retry_after_header
 from tftmon.serve.live import (
     LiveFleet,
@@ -62,6 +64,7 @@ from tftmon.serve.live import (
     public,
     utcnow,
 )
+from tftmon.serve.prometheus_source import PrometheusSource, Shard
 from tftmon.serve.schemas import (
     ActiveAlerts,
     AlertHistory,
@@ -119,7 +122,7 @@ FORECAST_SECONDS = Histogram(
 )  # fmt: skip
 ROUTES = frozenset(
     {"/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
-     "/fleet", "/fleet/history", "/admin/reload"}
+     "/fleet", "/fleet/history", "/admin/reload", "/metrics/forecasts"}
 )  # fmt: skip
 #: Routes with a path parameter, counted under their template (one label per route, not per server).
 TEMPLATES = ("/explain/", "/servers/")
@@ -134,6 +137,8 @@ LIMITS = {
 REQUEST_FACTS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tftmon_request_facts")
 request_log = logging.getLogger("tftmon.requests")
 
+#: The Prometheus text exposition format's content type.
+EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 NO_MODEL_FIX = "promote a version with `tftmon promote`, then POST /admin/reload (or restart the service)"
 
 
@@ -460,8 +465,36 @@ class Tftmon:
             CONFIG.forecast_every_seconds or MODEL_STEP.total_seconds(),
             on_forecast=self._counted("feed"),
             summaries=CONFIG.fleet_history,
+            stale_after_seconds=CONFIG.stale_after_seconds,
         )
+        self.source = (
+            None
+            if CONFIG.prometheus_url is None
+            else PrometheusSource(
+                CONFIG.prometheus_url,
+                self.windows,
+                resolution=timedelta(seconds=CONFIG.prometheus_resolution_seconds or MODEL_STEP.total_seconds()),
+                timeout_seconds=CONFIG.prometheus_timeout_seconds,
+                shard=Shard.parse(CONFIG.shard),
+            )
+        )
+        self.alert_sink = (
+            AlertmanagerSink(
+                CONFIG.alertmanager_urls,
+                dashboard_url=CONFIG.dashboard_url,
+                service_url=f"http://{CONFIG.host}:{CONFIG.port}/alerts/active",
+                resend_seconds=CONFIG.alertmanager_resend_seconds,
+                evaluation_seconds=max(
+                    CONFIG.forecast_every_seconds or MODEL_STEP.total_seconds(), CONFIG.prometheus_pull_seconds or 0
+                ),
+            )
+            if CONFIG.alertmanager_urls
+            else None
+        )
+        self.export_options = ExportOptions.from_config(CONFIG)
         self.last_prediction: datetime | None = None
+        #: Set to pull from Prometheus now (a model was installed) instead of at the next step.
+        self._pull_now = threading.Event()
         self._encoded: dict[str, tuple[int, bytes]] = {}
         #: Explanations of the current live forecast (generation, by server): the network runs once per
         #: server and forecast, however often a dashboard asks.
@@ -475,12 +508,18 @@ class Tftmon:
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._refresh_loop, name="tftmon-live", daemon=True)
         self._loop.start()
+        if self.source is not None:
+            self._pull_loop_thread = threading.Thread(target=self._pull_loop, name="tftmon-prometheus", daemon=True)
+            self._pull_loop_thread.start()
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _installed(self, loaded: LoadedModel | None) -> None:
         if loaded is not None:
             self.windows.set_encoder_steps(loaded.encoder_steps)
+            if self.source is not None:
+                self.source.use_model(loaded.targets, loaded.encoder_steps)
+                self._pull_now.set()
             log.info("serving %s version %s", SETTINGS.tftmon_model_name, loaded.version)
             _freeze_heap()
 
@@ -499,8 +538,41 @@ class Tftmon:
                 started = time.perf_counter()
                 if self.live.refresh():
                     FORECAST_SECONDS.labels("feed").observe(time.perf_counter() - started)
+                    self._post_alerts()
             except Exception:  # keep the loop alive; the next tick retries
                 log.exception("live forecast failed")
+
+    def _pull_loop(self) -> None:
+        """Pull from Prometheus at once, then once per model step just after it closes (or every
+        TFTMON_SERVICE_PROMETHEUS_PULL_SECONDS); the refresh loop forecasts what came. Until a model is loaded
+        there is nothing to pull for: it looks again every refresh interval."""
+        assert self.source is not None
+        wait = 0.0
+        while not self._stop.is_set():
+            self._pull_now.wait(wait)
+            self._pull_now.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.source.pull(utcnow())
+                self.live.restamp(utcnow())
+            except Exception:  # keep the loop alive; the next pull retries
+                log.exception("Prometheus pull failed")
+            ready = self.source.ready
+            wait = (
+                self.source.next_pull_in(utcnow(), CONFIG.prometheus_pull_seconds) if ready else CONFIG.refresh_seconds
+            )
+
+    def _post_alerts(self) -> None:
+        """Hand the active alerts, with each host's scrape labels, to the Alertmanager sink (it sends them on
+        its own thread: a slow or down Alertmanager never holds up a forecast)."""
+        if self.alert_sink is None:
+            return
+        labelled = [
+            {**alert, "labels": self.source.targets_of(alert["server_name"]) if self.source is not None else {}}
+            for alert in self.live.alerts.active.values()
+        ]
+        self.alert_sink.sync(labelled, utcnow())
 
     def _model(self) -> LoadedModel:
         loaded = self.slot.current
@@ -520,6 +592,9 @@ class Tftmon:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        self._pull_now.set()
+        if self.alert_sink is not None:
+            self.alert_sink.close()
 
     def __is_ready__(self) -> bool:
         """BentoML's /readyz: not ready while no model is loaded (the forecast endpoints would answer 503)."""
@@ -555,6 +630,24 @@ class Tftmon:
         yield GaugeMetricFamily(
             "tftmon_unknown_server_rate", "Unknown share of predictions (window)", value=self.unknown.rate()
         )
+        yield GaugeMetricFamily(
+            "tftmon_live_servers_stale", "Live servers without a new sample past the stale limit",
+            value=len(self.live.stale(utcnow())),
+        )  # fmt: skip
+        if self.source is not None:
+            pulled = self.source.status()
+            yield CounterMetricFamily(
+                "tftmon_prometheus_pulls", "Pulls from the Prometheus source", value=pulled["pulls"]
+            )
+            yield CounterMetricFamily(
+                "tftmon_prometheus_pull_failures", "Pulls from the Prometheus source that failed",
+                value=pulled["failed_pulls"],
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "tftmon_prometheus_hosts", "Hosts in the last pull (this shard)", value=pulled["hosts"]
+            )
+        if self.alert_sink is not None:
+            yield from self.alert_sink.metrics()
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -584,7 +677,26 @@ class Tftmon:
             last_prediction_time=self.last_prediction,
             live_forecast_failures=self.live.failures,
             servers_failing=dict(self.live.failing),
+            servers_stale=self.live.stale(utcnow()),
+            shard=CONFIG.shard,
+            prometheus=None if self.source is None else self.source.status(),
+            alertmanager=None if self.alert_sink is None else self.alert_sink.stats(),
         )
+
+    @app.get("/metrics/forecasts", tags=["tftmon"], response_class=PlainTextResponse)
+    def forecast_metrics(self) -> Response:
+        """Every live server's forecast bands, risk, severity and alert score as Prometheus series, labelled
+        with the instance and job its data was read from (scrape with honor_labels: true; docs/PROMETHEUS.md).
+        A path of its own: BentoML's /metrics describes the service and is scraped often; these are many more
+        series that change once per model step."""
+        predictions = self.live.cache["predictions"]
+        labels = (
+            {}
+            if self.source is None
+            else {p["server_name"]: self.source.targets_of(p["server_name"]) for p in predictions}
+        )
+        body = render_forecasts(predictions, labels, self.live.ages(utcnow()), self.export_options)
+        return Response(body, media_type=EXPOSITION)
 
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["tftmon"])
     def predict(self, body: Annotated[PredictRequest, SkipValidation()]) -> Response:

@@ -195,10 +195,11 @@ def instance_host(instance: str) -> str:
 class _Api:
     """The Prometheus HTTP API at one base URL; every failure a PrometheusError naming the URL and the fix."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.url = url.rstrip("/")
         self.shown = _redacted(self.url)
-        self.client = httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=True)
+        self.timeout = timeout
+        self.client = httpx.Client(timeout=timeout, follow_redirects=True)
 
     def close(self) -> None:
         self.client.close()
@@ -210,7 +211,7 @@ class _Api:
             response = self.client.post(self.url + path, data=params) if params else self.client.get(self.url + path)
         except httpx.TimeoutException:
             raise PrometheusError(
-                f"Prometheus at {self.shown} did not answer {what} within {TIMEOUT_SECONDS:g} s; {fix}"
+                f"Prometheus at {self.shown} did not answer {what} within {self.timeout:g} s; {fix}"
             ) from None
         except httpx.HTTPError as exc:
             raise PrometheusError(
@@ -276,10 +277,12 @@ def _matrix(data: Any, api: _Api, what: str) -> list[dict[str, Any]]:
 
 @dataclass
 class _Series:
-    """One answered series: its metric, scrape target and samples (step starts in ms, raw values)."""
+    """One answered series: its metric, scrape target (instance and job) and samples (step starts in ms, raw
+    values)."""
 
     metric: str
     instance: str
+    job: str | None
     stamps: np.ndarray
     values: np.ndarray
 
@@ -315,7 +318,9 @@ def _fetch(
                     distinct[metric].add(frozenset(labels.items()))
                     values = np.asarray(series.get("values") or [], dtype=object).reshape(-1, 2)
                     stamps = np.round(values[:, 0].astype(np.float64) * 1000).astype(np.int64) - step_ms
-                    found.append(_Series(metric, labels["instance"], stamps, values[:, 1].astype(np.float64)))
+                    found.append(
+                        _Series(metric, labels["instance"], labels.get("job"), stamps, values[:, 1].astype(np.float64))
+                    )
                 bar.update()
     return found, {metric: len(seen) for metric, seen in distinct.items()}, unnamed
 
@@ -364,6 +369,15 @@ def _long_frame(
     return pd.concat(frames, ignore_index=True), counts
 
 
+def _targets(found: list[_Series], names: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each server's instance and job (the first seen, by instance then job, when several targets scrape it)."""
+    targets: dict[str, dict[str, str]] = {}
+    for s in sorted(found, key=lambda s: (s.instance, s.job or "")):
+        server = names.get(s.instance) or instance_host(s.instance)
+        targets.setdefault(server, {"instance": s.instance, **({"job": s.job} if s.job else {})})
+    return targets
+
+
 def query_prometheus(
     url: str,
     start: datetime,
@@ -372,14 +386,17 @@ def query_prometheus(
     step: timedelta = MODEL_STEP,
     progress: bool = True,
     queries: Mapping[str, Query | str | None] | None = None,
+    timeout: float = TIMEOUT_SECONDS,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """node_exporter's metrics of every host the Prometheus at `url` scrapes, in the whole steps of [start, end].
 
     Returns long samples (timestamp UTC, server: the host's nodename from node_uname_info, else its instance's
     host; metric: a contract name; value: in the contract's unit) and a JSON-able description of the source:
-    queries, range, chunks, series and samples per metric, each instance's server and every metric left out
-    and why. `queries` replaces, adds or (None) drops DEFAULT_QUERIES entries per contract metric; a query
-    given there that finds nothing is an error, a default one is left out and reported.
+    queries, range, chunks, series and samples per metric, each instance's server, each server's scrape target
+    (`targets`: the instance and job its series carry, so what is written back joins them) and every metric
+    left out and why. `queries` replaces, adds or (None) drops DEFAULT_QUERIES entries per contract metric; a
+    query given there that finds nothing is an error, a default one is left out and reported. `timeout` bounds
+    each request (seconds).
     """
     started = time.perf_counter()
     chosen, left_out = resolve_queries(queries)
@@ -389,7 +406,7 @@ def query_prometheus(
     span = MAX_POINTS * step_ms
     chunks = [(a, min(a + span - step_ms, last_ms)) for a in range(first_ms, last_ms + 1, span)]
     given = set(queries or {}) & set(chosen)
-    api = _Api(url)
+    api = _Api(url, timeout)
     try:
         build = api.call(BUILD_INFO, {}, "its build information", "check the URL")
         names = _server_names(api, first_ms, last_ms + step_ms)
@@ -435,6 +452,7 @@ def query_prometheus(
         "series_without_instance": unnamed,
         "servers": {instance: names.get(instance) or instance_host(instance) for instance in instances},
         "servers_named_by_instance": [instance for instance in instances if instance not in names],
+        "targets": _targets(found, names),
         "left_out": {metric: left_out[metric] for metric in METRICS if metric in left_out},
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tftmon.config import IngestConfig
+from tftmon.config import DuplicateRule, IngestConfig
 from tftmon.contract import (
     COLUMNS_BY_NAME,
     METRIC,
@@ -273,6 +273,20 @@ def _minutes(duration: timedelta) -> str:
     return f"{duration.total_seconds() / 60:g}min"
 
 
+def wide_rows(long: pd.DataFrame, value: np.ndarray, rule: DuplicateRule) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Long samples (`value`: their values, none empty) as one row per normalised server and timestamp, a column
+    per metric present in contract order, duplicates resolved by `rule` (counted): ingest's first step, and
+    all the live Prometheus source needs before the service's windows resample them as training's did."""
+    s, servers = _server_codes(long[SERVER])
+    m, metrics = _metric_codes(long[METRIC])
+    t = to_utc(long[TIMESTAMP]).to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if not _sorted(s, t, m):
+        order = np.lexsort((m, t, s))  # stable: among equal keys, input order is kept (for "last wins")
+        s, t, m, value = s[order], t[order], m[order], value[order]
+    (s, t, m, value), duplicates = _resolve_duplicates(s, t, m, value, rule, servers, metrics)
+    return _pivot(s, t, m, value, servers, metrics), duplicates
+
+
 def tidy(samples: Samples, mapping: Mapping, config: IngestConfig) -> Tidy:
     """Long samples into a contract frame (contract dtypes and column order, sorted by server and time)."""
     long = samples.long
@@ -284,14 +298,9 @@ def tidy(samples: Samples, mapping: Mapping, config: IngestConfig) -> Tidy:
         long, value = long[~empty], value[~empty]
     if not len(long):
         raise IngestError("no samples of any contract metric left to ingest; check the mapping (docs/INGEST.md)")
-    s, servers = _server_codes(long[SERVER])
-    m, metrics = _metric_codes(long[METRIC])
-    t = to_utc(long[TIMESTAMP]).to_numpy(dtype="datetime64[ns]").view(np.int64)
-    if not _sorted(s, t, m):
-        order = np.lexsort((m, t, s))  # stable: among equal keys, input order is kept (for "last wins")
-        s, t, m, value = s[order], t[order], m[order], value[order]
-    (s, t, m, value), duplicates = _resolve_duplicates(s, t, m, value, config.duplicates, servers, metrics)
-    rows = _pivot(s, t, m, value, servers, metrics)
+    rows, duplicates = wide_rows(long, value, config.duplicates)
+    servers = list(rows[SERVER_NAME].cat.categories)
+    metrics = [str(c) for c in rows.columns[2:]]
     interval = _source_interval(rows)
     binned = resample_to_model_step(rows)
     del rows
