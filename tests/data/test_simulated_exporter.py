@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.prometheus_fleet import PrometheusFleet, prometheus_fleet
+from tftmon.config import SimulationConfig
 from tftmon.contract import (
     CPU_PARTS,
     CPU_SUM_TOLERANCE,
@@ -40,7 +41,7 @@ from tftmon.data.ingest.prometheus import query_prometheus
 from tftmon.data.ingest.units import BYTES_PER_MB
 from tftmon.data.resample import resample_to_model_step
 from tftmon.data.simulate import simulate
-from tftmon.data.simulate.node_exporter import LiveFleet
+from tftmon.data.simulate.node_exporter import ExporterFleet, LiveFleet
 
 HOSTS = 20
 HOURS = 3.0
@@ -272,3 +273,28 @@ def test_a_drive_ramps_holds_and_recovers(fleet: PrometheusFleet, simulated: pd.
     assert back["drives"] == {}
     assert back["metrics"][MEM_USED] == pytest.approx(tick(t0 + 900)[MEM_USED])
     assert back["metrics"][CPU_USER] == pytest.approx(tick(t0 + 900)[CPU_USER])
+
+
+def test_an_outage_answers_nothing_and_ends_in_a_reboot() -> None:
+    """ppweb005 is offline on 2026-01-05 from about 07:45 to 09:15 (seed 42): no exposition then, and after it
+    the boot time has moved on and every counter has started again from 0, as on a real host."""
+    live = LiveFleet(ExporterFleet(SimulationConfig(fleet=[("ppweb005", None)], interval="30s")))
+
+    def at(hour: int, minute: int) -> float:
+        return datetime(2026, 1, 5, hour, minute, tzinfo=UTC).timestamp()
+
+    def exposed(when: float) -> dict[str, float]:
+        text = live.exposition("ppweb005", at=when)
+        assert text is not None
+        families = text_string_to_metric_families(text)
+        return {f"{s.name}{sorted(s.labels.items())}": s.value for family in families for s in family.samples}
+
+    before = exposed(at(7, 30))
+    assert live.exposition("ppweb005", at=at(8, 30)) is None
+    after = exposed(at(9, 30))
+    boot = "node_boot_time_seconds[]"
+    assert at(9, 10) <= after[boot] <= at(9, 20) and before[boot] < at(0, 0)
+    counters = [key for key in after if "_total" in key]
+    assert counters and all(after[key] < before[key] for key in counters if "idle" in key or "eth0" in key)
+    idle = "node_cpu_seconds_total[('cpu', '0'), ('mode', 'idle')]"
+    assert after[idle] <= at(9, 30) - after[boot]  # at most one second a second since it booted

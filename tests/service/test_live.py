@@ -43,7 +43,7 @@ def test_windows_are_bounded_and_report_warm_up() -> None:
 def record(name: str, severity: str, risk: float, origin: str = "2026-01-05T00:00:00+00:00") -> dict:
     return {"server_name": name, "profile": "web_api", "severity": severity, "risk": risk, "metric": "cpu_iowait_pct",
             "reason": "r", "prediction_time": origin, "model_version": "1", "_value": 35.0, "_quantile": "p50",
-            "_minutes_ahead": 40}  # fmt: skip
+            "_probability": 0.6, "_minutes_ahead": 40}  # fmt: skip
 
 
 def test_alerts_raise_escalate_and_resolve_with_hysteresis() -> None:

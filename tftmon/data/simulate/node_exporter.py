@@ -560,16 +560,15 @@ def scrape_config(address: str, names: Sequence[str], *, job: str = JOB) -> dict
 
 class LiveFleet:
     """The fleet at the wall clock, safe across threads: each request reads the simulator on to its time (never
-    back), a host's exposition then holds gauges of the current tick and counters grown to that very moment.
-    Drives and recoveries apply from the moment they are asked. `at` (epoch seconds) stands in for the clock."""
+    back; the first from the fleet's start), a host's exposition then holds gauges of the current tick and counters
+    grown to that very moment. Drives and recoveries apply from the moment they are asked. `at` (epoch seconds)
+    stands in for the clock."""
 
     def __init__(self, fleet: ExporterFleet) -> None:
         self.fleet = fleet
         self._timeline = _Timeline(fleet)
         self._lock = threading.Lock()
         self._time = fleet.start
-        with self._lock:
-            self._advance(None)
 
     def _advance(self, at: float | None) -> float:
         """Read ticks up to `at` (default now); the time served, which never goes back."""
