@@ -41,7 +41,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         target = daemons.enter_context(node_exporter(tmp))
         now = datetime.now(UTC)
         backfill(target, tmp / "tsdb", now - timedelta(hours=3), now - timedelta(seconds=30), timedelta(seconds=15))
-        url = daemons.enter_context(prometheus(tmp, tmp / "tsdb", [target]))
+        # A second job scraping the same node_exporter: two series per metric for one host, as a misconfigured
+        # Prometheus (or two federated ones) gives.
+        copy = {"job_name": "node-copy", "static_configs": [{"targets": [target]}]}
+        url = daemons.enter_context(prometheus(tmp, tmp / "tsdb", [target], scrape_configs=[copy]))
         wait_for_samples(url, 3)
         yield Stack(url, target)
 
@@ -72,6 +75,15 @@ def test_first_pull_backfills_the_encoder_window_then_pulls_what_is_new(stack: S
     again = source.pull(datetime.now(UTC))
     assert again is not None and again.new_hosts == 0 and again.rows >= 1
     assert windows.rows_appended == before + again.rows
+
+
+def test_two_jobs_scraping_one_host_are_one_server_and_counted(stack: Stack) -> None:
+    source, windows = _source(stack.url, resolution=timedelta(seconds=5))
+    assert source.pull(datetime.now(UTC)) is not None
+    time.sleep(6)  # live samples of both jobs in the next whole 5 s steps
+    assert source.pull(datetime.now(UTC)) is not None
+    assert [name for name, *_ in windows.servers()] == [HOST] and source.status()["duplicate_values"] > 0
+    assert source.targets_of(HOST)["job"] == JOB  # the first job by name, always the same one
 
 
 def test_nothing_is_pulled_before_a_model_says_what(stack: Stack) -> None:

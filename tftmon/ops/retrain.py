@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from tftmon.config import RetrainConfig, Settings
 from tftmon.contract import MODEL_STEP, OFFLINE_AFTER, SERVER_ID, SERVER_NAME, STATE, TIMESTAMP, to_utc
-from tftmon.data.ingest.prometheus import _redacted
+from tftmon.data.ingest.prometheus import redacted
 from tftmon.ops import tracking
 from tftmon.ops.events import EventLog
 from tftmon.ops.lock import exclusive
@@ -106,7 +106,7 @@ def survey(frame: pd.DataFrame, min_history: pd.Timedelta) -> FleetSurvey:
 def _source_name(config: RetrainConfig) -> str:
     """What a retrain collects from, for its run name, parameters and events: never a URL's credentials."""
     if config.prometheus_url is not None:
-        return f"{_redacted(config.prometheus_url)} (last {config.days:g} d)"
+        return f"{redacted(config.prometheus_url)} (last {config.days:g} d)"
     return "simulated fleet" if config.simulate else str(config.data)
 
 
@@ -546,7 +546,7 @@ def run_retrain(
         tracking.name_run(f"retrain · {source} · {now:%m-%d %H:%M}")
         params = config.params("retrain") | {"retrain.admin_token": "***"}
         if config.prometheus_url is not None:
-            params["retrain.prometheus_url"] = _redacted(config.prometheus_url)
+            params["retrain.prometheus_url"] = redacted(config.prometheus_url)
         mlflow.log_params(params)
         if grant.replaced is not None:
             events.emit("stale_lock", lock=str(grant.path), holder=grant.replaced)

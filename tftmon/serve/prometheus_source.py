@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tftmon.contract import MODEL_STEP, SERVER, SERVER_NAME, TIMESTAMP, VALUE, normalise_hostname
-from tftmon.data.ingest.prometheus import DEFAULT_QUERIES, PrometheusError, query_prometheus
+from tftmon.data.ingest.prometheus import DEFAULT_QUERIES, PrometheusError, query_prometheus, redacted
 from tftmon.data.ingest.tidy import wide_rows
 from tftmon.encoding import server_id
 from tftmon.serve.live import LiveWindows
@@ -96,7 +96,7 @@ class PrometheusSource:
         self.labels: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._status: dict[str, Any] = {
-            "url": None, "shard": None if shard is None else str(shard), "pulls": 0, "failed_pulls": 0,
+            "url": redacted(url), "shard": None if shard is None else str(shard), "pulls": 0, "failed_pulls": 0,
             "consecutive_failures": 0, "last_pull_at": None, "last_success_at": None, "last_pull_seconds": None,
             "last_error": None, "hosts": 0, "hosts_outside_shard": 0, "hosts_backfilled": 0, "rows_appended": 0,
             "hosts_missing_metrics": {}, "metrics_missing": [], "duplicate_values": 0, "non_finite_values": 0,
@@ -187,7 +187,6 @@ class PrometheusSource:
             names = frame[SERVER].map(normalise_hostname)
             owned = {name: self.shard.owns(name) for name in names.unique()}
             frame = frame[names.map(owned).to_numpy(dtype=bool)]
-        self._status["url"] = described["url"]
         return frame, described
 
     @staticmethod

@@ -52,7 +52,7 @@ from tftmon.contract import (
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
 from tftmon.serve.alertmanager import AlertmanagerSink
 from tftmon.serve.alerts import AlertBook
-from tftmon.serve.exporter import ExportOptions, render_forecasts
+from tftmon.serve.exporter import METRICS_PATH, ExportOptions, ForecastExporter
 from tftmon.serve.limits import RateLimiter, retry_after_header
 from tftmon.serve.live import (
     LiveFleet,
@@ -122,7 +122,7 @@ FORECAST_SECONDS = Histogram(
 )  # fmt: skip
 ROUTES = frozenset(
     {"/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
-     "/fleet", "/fleet/history", "/admin/reload", "/metrics/forecasts"}
+     "/fleet", "/fleet/history", "/admin/reload", METRICS_PATH}
 )  # fmt: skip
 #: Routes with a path parameter, counted under their template (one label per route, not per server).
 TEMPLATES = ("/explain/", "/servers/")
@@ -491,7 +491,8 @@ class Tftmon:
             if CONFIG.alertmanager_urls
             else None
         )
-        self.export_options = ExportOptions.from_config(CONFIG)
+        #: The forecast series' text, kept between forecasts: a scrape rebuilds only the per-server ages.
+        self.exporter = ForecastExporter(ExportOptions.from_config(CONFIG))
         self.last_prediction: datetime | None = None
         #: Set to pull from Prometheus now (a model was installed) instead of at the next step.
         self._pull_now = threading.Event()
@@ -683,7 +684,7 @@ class Tftmon:
             alertmanager=None if self.alert_sink is None else self.alert_sink.stats(),
         )
 
-    @app.get("/metrics/forecasts", tags=["tftmon"], response_class=PlainTextResponse)
+    @app.get(METRICS_PATH, tags=["tftmon"], response_class=PlainTextResponse)
     def forecast_metrics(self) -> Response:
         """Every live server's forecast bands, risk, severity and alert score as Prometheus series, labelled
         with the instance and job its data was read from (scrape with honor_labels: true; docs/PROMETHEUS.md).
@@ -695,7 +696,7 @@ class Tftmon:
             if self.source is None
             else {p["server_name"]: self.source.targets_of(p["server_name"]) for p in predictions}
         )
-        body = render_forecasts(predictions, labels, self.live.ages(utcnow()), self.export_options)
+        body = self.exporter.render(predictions, labels, self.live.ages(utcnow()))
         return Response(body, media_type=EXPOSITION)
 
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["tftmon"])

@@ -172,7 +172,7 @@ def resolve_queries(overrides: Mapping[str, Query | str | None] | None) -> tuple
     return {m: queries[m] for m in METRICS if m in queries}, left_out
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without user and password, for messages and metadata."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
@@ -197,7 +197,7 @@ class _Api:
 
     def __init__(self, url: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.url = url.rstrip("/")
-        self.shown = _redacted(self.url)
+        self.shown = redacted(self.url)
         self.timeout = timeout
         self.client = httpx.Client(timeout=timeout, follow_redirects=True)
 

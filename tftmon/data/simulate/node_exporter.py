@@ -165,6 +165,11 @@ def _host_series(name: str, cpus: int) -> list[tuple[str, str, int]]:
     return [(family, _labels(labels), _COLUMN[column]) for family, labels, column in series]
 
 
+def _number(given: Any) -> float:
+    """A JSON number as a float; NaN for anything else (true and false included), which no range holds."""
+    return float(given) if isinstance(given, int | float) and not isinstance(given, bool) else math.nan
+
+
 def _checked(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Drive targets as floats; ValueError saying what a drive may name and hold."""
     if not metrics:
@@ -176,7 +181,7 @@ def _checked(metrics: Mapping[str, Any]) -> dict[str, float]:
         column = COLUMNS_BY_NAME[metric]
         low = -math.inf if column.min is None else column.min
         high = math.inf if column.max is None else column.max
-        value = float(given) if isinstance(given, int | float) and not isinstance(given, bool) else math.nan
+        value = _number(given)
         if not low <= value <= high:
             raise ValueError(f"{metric}: {given!r} is not a number from {low:g} to {high:g}")
         targets[metric] = value
@@ -187,7 +192,7 @@ def _checked(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _ramp_seconds(seconds: Any) -> float:
-    value = float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else math.nan
+    value = _number(seconds)
     if not 0 <= value < math.inf:
         raise ValueError(f"ramp_seconds: {seconds!r} is not a number of seconds (0 or more)")
     return value
@@ -237,7 +242,7 @@ def _fill_cpu(parts: dict[str, np.ndarray], driven: set[str]) -> None:
     free = [p for p in CPU_PARTS if p != CPU_IDLE and p not in driven]
     busy = sum((parts[p] for p in free), np.zeros_like(room))
     fits = np.divide(room, busy, out=np.zeros_like(room), where=busy > 0)
-    scale = fits if CPU_IDLE in driven else np.minimum(fits, 1.0, where=busy > room, out=np.ones_like(room))
+    scale = fits if CPU_IDLE in driven else np.minimum(fits, 1.0)
     for part in free:
         parts[part] *= scale
     if CPU_IDLE not in driven:
@@ -291,7 +296,7 @@ class ExporterFleet:
             raise KeyError(f"no host {name!r}; the fleet has {', '.join(self.names)}") from None
 
     def columns(
-        self, rows: Any, metrics: Mapping[str, np.ndarray], counters: np.ndarray, boot: np.ndarray
+        self, rows: slice | list[int], metrics: Mapping[str, np.ndarray], counters: np.ndarray, boot: np.ndarray
     ) -> np.ndarray:
         """Series values (rows, COLUMNS, ticks) in node_exporter's units and precision: CPU seconds to 1/100 s
         (USER_HZ), bytes whole (memory in kB, filesystems in 4 KiB blocks), boot time to the second."""
