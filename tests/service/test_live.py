@@ -118,6 +118,29 @@ def test_one_bad_server_never_stops_the_live_refresh(model_store: dict, fleet_hi
     assert fleet.failures == 1 and fleet.failing == {names[1]: "OverflowError: bad timestamps"}
 
 
+def test_a_forecast_whose_data_stopped_coming_is_marked_stale_with_its_age(
+    model_store: dict, fleet_history: pd.DataFrame
+) -> None:
+    slot = ModelSlot(lambda: LoadedModel("1", load_model(model_store["model_dir"]), utcnow()))
+    loaded = slot.reload()[1]
+    assert loaded is not None
+    windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
+    windows.set_encoder_steps(loaded.encoder_steps)
+    names = sorted(fleet_history[SERVER_NAME].unique())[:2]
+    windows.append(fleet_history[fleet_history[SERVER_NAME].isin(names)].groupby(SERVER_NAME).tail(40))
+    fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1, stale_after_seconds=900)
+    assert fleet.refresh(now=0.0)
+    newest = max(ts for _, _, ts, _ in windows.servers())
+    fresh = pd.Timestamp(newest, unit="ns", tz="UTC").to_pydatetime() + pd.Timedelta(minutes=10)
+    assert fleet.stale(fresh) == {}
+    generation = fleet.generation
+    fleet.restamp(fresh + pd.Timedelta(minutes=10))  # no new data for 20 min: every forecast is stale, aged
+    assert fleet.generation == generation + 1
+    assert set(fleet.stale(fresh + pd.Timedelta(minutes=10))) == set(names)
+    for prediction in fleet.cache["predictions"]:
+        assert prediction["stale"] and prediction["data_age_seconds"] >= 1200
+
+
 def test_explanation_reads_the_forecasts_own_inputs(model_store: dict) -> None:
     """The cache keeps the history at the model step (not the raw 5 s window, twice the memory): forecast
     and explanation from it are those of the raw window, bit for bit."""
