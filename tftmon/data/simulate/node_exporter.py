@@ -223,7 +223,8 @@ class _Ramp:
         done = np.ones_like(t) if self.seconds <= 0 else np.clip((t - self.since) / self.seconds, 0.0, 1.0)
         a = simulated if self.start is None else self.start
         b = simulated if self.end is None else self.end
-        return np.where(t >= self.since, a + done * (b - a), simulated)
+        moved = np.where(done >= 1.0, b, a + done * (b - a))  # exactly `end` once there
+        return np.where(t >= self.since, moved, simulated)
 
     def over(self, t: float) -> bool:
         """A recovery that has reached the simulator's values: nothing left to apply."""
@@ -436,12 +437,9 @@ def _write_ticks(out: IO[bytes], heads: list[list[tuple[bytes, int]]], values: n
     shape = values.shape
     keep = np.broadcast_to(ticks.online[:, None, :], shape)
     stamps = np.broadcast_to(ticks.times, shape)[keep]
-    text = pc.binary_join_element_wise(
-        *(pa.scalar(part, pa.large_string()) if isinstance(part, str) else part for part in (
-            "\x00 ", pc.cast(pa.array(values[keep]), pa.large_string()), " ",
-            pc.cast(pa.array(stamps), pa.large_string()), "\n", "",
-        ))
-    )  # fmt: skip
+    texts = [pc.cast(pa.array(numbers), pa.large_string()) for numbers in (values[keep], stamps)]
+    between = [pa.scalar(part, pa.large_string()) for part in ("\x00 ", " ", "\n", "")]  # the last: no separator
+    text = pc.binary_join_element_wise(between[0], texts[0], between[1], texts[1], between[2], between[3])
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset :]
     data = memoryview(text.buffers()[2])
     counts = ticks.online.sum(axis=1)
@@ -649,7 +647,7 @@ class LiveFleet:
             "host": self.fleet.names[row],
             "time": t,
             "online": bool(timeline.online[row]),
-            "metrics": {m: round(float(values[row]), 4) for m, values in timeline.metrics.items()},
+            "metrics": {m: float(values[row]) for m, values in timeline.metrics.items()},
             "drives": {
                 metric: {
                     "since": ramp.since,
