@@ -86,6 +86,18 @@ def test_two_jobs_scraping_one_host_are_one_server_and_counted(stack: Stack) -> 
     assert source.targets_of(HOST)["job"] == JOB  # the first job by name, always the same one
 
 
+def test_a_model_with_a_longer_window_gets_every_host_s_window_laid_anew(stack: Stack) -> None:
+    source, windows = _source(stack.url)
+    assert source.pull(datetime.now(UTC)) is not None
+    longer = ENCODER_STEPS + 12
+    windows.set_encoder_steps(longer)
+    source.use_model(TARGETS, longer)
+    pulled = source.pull(datetime.now(UTC))
+    assert pulled is not None and pulled.new_hosts == 1
+    (_, _, _, span), *_ = windows.servers()
+    assert span >= longer
+
+
 def test_nothing_is_pulled_before_a_model_says_what(stack: Stack) -> None:
     windows = LiveWindows(100, 64 << 20)
     source = PrometheusSource(stack.url, windows)

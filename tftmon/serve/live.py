@@ -246,6 +246,13 @@ class LiveWindows:
             self.rows_appended += result.accepted
         return result
 
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop these servers' windows: a source about to lay down their whole history again (a model that reads
+        more metrics or a longer window) would otherwise have its older rows ignored as stale."""
+        with self._lock:
+            for name in names:
+                self._series.pop(name, None)
+
     def snapshot(self, encoder_steps: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         """History of servers with a full encoder window, and the servers still warming up."""
         warming: list[dict[str, Any]] = []

@@ -105,9 +105,9 @@ class PrometheusSource:
 
     def use_model(self, targets: tuple[str, ...], encoder_steps: int) -> None:
         """Pull what the loaded model reads: its metrics, and a window one step longer than its encoder. A model
-        with a longer encoder than the windows hold makes the next pull back-fill every host again."""
-        if targets != self._targets or encoder_steps + 1 > self._history_steps:
-            self._read_to = None if encoder_steps + 1 > self._history_steps else self._read_to
+        that reads other metrics or another window makes the next pull lay down every host's window anew."""
+        if targets != self._targets or encoder_steps + 1 != self._history_steps:
+            self._read_to = None
             self._targets, self._history_steps = targets, encoder_steps + 1
 
     @property
@@ -161,6 +161,8 @@ class PrometheusSource:
             backfilled = len(hosts)
         missing = self._missing(rows, described)
         complete = rows[~rows[SERVER_NAME].astype(str).isin(set(missing))] if missing else rows
+        if self._read_to is None:  # whole windows: what the windows hold of these hosts is replaced
+            self.windows.forget(hosts)
         result = self.windows.append(complete) if len(complete) else None
         self._read_to = end
         with self._lock:
