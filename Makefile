@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo stack test lint format contract bench clean
+.PHONY: setup demo stack stack-prometheus test lint format contract bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ demo: setup
 # The live stack alone, over the current Production model.
 stack: setup
 	$(BIN)/tftmon stack
+
+# A simulated fleet of node_exporters (and this machine's) in a real Prometheus with Alertmanager, a model trained
+# from it, then service and dashboard watching it until Ctrl-C; all under demo-prometheus/ (Debian's prometheus,
+# prometheus-node-exporter and prometheus-alertmanager needed).
+stack-prometheus: setup
+	$(BIN)/tftmon stack-prometheus
 
 test: setup lint
 	$(BIN)/tftmon contract --markdown --expectations --check
@@ -46,4 +52,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_validate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data reports logs mlruns mlartifacts mlflow.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data reports logs mlruns mlartifacts mlflow.db demo-prometheus

@@ -1086,5 +1086,53 @@ def config_command(job: str) -> None:
     click.echo(json.dumps(JOB_CONFIGS[job].model_json_schema(), indent=2))
 
 
+@main.command("stack-prometheus")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-prometheus"),
+    show_default=True,
+    help="Working dir: TSDB, configs, dataset, the demo's own MLflow registry, logs (git ignores it).",
+)
+@click.option("--hosts", type=click.IntRange(min=1), help="Simulated node_exporters (default 20).")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=1),
+    help=f"Their history before now, as long as the demo's (default {DemoConfig().simulation.hours:g}).",
+)
+@click.option(
+    "--port",
+    "ports",
+    metavar="NAME=N",
+    multiple=True,
+    help="Port on 127.0.0.1 of prometheus, alertmanager, node-exporter, fleet, service or dashboard (default: a "
+    "free one); repeatable.",
+)
+def stack_prometheus(workdir: Path, hosts: int | None, hours: float | None, ports: tuple[str, ...]) -> None:
+    """Watch a fleet through a real Prometheus and Alertmanager, all on 127.0.0.1, until Ctrl-C.
+
+    Simulated node_exporters with a week of history (one host ramping into trouble) and this machine's own, in
+    Debian's Prometheus; a model trained from it (ingest --prometheus, train, promote); then service and
+    dashboard, critical alerts going to Alertmanager and forecasts scraped back by Prometheus. Prints every URL
+    and a PromQL query to try. Needs Debian's prometheus, prometheus-node-exporter and prometheus-alertmanager.
+    """
+    from tftmon.ops.prometheus_demo import PORT_NAMES, MissingBinaries, PrometheusDemoOptions, run_prometheus_demo
+
+    given: dict[str, Any] = _given({"workdir": workdir, "hosts": hosts, "hours": hours})
+    for entry in ports:
+        name, _, number = entry.partition("=")
+        if name.replace("-", "_") not in PORT_NAMES or not number.isdigit() or not 0 < int(number) < 65536:
+            names = ", ".join(n.replace("_", "-") for n in PORT_NAMES)
+            raise click.BadParameter(f"{entry!r}: give NAME=N, NAME one of {names}", param_hint="--port")
+        given[f"{name.replace('-', '_')}_port"] = int(number)
+    try:
+        code = run_prometheus_demo(PrometheusDemoOptions(**given))
+    except MissingBinaries as exc:
+        raise click.ClickException(str(exc)) from None
+    if code:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
     main()
