@@ -294,10 +294,18 @@ def advanced(page: Page) -> None:
                 st.error(error_text(exc))
             else:
                 st.rerun()  # the whole app: the fragment's refresh interval is set when it is declared
-    scenario_control(settings)
-    if page.down is not None:
+    status = None if page.down is not None else page.read("status")
+    source = (status or {}).get("prometheus")
+    if source is not None:  # live data comes from Prometheus: there is no simulator scenario to switch
+        st.markdown(
+            f"**Live source**: Prometheus at {source['url']}: {source['hosts']} hosts in the last pull, "
+            f"{source['failed_pulls']} of {source['pulls']} pulls failed, last good pull "
+            f"{source['last_success_at'] or 'never'}"
+        )
+    else:
+        scenario_control(settings)
+    if status is None:
         return
-    status = page.read("status")
     st.markdown("**Model and service** (`/status`)")
     st.table(pd.DataFrame({"field": list(status), "value": [str(v) for v in status.values()]}).set_index("field"))
     forecasts = page.forecasts
