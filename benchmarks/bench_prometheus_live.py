@@ -32,6 +32,12 @@ node_exporter has a source for, trained for one epoch of a few batches on a smal
 depends on the network's size and the number of hosts, not on how well it is trained. `--critical` of the hosts
 have their I/O wait driven to 80 % over the hour before the timed steps, so there are critical alerts to send.
 
+Not in the figures: the service's refresh loop polls every `refresh_seconds` (2 s), so a forecast there starts up to
+2 s after its pull ends (latency, not work); here each part runs straight after the last. The history is read
+from the blocks promtool wrote, not from Prometheus's in-memory head as live scrapes would be (a one-step pull
+at 90 hosts measured alike from both). `--max-cpus 0` gives every host the simulator's CPU count (8-128): ten
+times the series, nearly all of them node_cpu_seconds_total, which the four CPU-share queries each read.
+
 Nothing is written into the repository (temp directories only). Torch runs on the service's thread count
 (ServiceConfig.torch_threads) and the heap is frozen after loading, as the service does. The machine may be
 shared: the 1-minute load is printed before and after each fleet size; CPU seconds of this process and of
@@ -184,7 +190,6 @@ def train_model(servers: int, hours: float, batches: int, seed: int) -> tuple[Lo
 @dataclass
 class Result:
     hosts: int
-    hosts_pulled: int = 0
     series: int = 0
     samples: int = 0
     history: str = ""
@@ -285,7 +290,8 @@ def measure(hosts: int, loaded: LoadedModel, slot: ModelSlot, args: argparse.Nam
     need = (encoder + 1 + MARGIN_STEPS + args.repeats + 1) * MODEL_STEP
     history = max(pd.Timedelta(hours=args.hours).to_pytimedelta(), need)
     start = (pd.Timestamp(end - history)).floor(MODEL_STEP).to_pydatetime()
-    result.history = f"{(end - start).total_seconds() / 3600:g} h at {args.interval}"
+    hours, minutes = divmod(round((end - start).total_seconds() / 60), 60)
+    result.history = f"{hours} h{f' {minutes} min' if minutes else ''} at {args.interval}"
     driven = critical_hosts(hosts, args.critical, args.seed)
     drives = [Drive(h, DRIVEN, cycles_from - timedelta(hours=1), timedelta(minutes=30)) for h in driven]
     fleet = ExporterFleet(
@@ -326,7 +332,7 @@ def measure(hosts: int, loaded: LoadedModel, slot: ModelSlot, args: argparse.Nam
             if pulled is None or not pulled.rows:
                 raise RuntimeError(f"the initial pull read nothing: {source.status()}")
             result.initial.append(clock)
-            result.initial_rows, result.hosts_pulled = pulled.rows, pulled.hosts
+            result.initial_rows = pulled.rows
             started = time.perf_counter()
             query_prometheus(
                 url, first_now - MODEL_STEP * (encoder + 1), first_now, step=MODEL_STEP, progress=False,
