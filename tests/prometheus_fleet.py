@@ -104,21 +104,22 @@ def prometheus_fleet(
     max_cpus: int | None = None,
     ramps: Mapping[str, Mapping[str, float]] | None = None,
     ramp_hours: float = 2.0,
+    hold_hours: float = 0.0,
     scrape_configs: Sequence[Mapping[str, Any] | str] = (),
 ) -> Iterator[PrometheusFleet]:
     """`hosts` simulated node_exporters and this host's, with `hours` of history up to `end` (default now) at the
     simulator's `interval`, then scraped live every `scrape_interval`.
 
-    `ramps` names hosts whose metrics move from the simulator's values to those given over the last `ramp_hours`
-    of the history and stay there live until recovered (`PrometheusFleet.recover`). `max_cpus` caps each host's
-    CPUs (8 series each; backfilling costs ~1.5 µs a sample). `scrape_configs` are more scrape_configs entries,
-    as dicts or YAML text. Yields once every node_exporter is up in Prometheus."""
+    `ramps` names hosts whose metrics move from the simulator's values to those given over `ramp_hours` ending
+    `hold_hours` before the history ends, and stay there, live too, until recovered (`PrometheusFleet.recover`).
+    `max_cpus` caps each host's CPUs (8 series each; backfilling costs ~1.5 µs a sample). `scrape_configs` are more
+    scrape_configs entries, as dicts or YAML text. Yields once every node_exporter is up in Prometheus."""
     require_binaries()
     end = end or datetime.now(UTC)
     start = (pd.Timestamp(end) - pd.Timedelta(hours=hours)).floor(MODEL_STEP).to_pydatetime()
     config = SimulationConfig(servers=hosts, start=start, interval=interval, seed=seed)
-    ramp = timedelta(hours=ramp_hours)
-    drives = [Drive(host, dict(metrics), end - ramp, ramp) for host, metrics in (ramps or {}).items()]
+    ramp, hold = timedelta(hours=ramp_hours), timedelta(hours=hold_hours)
+    drives = [Drive(host, dict(metrics), end - hold - ramp, ramp) for host, metrics in (ramps or {}).items()]
     fleet = ExporterFleet(config, drives=drives, max_cpus=max_cpus)
     storage = tmp / "tsdb"
     extra = [yaml.safe_load(entry) if isinstance(entry, str) else dict(entry) for entry in scrape_configs]
