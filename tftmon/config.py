@@ -566,7 +566,9 @@ class RetrainConfig(StrictConfig):
         if self.data is not None and self.prometheus_url is not None:
             raise ValueError("give one data source: data (a dataset) or prometheus_url, not both")
         if self.prometheus_url is not None and not self.prometheus_url.startswith(("http://", "https://")):
-            raise ValueError(f"prometheus_url {self.prometheus_url!r} is not an http(s) URL; give e.g. http://host:9090")
+            raise ValueError(
+                f"prometheus_url {self.prometheus_url!r} is not an http(s) URL; give e.g. http://host:9090"
+            )
         if self.prometheus_url is None and "days" in self.model_fields_set:
             raise ValueError("days is the span collected from Prometheus: give it with prometheus_url (--prometheus)")
         if self.prometheus_url is not None and self.days * 24 < self.min_history_hours:
