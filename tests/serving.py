@@ -6,6 +6,7 @@ fixture (the trained model above all) is built once per test run, whichever suit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -87,10 +88,8 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, fleet_history: pd.Data
 
     root = tmp_path_factory.mktemp("store")
     env = store_env(root)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    try:
+    with environment(env):
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         model, _ = fit(fleet_history, TINY)
         model_dir = root / "model_dir"
         save_model(model, model_dir)
@@ -98,6 +97,16 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, fleet_history: pd.Data
         # A barely-trained model on a fleet too short for the gate's backtest: serving needs a model, not a good one.
         registry.promote(version, force=True, reason="service tests")
         yield {"env": env, "model_dir": model_dir, "version": version, "servers": model.training_info["servers"]}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """These variables set in this process for the block (what a job reads, e.g. the tracking store), then put
+    back as they were."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:

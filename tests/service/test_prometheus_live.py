@@ -13,7 +13,6 @@ host again after one pull; two shards of the service cover the fleet exactly onc
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from click.testing import CliRunner
 
 from tests.alertmanager_stack import Receiver, alertmanager, receiver, require_alertmanager
 from tests.prometheus_fleet import PrometheusFleet, prometheus_fleet
-from tests.serving import Served, free_port, store_env
+from tests.serving import Served, environment, free_port, store_env
 from tftmon.cli import main
 from tftmon.config import EvaluationConfig
 from tftmon.contract import CPU_IOWAIT, normalise_hostname
@@ -88,39 +87,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "static_configs": [{"targets": [f"127.0.0.1:{service_port}"]}],
     }
     env = store_env(tmp / "store")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with contextlib.ExitStack() as stack:
-            probe = SimulationProbe.pick(HOSTS)
-            fleet = stack.enter_context(
-                prometheus_fleet(
-                    tmp / "fleet", hosts=HOSTS, hours=36, interval="60s", max_cpus=2, ramps={probe: RAMP},
-                    ramp_hours=0.25, hold_hours=1.0, scrape_configs=[forecasts],
-                )
-            )  # fmt: skip
-            webhook = stack.enter_context(receiver())
-            am = stack.enter_context(alertmanager(tmp / "alertmanager", webhook.url))
-            _train_from_prometheus(fleet, tmp / "ingested")
-            yield World(fleet, am, webhook, env, service_port, normalise_hostname(probe), tmp)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environment(env), contextlib.ExitStack() as stack:
+        probe = _database_host(HOSTS)
+        fleet = stack.enter_context(
+            prometheus_fleet(
+                tmp / "fleet", hosts=HOSTS, hours=36, interval="60s", max_cpus=2, ramps={probe: RAMP},
+                ramp_hours=0.25, hold_hours=1.0, scrape_configs=[forecasts],
+            )
+        )  # fmt: skip
+        webhook = stack.enter_context(receiver())
+        am = stack.enter_context(alertmanager(tmp / "alertmanager", webhook.url))
+        _train_from_prometheus(fleet, tmp / "ingested")
+        yield World(fleet, am, webhook, env, service_port, normalise_hostname(probe), tmp)
 
 
-class SimulationProbe:
+def _database_host(hosts: int) -> str:
     """Which simulated host to drive: a database server (I/O wait critical at 50 %) when the fleet has one."""
+    from tftmon.config import SimulationConfig
+    from tftmon.data.simulate import build_fleet
 
-    @staticmethod
-    def pick(hosts: int) -> str:
-        from tftmon.config import SimulationConfig
-        from tftmon.data.simulate import build_fleet
-
-        names = sorted(s.name for s in build_fleet(SimulationConfig(servers=hosts, seed=42)))
-        return next((n for n in names if n.startswith("ppdb")), names[0])
+    names = sorted(s.name for s in build_fleet(SimulationConfig(servers=hosts, seed=42)))
+    return next((n for n in names if n.startswith("ppdb")), names[0])
 
 
 def _until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
