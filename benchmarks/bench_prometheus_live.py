@@ -257,13 +257,14 @@ def new_source(url: str, loaded: LoadedModel) -> tuple[PrometheusSource, LiveWin
 def export(live: LiveFleet, source: PrometheusSource, exporter: ForecastExporter, now: datetime) -> bytes:
     """What the /metrics/forecasts handler does."""
     predictions = live.cache["predictions"]
-    labels = {p["server_name"]: source.targets_of(p["server_name"]) for p in predictions}
+    labels = source.targets()
     return exporter.render(predictions, labels, live.ages(now))
 
 
 def post_alerts(live: LiveFleet, source: PrometheusSource, sink: AlertmanagerSink, now: datetime) -> None:
     """What the service's _post_alerts does."""
-    labelled = [{**alert, "labels": source.targets_of(alert["server_name"])} for alert in live.alerts.active.values()]
+    targets = source.targets()
+    labelled = [{**alert, "labels": targets.get(alert["server_name"], {})} for alert in live.alerts.active.values()]
     sink.sync(labelled, now)
 
 
@@ -403,7 +404,7 @@ def measure(hosts: int, loaded: LoadedModel, slot: ModelSlot, args: argparse.Nam
 
         # 3. The exported text from the real forecasts.
         predictions = live.cache["predictions"]
-        labels = {p["server_name"]: source.targets_of(p["server_name"]) for p in predictions}
+        labels = source.targets()
         ages = live.ages(now)
         result.body_bytes = len(body)
         result.body_series = sum(1 for line in body.splitlines() if not line.startswith(b"#"))

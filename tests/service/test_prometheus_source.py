@@ -63,7 +63,7 @@ def test_first_pull_backfills_the_encoder_window_then_pulls_what_is_new(stack: S
     assert pulled is not None and pulled.hosts == 1 and pulled.new_hosts == 1
     (name, _, _, span), *_ = windows.servers()
     assert name == HOST and span >= ENCODER_STEPS  # forecastable at once
-    assert source.targets_of(HOST) == {"instance": stack.target, "job": JOB}
+    assert source.targets()[HOST] == {"instance": stack.target, "job": JOB}
     status = source.status()
     assert status["pulls"] == 1 and status["failed_pulls"] == 0 and status["hosts"] == 1
     assert status["hosts_missing_metrics"] == {} and status["metrics_missing"] == []
@@ -83,7 +83,7 @@ def test_two_jobs_scraping_one_host_are_one_server_and_counted(stack: Stack) -> 
     time.sleep(6)  # live samples of both jobs in the next whole 5 s steps
     assert source.pull(datetime.now(UTC)) is not None
     assert [name for name, *_ in windows.servers()] == [HOST] and source.status()["duplicate_values"] > 0
-    assert source.targets_of(HOST)["job"] == JOB  # the first job by name, always the same one
+    assert source.targets()[HOST]["job"] == JOB  # the first job by name, always the same one
 
 
 def test_a_model_with_a_longer_window_gets_every_host_s_window_laid_anew(stack: Stack) -> None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,30 @@ class PrometheusSource:
             return every_seconds
         into_step = now.timestamp() % MODEL_STEP.total_seconds()
         return MODEL_STEP.total_seconds() - into_step + SETTLE_SECONDS
+
+    def run(
+        self,
+        stop: threading.Event,
+        wake: threading.Event,
+        every_seconds: float | None,
+        idle_seconds: float,
+        after: Callable[[], None],
+    ) -> None:
+        """Pull at once, then once per model step just after it closes (or every `every_seconds`), calling
+        `after` each time (the service re-ages its forecasts), until `stop`; `wake` pulls now (a model was
+        installed). Until a model says what to pull, it looks again every `idle_seconds`."""
+        wait = 0.0
+        while not stop.is_set():
+            wake.wait(wait)
+            wake.clear()
+            if stop.is_set():
+                return
+            try:
+                self.pull(datetime.now(UTC))
+                after()
+            except Exception:  # keep the loop alive; the next pull retries
+                log.exception("Prometheus pull failed")
+            wait = self.next_pull_in(datetime.now(UTC), every_seconds) if self.ready else idle_seconds
 
     def pull(self, now: datetime) -> Pulled | None:
         """One pull up to `now`; None when there was nothing to pull yet (no model, or no whole step since the
@@ -249,7 +274,8 @@ class PrometheusSource:
         with self._lock:
             return {**self._status, "read_to": None if self._read_to is None else self._read_to.isoformat()}
 
-    def targets_of(self, server: str) -> dict[str, str]:
-        """The instance and job a host's series were read with ({} for a host not read from Prometheus)."""
+    def targets(self) -> dict[str, dict[str, str]]:
+        """Each host's instance and job, as its series were read (a host fed another way has none): one copy per
+        scrape or alert round, not one per host."""
         with self._lock:
-            return dict(self.labels.get(server, {}))
+            return dict(self.labels)

@@ -510,8 +510,14 @@ class Tftmon:
         self._loop = threading.Thread(target=self._refresh_loop, name="tftmon-live", daemon=True)
         self._loop.start()
         if self.source is not None:
-            self._pull_loop_thread = threading.Thread(target=self._pull_loop, name="tftmon-prometheus", daemon=True)
-            self._pull_loop_thread.start()
+            source, live = self.source, self.live
+            threading.Thread(
+                target=source.run,
+                args=(self._stop, self._pull_now, CONFIG.prometheus_pull_seconds, CONFIG.refresh_seconds),
+                kwargs={"after": lambda: live.restamp(utcnow())},
+                name="tftmon-prometheus",
+                daemon=True,
+            ).start()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -543,35 +549,14 @@ class Tftmon:
             except Exception:  # keep the loop alive; the next tick retries
                 log.exception("live forecast failed")
 
-    def _pull_loop(self) -> None:
-        """Pull from Prometheus at once, then once per model step just after it closes (or every
-        TFTMON_SERVICE_PROMETHEUS_PULL_SECONDS); the refresh loop forecasts what came. Until a model is loaded
-        there is nothing to pull for: it looks again every refresh interval."""
-        assert self.source is not None
-        wait = 0.0
-        while not self._stop.is_set():
-            self._pull_now.wait(wait)
-            self._pull_now.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.source.pull(utcnow())
-                self.live.restamp(utcnow())
-            except Exception:  # keep the loop alive; the next pull retries
-                log.exception("Prometheus pull failed")
-            ready = self.source.ready
-            wait = (
-                self.source.next_pull_in(utcnow(), CONFIG.prometheus_pull_seconds) if ready else CONFIG.refresh_seconds
-            )
-
     def _post_alerts(self) -> None:
         """Hand the active alerts, with each host's scrape labels, to the Alertmanager sink (it sends them on
         its own thread: a slow or down Alertmanager never holds up a forecast)."""
         if self.alert_sink is None:
             return
+        targets = {} if self.source is None else self.source.targets()
         labelled = [
-            {**alert, "labels": self.source.targets_of(alert["server_name"]) if self.source is not None else {}}
-            for alert in self.live.alerts.active.values()
+            {**alert, "labels": targets.get(alert["server_name"], {})} for alert in self.live.alerts.active.values()
         ]
         self.alert_sink.sync(labelled, utcnow())
 
@@ -691,11 +676,7 @@ class Tftmon:
         A path of its own: BentoML's /metrics describes the service and is scraped often; these are many more
         series that change once per model step."""
         predictions = self.live.cache["predictions"]
-        labels = (
-            {}
-            if self.source is None
-            else {p["server_name"]: self.source.targets_of(p["server_name"]) for p in predictions}
-        )
+        labels = {} if self.source is None else self.source.targets()
         body = self.exporter.render(predictions, labels, self.live.ages(utcnow()))
         return Response(body, media_type=EXPOSITION)
 
