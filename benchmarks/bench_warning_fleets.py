@@ -34,13 +34,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_warning import HELDOUT_FLEET, HELDOUT_HOURS, TRAIN_FLEET, fleet
 
-from tftmon.config import EvaluationConfig, SimulationConfig
+from tftmon.config import EvaluationConfig, PeerConfig, SimulationConfig
 from tftmon.contract import MODEL_STEP, ORIGIN, PRECURSOR_STATE, SERVER_NAME, STATE, TIMESTAMP
 from tftmon.evaluation import backtest
 from tftmon.evaluation.actuals import origins
 from tftmon.evaluation.backtest import WarningComparison
 from tftmon.evaluation.baselines import ORACLE
 from tftmon.evaluation.incidents import IncidentScores, PairedWarnings, episodes, incident_scores, paired_warnings
+from tftmon.evaluation.peer import PeerModel, fit_peer, load_peer, save_peer
 from tftmon.model.network import load_model
 
 #: The recipe's fleet first (its data in `heldout/`), then two more with their own seed and start.
@@ -66,6 +67,8 @@ class Pooled:
     warned: int = 0
     false_alarms: float = 0.0
     server_days: float = 0.0
+    true_alerts: int = 0
+    judged: int = 0
     curve_warned: np.ndarray | None = None
     curve_false: np.ndarray | None = None
 
@@ -78,6 +81,8 @@ class Pooled:
         self.warned += scores.warned
         self.false_alarms += scores.false_alarms
         self.server_days += scores.server_days
+        self.true_alerts += scores.true_alerts
+        self.judged += scores.alerts - scores.alerts_during
         self.curve_warned = warned if self.curve_warned is None else self.curve_warned + warned
         self.curve_false = false if self.curve_false is None else self.curve_false + false
 
@@ -101,37 +106,80 @@ def ramp_detector(frame: pd.DataFrame, holdout: pd.Timestamp, minutes: int) -> I
     return incident_scores(at.assign(alert=alert.to_numpy()), episodes(frame))
 
 
+def peer_for(train_frame: pd.DataFrame, fit: EvaluationConfig, path: Path | None) -> PeerModel | None:
+    """The LightGBM peer trained on the training fleet before its held-out time (saved at `path`, or
+    loaded from there when an earlier run saved it)."""
+    if path is None:
+        return None
+    if path.exists():
+        return load_peer(path)
+    holdout = backtest.holdout_start(train_frame, fit.holdout_hours)
+    peer = fit_peer(train_frame[train_frame[TIMESTAMP] < holdout], PeerConfig())
+    save_peer(peer, path)
+    return peer
+
+
 def score_model(
-    path: Path, train_frame: pd.DataFrame, heldout: list[tuple[SimulationConfig, pd.DataFrame]], fit: EvaluationConfig
+    path: Path,
+    train_frame: pd.DataFrame,
+    heldout: list[tuple[SimulationConfig, pd.DataFrame]],
+    fit: EvaluationConfig,
+    peer: PeerModel | None = None,
 ) -> dict[str, Any]:
     """One model calibrated on the training fleet, then scored on each held-out fleet and pooled."""
     model = load_model(path)
-    backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, fit.holdout_hours), fit)
+    backtest.calibrate(model, train_frame, backtest.holdout_start(train_frame, fit.holdout_hours), fit, peer)
     evaluation = fit.model_copy(update={"holdout_hours": HELDOUT_HOURS})
     pooled: dict[str, Pooled] = {}
     discordant: dict[str, list[int]] = {}
+    paged: dict[str, list[float]] = {}
+    versus: list[pd.DataFrame] = []
     per_fleet = []
     for config, frame in heldout:
-        _, results = backtest.evaluate_model(model, frame, backtest.holdout_start(frame, HELDOUT_HOURS), evaluation)
+        _, results = backtest.evaluate_model(
+            model, frame, backtest.holdout_start(frame, HELDOUT_HOURS), evaluation, peer
+        )
         comparison = results.warnings
         assert comparison is not None
+        if results.peer is not None:
+            versus.append(results.peer.assign(seed=config.seed))
         row: dict[str, Any] = {"seed": config.seed, "start": config.start}
+        for name, page in (results.pages or {}).items():
+            total = paged.setdefault(name, [0, 0, 0, 0, 0, 0.0])
+            for i, value in enumerate(
+                (page.warned, page.episodes, page.pages, page.pages_during, page.true_pages, page.server_days)
+            ):
+                total[i] += value
         for name in comparison.scores:
             pooled.setdefault(name, Pooled()).add(comparison, name)
             scores = comparison.scores[name]
-            row[name] = f"{scores.warned}/{scores.episodes} at {scores.false_alarms_per_server_day:.2f}"
+            row[name] = (
+                f"{scores.warned}/{scores.episodes} at {scores.false_alarms_per_server_day:.2f}, "
+                f"precision {scores.precision:.2f}"
+            )
             if name not in (MODEL, ORACLE):
                 pair = paired_warnings(comparison.scores[MODEL], scores)
                 total = discordant.setdefault(name, [0, 0])
                 total[0], total[1] = total[0] + pair.only_first, total[1] + pair.only_second
         per_fleet.append(row)
         logging.info("%s, fleet seed %d: %s", path.name, config.seed, row)
-    out: dict[str, Any] = {"model": str(path), "per_fleet": per_fleet, "pooled": {}}
+    out: dict[str, Any] = {"model": str(path), "per_fleet": per_fleet, "pooled": {}, "pages": {}}
+    if versus:
+        out["versus_peer"] = pd.concat(versus).to_dict(orient="records")
+    for name, (warned, eligible, pages, during, true, days) in paged.items():
+        out["pages"][name] = {
+            "warned": f"{warned}/{eligible}",
+            "recall": round(warned / eligible, 3) if eligible else None,
+            "pages_per_server_day": round(pages / days, 3),
+            "false_pages_per_server_day": round((pages - during - true) / days, 3),
+            "precision": round(true / (pages - during), 3) if pages > during else None,
+        }
     for name, p in pooled.items():
         entry: dict[str, Any] = {
             "warned": p.warned,
             "episodes": p.episodes,
             "false_alarms_per_server_day": round(p.false_alarms / p.server_days, 3),
+            "precision": round(p.true_alerts / p.judged, 3) if p.judged else None,
             "warned_at_budgets": dict(zip(map(str, BUDGETS), p.at_budgets(), strict=True)),
         }
         if name in discordant:
@@ -150,6 +198,9 @@ def main() -> None:
     parser.add_argument(
         "--alert-budget", type=float, default=None, help="false alarms per server-day the thresholds are fitted for"
     )
+    parser.add_argument(
+        "--peer", type=Path, default=None, help="the LightGBM peer's directory: loaded, or trained and saved there"
+    )
     args = parser.parse_args()
     fit = EvaluationConfig() if args.alert_budget is None else EvaluationConfig(alert_budget=args.alert_budget)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")
@@ -158,24 +209,42 @@ def main() -> None:
     for _, frame in heldout:
         for minutes in RAMP_MINUTES:
             scores = ramp_detector(frame, backtest.holdout_start(frame, HELDOUT_HOURS), minutes)
-            total = ceiling.setdefault(f"in {PRECURSOR_STATE} ≥ {minutes} min", [0, 0, 0.0, 0.0])
-            for i, value in enumerate((scores.warned, scores.episodes, scores.false_alarms, scores.server_days)):
+            total = ceiling.setdefault(f"in {PRECURSOR_STATE} ≥ {minutes} min", [0, 0, 0.0, 0.0, 0, 0])
+            judged = scores.alerts - scores.alerts_during
+            counts = (
+                scores.warned,
+                scores.episodes,
+                scores.false_alarms,
+                scores.server_days,
+                scores.true_alerts,
+                judged,
+            )
+            for i, value in enumerate(counts):
                 total[i] += value
     ramp = {
-        name: {"warned": int(w), "episodes": int(n), "false_alarms_per_server_day": round(f / d, 3)}
-        for name, (w, n, f, d) in ceiling.items()
+        name: {
+            "warned": int(w),
+            "episodes": int(n),
+            "false_alarms_per_server_day": round(f / d, 3),
+            "precision": round(t / j, 3) if j else None,
+        }
+        for name, (w, n, f, d, t, j) in ceiling.items()
     }
     print(pd.DataFrame.from_dict(ramp, orient="index").to_string())
     results: list[dict[str, Any]] = [{"ramp_detector": ramp}]
     if args.models:
         train_frame = fleet(TRAIN_FLEET, args.data / "train")
-        results += [score_model(path, train_frame, heldout, fit) for path in args.models]
+        peer = peer_for(train_frame, fit, args.peer)
+        results += [score_model(path, train_frame, heldout, fit, peer) for path in args.models]
     text = json.dumps(results, indent=2, default=str)
     if args.out is not None:
         args.out.write_text(text)
     for result in results[1:]:
         print(result["model"])
         print(pd.DataFrame(result["pooled"]).T.to_string())
+        print(pd.DataFrame(result["pages"]).T.to_string())
+        if "versus_peer" in result:
+            print(pd.DataFrame(result["versus_peer"]).to_string())
 
 
 if __name__ == "__main__":

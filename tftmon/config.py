@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tftmon.alerting import PageRule
 from tftmon.contract import (
     DEFAULT_FLEET_SIZE,
     MEDIUM_DRIFT_WITHIN,
@@ -82,6 +83,13 @@ def load_yaml(model: type[Model], path: Path, error: type[ValueError], shape: st
         return model(**data)
     except ValidationError as exc:
         raise error(f"{path}: {error_text(exc)}") from None
+
+
+def _with_published_quantiles(value: tuple[float, ...]) -> tuple[float, ...]:
+    """Forecast quantiles: ascending, in (0, 1), the published ones among them."""
+    if list(value) != sorted(set(value)) or not set(QUANTILES) <= set(value) or not 0 < value[0] < value[-1] < 1:
+        raise ValueError(f"quantiles must be ascending, in (0, 1) and include {list(QUANTILES)}")
+    return value
 
 
 class StrictConfig(BaseModel):
@@ -201,9 +209,7 @@ class NetworkConfig(StrictConfig):
     @field_validator("quantiles")
     @classmethod
     def _quantiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if list(value) != sorted(set(value)) or not set(QUANTILES) <= set(value) or not 0 < value[0] < value[-1] < 1:
-            raise ValueError(f"quantiles must be ascending, in (0, 1) and include {list(QUANTILES)}")
-        return value
+        return _with_published_quantiles(value)
 
 
 class ModelConfig(NetworkConfig):
@@ -323,6 +329,55 @@ class EvaluationConfig(StrictConfig):
     target_coverage: tuple[float, float] = (0.75, 0.85)
     target_cold_start_gap: float = Field(0.15, ge=0)
     target_recall: float = Field(0.8, ge=0, le=1)
+    #: Operator units: every forecaster replayed at every model step (the service's cadence) over the first
+    #: `page_hours` of the held-out period (0: not replayed), its alerts turned into pages by the service's
+    #: rule (tftmon.alerting.PageRule: `page_persist` of the last `page_window` forecasts open a page,
+    #: `page_clear_after` in a row without clear it).
+    page_hours: float = Field(24.0, ge=0)
+    page_persist: int = Field(PageRule.persist, ge=1)
+    page_window: int = Field(PageRule.window, ge=1)
+    page_clear_after: int = Field(PageRule.clear_after, ge=1)
+
+    @property
+    def page_rule(self) -> PageRule:
+        return PageRule(self.page_persist, self.page_window, self.page_clear_after)
+
+    @model_validator(mode="after")
+    def _page_rule_valid(self) -> EvaluationConfig:
+        self.page_rule  # noqa: B018  # raises naming the fields when persist > window
+        return self
+
+
+class PeerConfig(StrictConfig):
+    """The strong practical peer the TFT is measured against (tftmon.evaluation.peer): a global LightGBM
+    quantile forecaster per metric and quantile on lags, rolling statistics, yesterday's value, calendar and
+    profile, the forecast step a feature (the M5 winners' recipe)."""
+
+    #: Trees per booster, learning rate and leaves: a practitioner's first try, a few minutes on 2 cores.
+    trees: int = Field(120, ge=1)
+    learning_rate: float = Field(0.08, gt=0, le=1)
+    leaves: int = Field(31, ge=2)
+    min_rows_in_leaf: int = Field(100, ge=1)
+    #: Training origins: every `origin_every` per server over the training period, each with a full day of
+    #: history behind it (yesterday's value) and a full forecast ahead.
+    origin_every: timedelta = timedelta(hours=1)
+    #: Forecast steps trained on (the step is a feature; steps between are predicted by the same trees).
+    train_steps: tuple[int, ...] = (1, 2, 3, 4, 6, 9, 12, 18, 24, 36, 48, 60, 72, 84, 96)
+    #: Training rows kept at most per metric (a uniform sample beyond it) and histogram bins per feature:
+    #: bound time and memory (docs/BENCHMARKS.md).
+    max_rows: int = Field(200_000, ge=1000)
+    bins: int = Field(63, ge=2)
+    #: Quantiles forecast, a booster each: the published p10/p50/p90 and the tails (p2, p98) the risk scale
+    #: reads a low crossing probability from, as it reads the TFT's.
+    quantiles: tuple[float, ...] = (0.02, 0.1, 0.5, 0.9, 0.98)
+    #: LightGBM threads (None: LightGBM's default, every core).
+    threads: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return _with_published_quantiles(value)
 
 
 class DemoConfig(StrictConfig):

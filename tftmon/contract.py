@@ -7,6 +7,7 @@ imports nothing of tftmon's, so anything may depend on it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -499,6 +500,44 @@ def quantile_columns(columns: Iterable[str]) -> dict[float, str]:
         if match and 0 < float(match.group(1)) < 100:
             found[float(match.group(1)) / 100] = name
     return dict(sorted(found.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Probability in words: what "likely" means, everywhere tftmon says it
+# ---------------------------------------------------------------------------------------------
+
+#: The one scale of probability words (after the IPCC's likelihood scale, made disjoint): each word is
+#: said of a probability at or above its lower bound and below the next word's, listed from the top.
+#: Reasons, alerts and the dashboard say the word and the % together ("unlikely (20 %)"): an alert can
+#: fire on an unlikely crossing, because alerts are tuned to warn early (tftmon.risk), and the word
+#: must not claim more than the number.
+PROBABILITY_WORDS: tuple[tuple[float, str], ...] = (
+    (0.9, "very likely"),
+    (0.66, "likely"),
+    (0.33, "about as likely as not"),
+    (0.1, "unlikely"),
+    (0.0, "very unlikely"),
+)
+if [lower for lower, _ in PROBABILITY_WORDS] != sorted((lower for lower, _ in PROBABILITY_WORDS), reverse=True):
+    raise RuntimeError("PROBABILITY_WORDS must run from the highest lower bound down")
+if PROBABILITY_WORDS[-1][0] != 0.0:
+    raise RuntimeError("PROBABILITY_WORDS must cover probabilities down to 0")
+
+
+def probability_word(p: float) -> str:
+    """The word for a probability in [0, 1]: 0.95 -> "very likely", 0.04 -> "very unlikely"."""
+    if not 0.0 <= p <= 1.0:  # NaN fails too
+        raise ValueError(f"probability {p} is not between 0 and 1")
+    return next(word for lower, word in PROBABILITY_WORDS if p >= lower)
+
+
+def probability_text(p: float) -> str:
+    """How tftmon says a probability: its word and its whole % ("unlikely (20 %)"). The % is rounded down,
+    as the words' bounds are, so the two always agree (65.9 % is "about as likely as not (65 %)"), and
+    only a certain crossing reads 100 %; a possible one never reads 0 % ("< 1 %")."""
+    word = probability_word(p)
+    pct = math.floor(p * 100 + 1e-9)  # 0.29 * 100 is 28.999999999999996
+    return f"{word} ({'< 1' if pct == 0 < p else pct} %)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,8 +18,13 @@ fire (fitted on validation origins for a chosen false-alarm budget) lands on the
 bound. The elevated and high terms stay as they are: at most 0.65, so they can make a server a warning,
 never critical. A server parked just above an elevated line is a warning to watch, not an alert to act on,
 however low a forecaster's fitted threshold. Risk is the largest term, so the reason shown to an operator
-is exactly the term that produced the number (no invented explanations). Uncalibrated, a certain critical
-crossing of I/O wait within 30 min scores 1.0, the same at 8 h 0.75, a 50 % one within 30 min 0.5.
+is exactly the term that produced the number (no invented explanations). So "critical" means "the alert
+fired", not "likely": its label (SEVERITY_BANDS) says so in a sentence an on-call can repeat, and a reason
+says how probable in the contract's words beside the % (contract.probability_text: "very unlikely (4 %)"),
+how soon, and which forecast quantile each value is.
+
+Uncalibrated, a certain critical crossing of I/O wait within 30 min scores 1.0, the same at 8 h 0.75, a
+50 % one within 30 min 0.5.
 Raising any forecast quantile (or lowering idle CPU) can only raise a probability, hence never lowers risk.
 """
 
@@ -56,6 +61,7 @@ from tftmon.contract import (
     STEP,
     STEP_MINUTES,
     SWAP_USED,
+    probability_text,
     quantile_columns,
     quantile_name,
 )
@@ -85,10 +91,22 @@ class SeverityBand:
 
 
 SEVERITY_BANDS: tuple[SeverityBand, ...] = (
-    SeverityBand(Severity.HEALTHY, 0.0, "#2e7d32", "Healthy: nothing expected to need attention"),
-    SeverityBand(Severity.WARNING, 0.3, "#f9a825", "Warning: watch this server, trouble is possible"),
-    SeverityBand(Severity.CRITICAL, 0.7, "#c62828", "Critical: act now, trouble is likely soon"),
-)
+    SeverityBand(
+        Severity.HEALTHY, 0.0, "#2e7d32",
+        "Healthy: nothing to watch — no level is forecast to be reached within 8 h with the probability and "
+        "soonness a warning needs",
+    ),
+    SeverityBand(
+        Severity.WARNING, 0.3, "#f9a825",
+        "Warning: watch this server — within 8 h an elevated or high level is at least as likely as not to be "
+        "reached, or a critical one may be, below the probability that fires the alert",
+    ),
+    SeverityBand(
+        Severity.CRITICAL, 0.7, "#c62828",
+        "Critical: the alert fired — a critical level may be reached within 8 h, with at least the probability "
+        "this model alerts at (set low to warn early: it can be under 10 %); act before it is reached",
+    ),
+)  # fmt: skip
 SEVERITY_COLOURS: dict[Severity, str] = {b.severity: b.colour for b in SEVERITY_BANDS}
 SEVERITY_LABELS: dict[Severity, str] = {b.severity: b.label for b in SEVERITY_BANDS}
 _BAND_LOWERS = np.array([b.lower for b in SEVERITY_BANDS[1:]])
@@ -421,7 +439,7 @@ def _metric_risk_chunk(
 ) -> dict[str, np.ndarray]:
     values, metric_levels = _risk_values(cube, levels, plan)  # [q, g, r, s], [r, q]
     thresholds = plan.thresholds[_profile_codes(keys[PROFILE])]  # [g, r, level]
-    n_q, n_g, n_r, n_s = values.shape
+    _, n_g, n_r, n_s = values.shape
     # Every risk metric and level in one call, [level, g, r, s]: steps innermost, where numpy's loops are long.
     by_level = exceedance(
         values[:, None], metric_levels.T[:, None, None, :, None], thresholds.transpose(2, 0, 1)[..., None]
@@ -439,7 +457,9 @@ def _metric_risk_chunk(
     threshold = thresholds[g_idx, r_idx, level_idx]
     at_step = values[:, g_idx, r_idx, step_idx]  # [q, g, r]
     reaching = at_step >= threshold[None]
-    top_q = np.where(reaching.any(axis=0), n_q - 1 - reaching[::-1].argmax(axis=0), -1)
+    # The lowest quantile at or above the level (quantiles ascend, so all above it are too): "p75 reaches
+    # it" says at least 25 % likely; the highest would always be the top quantile.
+    low_q = np.where(reaching.any(axis=0), reaching.argmax(axis=0), -1)
     names = np.asarray([quantile_name(x) for x in levels], dtype=object)
     median = np.abs(levels - 0.5).argmin()
     return {
@@ -447,7 +467,7 @@ def _metric_risk_chunk(
         "risk": np.take_along_axis(flat, best[..., None], axis=-1)[..., 0],
         "probability": np.where(crossed, p, 0.0),
         "value": np.where(crossed, at_step[median], np.nan),
-        "quantile": np.where(crossed & (top_q >= 0), names[np.maximum(top_q, 0)], ""),
+        "quantile": np.where(crossed & (low_q >= 0), names[np.maximum(low_q, 0)], ""),
         STEP: np.where(crossed, step_idx + 1, 0),
         "level": np.where(crossed, np.asarray(LEVEL_NAMES, dtype=object)[level_idx], ""),
         "threshold": np.where(crossed, threshold, np.nan),
@@ -461,7 +481,7 @@ def metric_risk(forecast: pd.DataFrame, calibration: AlertCalibration | None = N
     with P read from every forecast quantile (`exceedance`) and the critical level's terms calibrated; raw =
     the critical level's largest term uncalibrated (the alert score). Columns: server_name, profile, origin,
     risk_metric, raw, risk, probability, value (the p50 of the risk metric, CPU used not idle, at the driving
-    step), quantile (the highest quantile reaching the level there, '' if only the tails' extension does),
+    step), quantile (the lowest quantile reaching the level there, '' if only the tails' extension does),
     step, minutes_ahead, level, threshold.
     `value`/`threshold` are NaN, `level` empty and `step` 0 when no level can be reached.
     """
@@ -501,18 +521,22 @@ def _when(minutes: int) -> str:
 def reasons(per_metric: pd.DataFrame) -> pd.Series:
     """Plain-language reason per crossed row of `metric_risk` (missing where its value is missing).
 
-    E.g. "I/O wait ≥ 30 % (critical for web_api) in 40 min: 64 % likely, p50 34 %". One f-string per
+    E.g. "I/O wait ≥ 50 % (critical for database) in 25 min: very unlikely (4 %), p50 21 %, p98 reaches
+    it": the level, when, how probable in the contract's words with the % (contract.probability_text), the
+    forecast median (p50) at that step and the lowest forecast quantile that reaches the level there
+    (left out when none does). Never "; ": score joins a server's reasons with it. One f-string per
     row: a request scores a few hundred rows at most, where a dozen whole-column string operations
     cost several times more.
     """
     metric = {k: (r.label, r.unit) for k, r in RISK_METRICS_BY_KEY.items()}
-    columns = ("risk_metric", "threshold", "level", PROFILE, "minutes_ahead", "probability", "value")
+    columns = ("risk_metric", "threshold", "level", PROFILE, "minutes_ahead", "probability", "value", "quantile")
     text = [
         None
         if value != value  # NaN
         else f"{metric[key][0]} ≥ {threshold:g}{metric[key][1]} ({level} for {profile}) in {_when(minutes)}: "
-        f"{round(probability * 100)} % likely, p50 {round(value)}{metric[key][1]}"
-        for key, threshold, level, profile, minutes, probability, value in zip(
+        f"{probability_text(probability)}, p50 {round(value)}{metric[key][1]}"
+        f"{f', {quantile} reaches it' if quantile else ''}"
+        for key, threshold, level, profile, minutes, probability, value, quantile in zip(
             *(per_metric[c].tolist() for c in columns), strict=True
         )
     ]

@@ -86,6 +86,34 @@ def test_quantile_names_and_columns() -> None:
     assert c.quantile_columns(["p90", "metric", "p2", "p50", "p100", "px"]) == {0.02: "p2", 0.5: "p50", 0.9: "p90"}
 
 
+def test_probability_words_cover_zero_to_one_without_gaps_and_in_order() -> None:
+    lowers = [lower for lower, _ in c.PROBABILITY_WORDS]
+    words = [word for _, word in c.PROBABILITY_WORDS]
+    assert lowers == sorted(lowers, reverse=True) and len(set(lowers)) == len(lowers) and lowers[-1] == 0.0
+    assert len(set(words)) == len(words)
+    grid = [i / 1000 for i in range(1001)]
+    said = [c.probability_word(p) for p in grid]
+    ranks = [words.index(w) for w in said]
+    assert ranks == sorted(ranks, reverse=True)  # a higher probability never gets a weaker word
+    assert set(said) == set(words)  # every word is said of some probability: no empty band
+    for lower, word in c.PROBABILITY_WORDS:
+        assert c.probability_word(lower) == word
+    assert (c.probability_word(0.0), c.probability_word(1.0)) == ("very unlikely", "very likely")
+    for bad in (-0.01, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            c.probability_word(bad)
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [(0.0, "very unlikely (0 %)"), (0.004, "very unlikely (< 1 %)"), (0.04, "very unlikely (4 %)"),
+     (0.29, "unlikely (29 %)"), (0.6599, "about as likely as not (65 %)"), (0.66, "likely (66 %)"),
+     (0.999, "very likely (99 %)"), (1.0, "very likely (100 %)")],
+)  # fmt: skip
+def test_probability_text_says_the_word_and_a_percent_that_agrees_with_it(p: float, text: str) -> None:
+    assert c.probability_text(p) == text
+
+
 def test_to_utc_takes_naive_as_utc_and_converts_aware() -> None:
     import pandas as pd
 

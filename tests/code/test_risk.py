@@ -111,10 +111,23 @@ def test_likely_iowait_crossing_within_30_min_is_critical_and_explained() -> Non
     row = iowait("ppweb001", {"p10": jump(31, 6), "p50": jump(34, 6), "p90": jump(40, 6)})
     assert row["severity"] == "critical"
     assert row["metric"] == IOWAIT
-    assert row["quantile"] == "p90"
+    assert row["quantile"] == "p10"  # the lowest quantile reaching it: even the p10 does
     assert row["probability"] == pytest.approx(1.0)
     assert row["minutes_ahead"] == 30
-    assert row["reason"] == "I/O wait ≥ 30 % (critical for web_api) in 30 min: 100 % likely, p50 34 %"
+    assert row["reason"] == (
+        "I/O wait ≥ 30 % (critical for web_api) in 30 min: very likely (100 %), p50 34 %, p10 reaches it"
+    )
+
+
+def test_a_reason_says_the_word_the_percent_when_and_which_quantile_each_value_is() -> None:
+    # A database's I/O wait: critical at 50 %; from 40 min ahead only the p90 reaches it (p50 20, p90 100).
+    row = iowait("ppdb001", {"p10": 5.0, "p50": 20.0, "p90": jump(100, 8)})
+    assert row["level"] == "critical" and row["minutes_ahead"] == 40
+    assert row["probability"] == pytest.approx(0.1 + 0.4 * 50 / 80)  # above p90, and the share up to it
+    assert row["reason"] == (
+        "I/O wait ≥ 50 % (critical for database) in 40 min: about as likely as not (35 %), p50 20 %, p90 reaches it"
+    )
+    assert "; " not in row["reason"]  # score joins a server's reasons with "; "
 
 
 def test_probability_is_read_between_quantiles() -> None:
@@ -220,10 +233,10 @@ def test_cpu_is_judged_as_used_from_idle() -> None:
     frame = forecast("ppweb001", {c.CPU_IDLE: {"p10": 1.0, "p50": 3.0, "p90": 4.0}})
     row = score(frame).iloc[0]
     assert row["metric"] == CPU_USED
-    assert row["quantile"] == "p90"
+    assert row["quantile"] == "p10"  # used p10 = 100 - idle p90 = 96: at or above 95
     assert row["value"] == pytest.approx(97.0)
     assert row["severity"] == "critical"
-    assert row["reason"].startswith("CPU used ≥ 95 % (critical for web_api) in 5 min: 100 % likely")
+    assert row["reason"].startswith("CPU used ≥ 95 % (critical for web_api) in 5 min: very likely (100 %), p50 97 %")
     # A high idle (an idle machine) is not a risk.
     assert score(forecast("ppweb001", {c.CPU_IDLE: {q: 99.0 for q in c.QUANTILE_NAMES}})).iloc[0]["risk"] == 0
 

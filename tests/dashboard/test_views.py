@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tftmon.contract import CPU_IDLE, CPU_IOWAIT, MEM_USED, PREDICTION_STEPS, PROFILE_NAMES, QUANTILE_NAMES
+from tftmon.contract import (
+    CPU_IDLE,
+    CPU_IOWAIT,
+    MEM_USED,
+    PREDICTION_STEPS,
+    PROFILE_NAMES,
+    QUANTILE_NAMES,
+    probability_word,
+)
 from tftmon.dashboard import views
 from tftmon.risk import CPU_USED, RISK_METRICS_BY_KEY, SEVERITY_BANDS, reasons, severity_of
 
@@ -20,7 +28,7 @@ def reason(key: str, profile: str, level: str, minutes: int = 40) -> str:
     """A driver sentence exactly as risk.py words it."""
     levels = dict(zip(("elevated", "high", "critical"), RISK_METRICS_BY_KEY[key].levels(profile), strict=True))
     row = {"risk_metric": key, "profile": profile, "level": level, "threshold": levels[level],
-           "minutes_ahead": minutes, "probability": 0.64, "value": levels[level] + 1.0}  # fmt: skip
+           "minutes_ahead": minutes, "probability": 0.64, "value": levels[level] + 1.0, "quantile": "p90"}  # fmt: skip
     return str(reasons(pd.DataFrame([row])).iloc[0])
 
 
@@ -126,26 +134,44 @@ def test_fan_shows_cpu_as_used_with_the_profiles_levels_from_the_last_observatio
 
 
 @pytest.mark.parametrize(
-    ("p10", "p50", "p90", "words"),
-    [(55, 60, 70, "very likely"), (40, 55, 70, "likely"), (30, 40, 60, "possibly"), (10, 20, 30, "may rise")],
-)
-def test_alert_in_plain_words_with_the_profiles_threshold(p10: float, p50: float, p90: float, words: str) -> None:
+    ("p90", "probability", "quantile", "said"),
+    [(70, 0.95, "p90", "very likely (95 %), p90 reaches it"),
+     (60, 0.4, "p90", "about as likely as not (40 %), p90 reaches it"),
+     (14, 0.04, "p98", "very unlikely (4 %), p98 reaches it, above the chart's p10–p90 band"),
+     (14, 0.04, None, "very unlikely (4 %), above the chart's p10–p90 band")],
+)  # fmt: skip
+def test_alert_in_plain_words_with_the_profiles_threshold_and_its_probability(
+    p90: float, probability: float, quantile: str | None, said: str
+) -> None:
     critical = RISK_METRICS_BY_KEY[CPU_IOWAIT].levels("database")[2]
     assert critical == 50
     path = flat(1, 2, 3)
-    path[:, 7] = (p10, p50, p90)  # step 8: 40 min ahead
+    path[:, 7] = (5, 10, p90)  # step 8: 40 min ahead
     forecasts = views.Forecasts.from_payload(payload(prediction("ppdb007", "database", 0.8, path={CPU_IOWAIT: path})))
-    alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "quantile": "p98",
-             "minutes_ahead": 40, "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
-    assert views.alert_sentence(alert, forecasts) == f"I/O wait on ppdb007 {words} above 50 % in about 40 min"
+    alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "probability": probability,
+             "reached_by_quantile": quantile, "minutes_ahead": 40,
+             "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
+    sentence = views.alert_sentence(alert, forecasts)
+    assert sentence == f"I/O wait on ppdb007 reaching 50 % in about 40 min: {said}"
+    assert probability_word(probability) in sentence and f"({round(probability * 100)} %)" in sentence
 
 
 def test_alert_on_cpu_reads_used_from_idle() -> None:
     idle = flat(1.0, 1.5, 3.0)  # used: p10 = 97, p50 = 98.5, p90 = 99 against ml_compute's critical 98
     forecasts = views.Forecasts.from_payload(payload(prediction("ppml0001", "ml_compute", 0.8, path={CPU_IDLE: idle})))
     alert = {"server_name": "ppml0001", "profile": "ml_compute", "metric": CPU_USED, "minutes_ahead": 5,
+             "probability": 0.7, "reached_by_quantile": "p90",
              "reason": reason(CPU_USED, "ml_compute", "critical", minutes=5)}  # fmt: skip
-    assert views.alert_sentence(alert, forecasts) == "CPU used on ppml0001 likely above 98 % in about 5 min"
+    assert views.alert_sentence(alert, forecasts) == (
+        "CPU used on ppml0001 reaching 98 % in about 5 min: likely (70 %), p90 reaches it"
+    )
+
+
+def test_alert_without_a_probability_is_its_reason_never_a_bare_may_rise() -> None:
+    alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "minutes_ahead": 40,
+             "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
+    sentence = views.alert_sentence(alert, views.Forecasts.from_payload(payload()))
+    assert sentence == f"ppdb007: {alert['reason']}" and "(64 %)" in sentence
 
 
 def test_alert_without_a_level_falls_back_to_the_reason() -> None:
@@ -182,11 +208,12 @@ def test_fleet_trends_and_transitions_over_time() -> None:
     assert all(len(f) == 0 for f in views.fleet_trends([]).values())
 
     moves = [{"kind": "resolved", "server_name": "ppdb001", "severity": "healthy", "previous_severity": "warning",
-              "metric": None, "reason": "", "data_time": ORIGIN, "at": "2026-03-02T12:10:00+00:00"},
+              "metric": None, "reason": "", "data_time": "2026-03-02T12:10:00+00:00"},
              {"kind": "raised", "server_name": "ppdb001", "severity": "warning", "previous_severity": "healthy",
-              "metric": CPU_IOWAIT, "reason": "r", "data_time": ORIGIN, "at": ORIGIN}]  # fmt: skip
+              "metric": CPU_IOWAIT, "reason": "r", "data_time": ORIGIN}]  # fmt: skip
     frame = views.transitions(moves)
     assert frame["kind"].tolist() == ["raised", "resolved"] and frame["metric_label"].tolist() == ["I/O wait", "none"]
+    assert (frame["at"] == frame["data_time"]).all()  # one clock: the timeline is in data time
 
 
 def test_importances_name_risk_metrics_and_show_idle_as_used() -> None:

@@ -21,20 +21,27 @@ import pytest
 from tests.alertmanager_stack import PASSWORD, USER, Receiver, alertmanager, receiver, require_alertmanager
 from tests.dashboard.conftest import wait_for
 from tests.serving import free_port
-from tftmon.contract import DISK_USAGE, MEM_USED
+from tftmon.alerting import PageRule
+from tftmon.contract import DISK_USAGE, MEM_USED, probability_text
+from tftmon.risk import SEVERITY_LABELS, Severity
 from tftmon.serve.alertmanager import ALERTNAME, AlertmanagerSink, Planner, Post, Sent
-from tftmon.serve.alerts import AlertBook
+from tftmon.serve.alerts import RAISED_WALL, AlertBook
 from tftmon.serve.live import utcnow
 
 LOGGER = "tftmon.serve.alertmanager"
 SinkFactory = Callable[..., AlertmanagerSink]
 
 
+#: Pages at the first critical forecast, clears at the first other: these tests are about the sink, not the rule.
+IMMEDIATE = PageRule(1, 1, 1)
+
+
 def record(name: str, severity: str = "critical", *, metric: str | None = MEM_USED, probability: float = 0.64) -> dict:
     """One server's forecast record with the fields the AlertBook reads (tftmon.serve.live.payloads)."""
     return {
         "server_name": name, "profile": "database", "severity": severity, "risk": 0.9, "metric": metric,
-        "reason": f"Memory ≥ 97 % (critical for database) in 40 min: {round(probability * 100)} % likely, p50 93 %",
+        "reason": f"Memory ≥ 97 % (critical for database) in 40 min: {probability_text(probability)}, p50 93 %, p90 "
+        "reaches it",
         "prediction_time": "2026-01-01T12:00:00+00:00", "model_version": "3", "_value": 93.0, "_quantile": "p90",
         "_probability": probability, "_minutes_ahead": 40,
     }  # fmt: skip
@@ -48,7 +55,7 @@ class Fleet:
         self.sink, self.labels = sink, labels or {}
 
     def forecast(self, *records: dict[str, Any]) -> None:
-        self.book.update(records, utcnow())
+        self.book.update(records, utcnow(), IMMEDIATE)
         active = [{**a, "labels": self.labels.get(a["server_name"], {})} for a in self.book.active.values()]
         self.sink.sync(active, utcnow())
 
@@ -117,7 +124,7 @@ class Planned:
         self.sent: dict[str, Sent] = {}
 
     def forecast(self, at: datetime, *records: dict[str, Any]) -> list[Post]:
-        self.book.update(records, at)
+        self.book.update(records, at, IMMEDIATE)
         posts, self.sent = PLANNER.plan(self.sent, list(self.book.active.values()), at)
         return posts
 
@@ -126,7 +133,7 @@ def test_only_critical_is_posted_and_re_posted_after_the_resend_interval() -> No
     planned = Planned()
     [post] = planned.forecast(T0, record("db1"), record("web1", "warning"))
     assert post.server == "db1" and not post.resolved
-    assert post.alert["startsAt"] == "2026-01-01T12:00:00.000+00:00"  # the AlertBook's raised_at
+    assert post.alert["startsAt"] == "2026-01-01T12:00:00.000+00:00"  # the wall-clock time the AlertBook raised it
     assert parse(post.alert["endsAt"]) == T0 + timedelta(minutes=20)
     assert planned.forecast(T0 + timedelta(seconds=30), record("db1"), record("web1", "warning")) == []
     [again] = planned.forecast(T0 + timedelta(seconds=60), record("db1", probability=0.7), record("web1", "warning"))
@@ -143,12 +150,12 @@ def test_leaving_critical_resolves_and_critical_again_is_a_new_alert() -> None:
     assert planned.forecast(at + timedelta(minutes=5), record("db1", "warning")) == []  # resolved once
     at += timedelta(minutes=10)
     [second] = planned.forecast(at, record("db1"))
-    assert parse(second.alert["startsAt"]) == at and second.key != first.key  # not the AlertBook's raised_at
+    assert parse(second.alert["startsAt"]) == at and second.key != first.key  # not when the AlertBook raised it
     at += timedelta(minutes=5)
     [gone] = planned.forecast(at, record("db1", "healthy"))  # the AlertBook resolves it
     assert gone.resolved and gone.key == second.key and planned.sent == {}
     at += timedelta(minutes=5)
-    [third] = planned.forecast(at, record("db1"))  # a new AlertBook alert: its raised_at
+    [third] = planned.forecast(at, record("db1"))  # a new AlertBook alert: when it was raised
     assert parse(third.alert["startsAt"]) == at
 
 
@@ -163,7 +170,9 @@ def test_labels_are_fixed_for_the_alert_and_annotations_follow_the_forecast() ->
     later = {p.server: p for p in planned.forecast(T0 + timedelta(minutes=5), record("db1", metric=DISK_USAGE))}
     moved = later["db1"]  # the driving metric changed: the same alert, its labels kept
     assert not moved.resolved and moved.key == posts["db1"].key and moved.alert["labels"]["metric"] == MEM_USED
-    assert moved.alert["annotations"]["summary"] == "db1 (database): Disk forecast to reach its critical level"
+    assert moved.alert["annotations"]["summary"] == (
+        "db1 (database): Disk may reach its critical level in 40 min: about as likely as not (64 %)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,16 +226,19 @@ def test_a_critical_alert_reaches_alertmanager_and_the_webhook_a_warning_never(
     fleet = Fleet(sink, labels={"c-db": {"instance": "10.0.0.5:9100", "job": "node"}})
     fleet.forecast(record("c-db"), record("c-web", "warning"))
     [alert] = wait_for(lambda: am_alerts(am, "c-db"), "the alert in Alertmanager", timeout=10)
-    raised = parse(fleet.book.active["c-db"]["raised_at"])
+    raised = fleet.book.active["c-db"][RAISED_WALL]
     assert alert["labels"] == {
         "alertname": ALERTNAME, "severity": "critical", "server": "c-db", "instance": "10.0.0.5:9100", "job": "node",
         "profile": "database", "metric": MEM_USED,
     }  # fmt: skip
     assert alert["annotations"] == {
-        "summary": "c-db (database): Memory forecast to reach its critical level",
-        "description": "Memory ≥ 97 % (critical for database) in 40 min: 64 % likely, p50 93 %",
+        "summary": "c-db (database): Memory may reach its critical level in 40 min: about as likely as not (64 %)",
+        "description": "Memory ≥ 97 % (critical for database) in 40 min: about as likely as not (64 %), p50 93 %, "
+        "p90 reaches it",
+        "meaning": SEVERITY_LABELS[Severity.CRITICAL],
         "predicted_for": "2026-01-01T12:40:00+00:00",
         "probability": "0.64",
+        "probability_word": "about as likely as not",
         "minutes_ahead": "40",
         "model_version": "3",
         "dashboard": "http://dashboard:8501/?server=c-db",
@@ -354,3 +366,12 @@ def test_basic_auth_works_and_the_password_is_never_logged_or_shown(
     shown_everywhere = caplog.text + json.dumps(stats) + repr([s for f in sink.metrics() for s in f.samples])
     for secret in (PASSWORD, wrong, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
         assert secret not in shown_everywhere
+
+
+def test_one_critical_forecast_does_not_page_under_the_default_rule() -> None:
+    book, sent = AlertBook(history=10, resolve_after=1), {}
+    for minute, severity in enumerate(("critical", "warning", "warning", "critical", "critical")):
+        at = T0 + timedelta(minutes=5 * minute)
+        book.update([record("db1", severity)], at, PageRule())
+        posts, sent = PLANNER.plan(sent, list(book.active.values()), at)
+        assert bool(posts) == (minute == 4)  # the blip never pages; two of three in a row do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -10,11 +11,12 @@ import pytest
 import torch
 
 from tests.synthetic import paths_frame
+from tftmon.alerting import PageRule
 from tftmon.contract import PROFILE, SERVER_NAME
 from tftmon.model.network import load_model
 from tftmon.model.smoke import SmokeTestFailed
 from tftmon.risk import ALERT_THRESHOLD_KEY, LEGACY_ALERT_THRESHOLD_KEY, AlertCalibration
-from tftmon.serve.alerts import AlertBook
+from tftmon.serve.alerts import RAISED_WALL, AlertBook
 from tftmon.serve.live import LiveFleet, LiveWindows, LoadedModel, ModelSlot, UnknownTracker, utcnow
 
 
@@ -60,6 +62,41 @@ def test_alerts_raise_escalate_and_resolve_with_hysteresis() -> None:
     book.update([record("a", "healthy", 0.0)], now)
     assert "a" not in book.active
     assert [t["kind"] for t in book.history] == ["raised", "escalated", "resolved"]
+
+
+def test_an_active_alert_keeps_one_clock_and_names_its_values_quantile() -> None:
+    book = AlertBook(history=10, resolve_after=1)
+    wall = pd.Timestamp("2030-06-01 08:00", tz="UTC").to_pydatetime()  # far from the data's clock
+    book.update([record("a", "warning", 0.4)], wall)
+    book.update([record("a", "critical", 0.8, "2026-01-05T00:05:00+00:00")], wall + pd.Timedelta(minutes=5))
+    [alert] = book.sorted_active()
+    assert alert["since"] == "2026-01-05T00:00:00+00:00"  # the forecast that raised it
+    assert alert["prediction_time"] == "2026-01-05T00:05:00+00:00"  # the forecast it shows
+    assert alert["predicted_for"] == "2026-01-05T00:45:00+00:00"
+    assert (alert["value"], alert["value_quantile"], alert["reached_by_quantile"]) == (35.0, "p50", "p50")
+    assert (alert["probability"], alert["probability_word"]) == (0.6, "about as likely as not")
+    served = json.dumps(alert, default=str)
+    assert "2030" not in served and "raised_at" not in alert  # no wall-clock time in the object
+    assert not [key for key in alert if key.startswith("_")]
+    assert book.active["a"][RAISED_WALL] == wall  # kept privately, for Alertmanager's startsAt
+    assert all(set(t) >= {"data_time"} and "at" not in t for t in book.history)
+    assert "2030" not in json.dumps(list(book.history), default=str)
+
+
+def test_an_alert_pages_by_the_models_rule() -> None:
+    book = AlertBook(history=20, resolve_after=5)
+    rule = PageRule(persist=2, window=3, clear_after=2)
+    minutes = iter(range(0, 500, 5))
+
+    def forecast(severity: str) -> bool:
+        origin = (pd.Timestamp("2026-01-05", tz="UTC") + pd.Timedelta(minutes=next(minutes))).isoformat()
+        book.update([record("a", severity, 0.8 if severity == "critical" else 0.4, origin)], utcnow(), rule)
+        return bool(book.active["a"]["paging"])
+
+    assert [forecast(s) for s in ("critical", "warning", "warning")] == [False, False, False]  # a blip
+    assert [forecast(s) for s in ("critical", "critical", "warning", "critical")] == [False, True, True, True]
+    assert [forecast(s) for s in ("warning", "warning")] == [True, False]  # two calm forecasts clear it
+    assert [t["kind"] for t in book.history if "page" in t["kind"]] == ["paged", "page cleared"]
 
 
 def test_unknown_rate_over_a_window() -> None:

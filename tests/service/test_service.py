@@ -249,9 +249,12 @@ def test_feed_then_current_predictions_then_alerts(service: Served, fleet_histor
     assert set(alerts["counts"]) == {"warning", "critical"}
     for alert in alerts["alerts"]:
         assert alert["severity"] in {"warning", "critical"} and alert["since"] and alert["model_version"]
+        assert "raised_at" not in alert and not [k for k in alert if k.startswith("_")]  # data time only
+        assert alert["value_quantile"] == "p50" and alert["probability_word"] in alert["reason"]
     history = conforming(requests.get(f"{service.url}/alerts/history", timeout=5), AlertHistory)["transitions"]
     assert len(history) >= len(alerts["alerts"])
     assert {t["kind"] for t in history} <= {"raised", "escalated", "resolved"}
+    assert all("at" not in t for t in history)  # data time only (data_time)
     metrics = requests.get(f"{service.url}/metrics", timeout=5).text
     for name in ("tftmon_predictions_total", "tftmon_http_requests_total", "tftmon_http_request_seconds_bucket",
                  "tftmon_unknown_servers", "tftmon_model_info", "tftmon_alerts_active"):  # fmt: skip

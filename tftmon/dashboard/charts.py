@@ -9,6 +9,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from tftmon.alerting import TRANSITION_KINDS
 from tftmon.dashboard.views import HIDDEN, SEVERITIES, Fan, HeatmapGrid
 from tftmon.risk import SEVERITY_BANDS
 
@@ -251,7 +252,7 @@ def transition_timeline(frame: pd.DataFrame) -> alt.Chart:
             color=alt.Color("severity:N", scale=severity_scale(), legend=alt.Legend(orient="top", title="severity")),
             shape=alt.Shape(
                 "kind:N",
-                scale=alt.Scale(domain=["raised", "escalated", "resolved"]),
+                scale=alt.Scale(domain=list(TRANSITION_KINDS)),
                 legend=alt.Legend(orient="top", title=None),
             ),
             tooltip=[

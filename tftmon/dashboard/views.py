@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tftmon.contract import CPU_IDLE, PROFILE_NAMES, QUANTILE_NAMES, STEP_MINUTES
+from tftmon.contract import CPU_IDLE, PROFILE_NAMES, QUANTILE_NAMES, STEP_MINUTES, probability_text
 from tftmon.risk import (
     CPU_USED,
     CPU_USER_RISK,
@@ -287,40 +287,39 @@ def fan(forecasts: Forecasts, server_name: str, key: str, history: dict[str, Any
     return Fan(server_name, key, risk_metric.label, risk_metric.unit, past, future, levels)
 
 
-def _likelihood(bands: np.ndarray | None, step: int, threshold: float) -> str:
-    """How sure a crossing is, from the published quantiles at its step: p10 above the level means at least
-    90 % likely, p50 at least 50 %, p90 at least 10 %; below all three only the tails reach it."""
-    if bands is None or not 1 <= step <= bands.shape[1]:
-        return "may rise"
-    p10, p50, p90 = bands[:, step - 1]
-    return (
-        "very likely"
-        if p10 >= threshold
-        else "likely"
-        if p50 >= threshold
-        else "possibly"
-        if p90 >= threshold
-        else "may rise"
-    )
+def _beyond_band(bands: np.ndarray | None, step: int, threshold: float) -> bool:
+    """Whether the fan chart's p10–p90 band stays below the level at the crossing's step: the crossing is
+    then read from quantiles the chart does not draw (the model's p95, p98)."""
+    return bands is not None and 1 <= step <= bands.shape[1] and bool(bands[-1, step - 1] < threshold)
 
 
 def alert_sentence(alert: dict[str, Any], forecasts: Forecasts) -> str:
-    """An active alert in plain words: "I/O wait on ppdb007 likely above 30 % in about 40 min".
+    """An active alert in plain words, its probability in the contract's words with the %:
+    "I/O wait on ppdb007 reaching 50 % in about 10 min: very unlikely (4 %), p98 reaches it, above the
+    chart's p10–p90 band".
 
     The level is the one risk's reason names ("critical for database"), its threshold read from risk.py's
-    table for the server's profile, and how likely from the server's forecast at that step: the numbers
-    the fan chart draws.
+    table for the server's profile; the probability and the quantile reaching the level are the alert's;
+    the band is the server's forecast at that step, as the fan chart draws it. Without a probability, the
+    reason itself.
     """
     risk_metric = RISK_METRICS_BY_KEY.get(alert.get("metric") or "")
     server, reason = alert["server_name"], alert.get("reason", "")
     level = next((name for name in LEVEL_NAMES if f"({name} for " in reason), None)
-    if risk_metric is None or level is None:
+    probability = alert.get("probability")
+    if risk_metric is None or level is None or probability is None:
         return f"{server}: {reason}"
     threshold = risk_metric.levels(alert["profile"])[LEVEL_NAMES.index(level)]
     minutes = int(alert.get("minutes_ahead") or 0)
     soon = "now" if minutes <= 0 else f"in about {when(minutes)}"
-    likely = _likelihood(_bands(forecasts, server, risk_metric), minutes // STEP_MINUTES, threshold)
-    return f"{risk_metric.label} on {server} {likely} above {threshold:g}{risk_metric.unit} {soon}"
+    quantile = alert.get("reached_by_quantile")
+    reached = f", {quantile} reaches it" if quantile else ""
+    beyond = _beyond_band(_bands(forecasts, server, risk_metric), minutes // STEP_MINUTES, threshold)
+    band = ", above the chart's p10–p90 band" if beyond else ""
+    return (
+        f"{risk_metric.label} on {server} reaching {threshold:g}{risk_metric.unit} {soon}: "
+        f"{probability_text(probability)}{reached}{band}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,13 +353,15 @@ def fleet_trends(summaries: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
 
 
 def transitions(history: list[dict[str, Any]]) -> pd.DataFrame:
-    """Alert transitions (raised, escalated, resolved), oldest first, with the metric's operator name."""
-    columns = ["at", "data_time", "server_name", "kind", "severity", "previous_severity", "metric", "reason"]
+    """Alert transitions (raised, escalated, resolved), oldest first, with the metric's operator name. They
+    carry data time only (`data_time`, the forecast's origin); `at`, the time the timeline and table show,
+    is that data time."""
+    columns = ["data_time", "server_name", "kind", "severity", "previous_severity", "metric", "reason"]
     frame = pd.DataFrame(history, columns=columns)
-    frame["at"] = _utc(frame["at"])
     frame["data_time"] = _utc(frame["data_time"])
+    frame.insert(0, "at", frame["data_time"])
     frame["metric_label"] = [metric_label(m) for m in frame["metric"]]
-    return frame.sort_values("at", ignore_index=True)
+    return frame.sort_values("at", kind="stable", ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------

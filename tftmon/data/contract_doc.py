@@ -94,5 +94,17 @@ def render_markdown() -> str:
         "- Horizons: " + ", ".join(f"{name} = {n} steps" for name, n in c.HORIZONS.items()) + ".",
         f"- Quantiles: {', '.join(f'{n} ({q:g})' for n, q in zip(c.QUANTILE_NAMES, c.QUANTILES, strict=True))}.",
         "",
+        "## Probability words",
+        "",
+        "Reasons, alerts and the dashboard say how probable a forecast crossing is with one of these words "
+        f'(`contract.PROBABILITY_WORDS`), always beside the % itself: "{c.probability_word(0.2)} (20 %)".',
+        "",
+        "| word | probability |",
+        "|---|---|",
     ]
+    uppers = ["1]", *(f"{lower:g})" for lower, _ in c.PROBABILITY_WORDS[:-1])]
+    lines += [
+        f"| {word} | [{lower:g}, {upper} |" for (lower, word), upper in zip(c.PROBABILITY_WORDS, uppers, strict=True)
+    ]
+    lines.append("")
     return "\n".join(lines)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from tftmon.alerting import PAGE_RULE_KEY
 from tftmon.config import EvaluationConfig
 from tftmon.contract import (
     FORECAST_COLUMNS,
@@ -34,17 +35,26 @@ from tftmon.contract import (
     to_utc,
 )
 from tftmon.evaluation.actuals import Actuals, origins
-from tftmon.evaluation.baselines import BASELINES, ORACLE, baselines
+from tftmon.evaluation.baselines import BASELINES, ORACLE, baselines, residual_bands
 from tftmon.evaluation.incidents import (
     IncidentScores,
+    PageScores,
     alerts,
     episodes,
     fit_threshold,
     incident_scores,
+    page_scores,
     warning_curve,
     without_sign,
 )
-from tftmon.evaluation.metrics import aggregate, cold_start_gap, metrics_table, ratio_to_best_baseline
+from tftmon.evaluation.metrics import (
+    aggregate,
+    cold_start_gap,
+    metrics_table,
+    ratio_to_best_baseline,
+    ratio_to_peer,
+)
+from tftmon.evaluation.peer import PEER, PeerModel, peer_forecast
 from tftmon.risk import ALERT_THRESHOLD_KEY, AlertCalibration
 
 if TYPE_CHECKING:
@@ -101,6 +111,23 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, at: pd.DataFrame) -> p
     return pd.concat(parts, ignore_index=True)
 
 
+def step_alerts(
+    forecasts: Callable[[pd.DataFrame], Mapping[str, pd.DataFrame]],
+    at: pd.DataFrame,
+    calibrations: Mapping[str, AlertCalibration],
+    chunk: timedelta = timedelta(hours=1),
+) -> dict[str, pd.DataFrame]:
+    """Each forecaster's alerts (`alerts`: server_name, origin, raw, risk, severity, alert) at the origins
+    of `at`, `forecasts` called on one `chunk` of origins at a time and only its scores kept: forecasts at
+    every model step over days (the service's cadence) would not fit in memory at once."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    bins = (at[ORIGIN] - at[ORIGIN].min()) // pd.Timedelta(chunk)
+    for _, piece in at.groupby(bins, sort=True):
+        for name, forecast in forecasts(piece).items():
+            parts.setdefault(name, []).append(alerts(forecast, calibrations.get(name, AlertCalibration())))
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
 def run(forecaster: Forecaster, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig) -> pd.DataFrame:
     """The forecaster from every `origin_every` origin of the held-out period."""
     return backtest(forecaster, frame, origins(frame, holdout, config.origin_every))
@@ -140,7 +167,11 @@ def fit_band_scale(predictions: pd.DataFrame, actuals: pd.DataFrame) -> dict[str
 
 
 def calibrate(
-    model: ForecastModel, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig
+    model: ForecastModel,
+    frame: pd.DataFrame,
+    holdout: pd.Timestamp,
+    config: EvaluationConfig,
+    peer: PeerModel | None = None,
 ) -> AlertCalibration | None:
     """Fit the model's bands and alert threshold on its forecasts at `fit_origins` (before `holdout`) and
     store both in its training_info; returns the alert calibration (None without incident labels).
@@ -152,7 +183,8 @@ def calibrate(
     """
     from tftmon.model.network import BAND_SCALE_KEY, band_scale, widen_bands
 
-    for key in (BAND_SCALE_KEY, ALERT_THRESHOLD_KEY, COMPARISON_THRESHOLDS_KEY):  # fit on raw forecasts, anew
+    # Fitted on raw forecasts, anew.
+    for key in (BAND_SCALE_KEY, ALERT_THRESHOLD_KEY, COMPARISON_THRESHOLDS_KEY, PAGE_RULE_KEY):
         model.training_info.pop(key, None)
     forecaster = model_forecaster(model)
     at = fit_origins(frame, holdout, config)
@@ -177,7 +209,8 @@ def calibrate(
     predictions[names] = widen_bands(predictions[names].to_numpy(dtype=float), quantiles, rows)
     alert = fit_threshold(alerts(predictions), episodes(frame), budget=config.alert_budget, every=config.origin_every)
     model.training_info[ALERT_THRESHOLD_KEY] = alert.threshold
-    others = fit_thresholds(only_metrics(frame, targets), at, holdout, config)
+    model.training_info[PAGE_RULE_KEY] = asdict(config.page_rule)
+    others = fit_thresholds(only_metrics(frame, targets), at, holdout, config, peer)
     model.training_info[COMPARISON_THRESHOLDS_KEY] = {name: cal.threshold for name, cal in others.items()}
     return alert
 
@@ -190,11 +223,17 @@ def only_metrics(actuals: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
 
 
 def fit_thresholds(
-    actuals: pd.DataFrame, at: pd.DataFrame, holdout_start: pd.Timestamp, config: EvaluationConfig
+    actuals: pd.DataFrame,
+    at: pd.DataFrame,
+    holdout_start: pd.Timestamp,
+    config: EvaluationConfig,
+    peer: PeerModel | None = None,
 ) -> dict[str, AlertCalibration]:
-    """Each baseline's and the oracle's alert threshold at the validation origins `at` (before
-    `holdout_start`), for the false-alarm budget: the rule the model's own threshold is fitted by."""
+    """Each baseline's, the oracle's and the peer's (when given) alert threshold at the validation origins
+    `at` (before `holdout_start`), for the false-alarm budget: the rule the model's own threshold is fitted by."""
     fit = baselines(actuals, at, holdout_start=holdout_start, config=config, oracle=True)
+    if peer is not None:
+        fit[PEER] = peer_forecast(peer, actuals, at)
     eps = episodes(actuals)
     return {
         name: fit_threshold(alerts(forecast), eps, budget=config.alert_budget, every=config.origin_every)
@@ -308,6 +347,10 @@ class EvaluationResults:
     ratio: pd.DataFrame
     cold_start: pd.DataFrame | None = None
     warnings: WarningComparison | None = None
+    #: The model against the strong practical peer (`ratio_to_peer`), when one was evaluated.
+    peer: pd.DataFrame | None = None
+    #: Every forecaster's pages (operator units) from forecasts at every model step, when replayed.
+    pages: dict[str, PageScores] | None = None
 
     @property
     def incidents(self) -> IncidentScores | None:
@@ -333,6 +376,7 @@ def evaluate(
     seen_servers: Iterable[str] | None = None,
     config: EvaluationConfig | None = None,
     calibrations: Mapping[str, AlertCalibration] | None = None,
+    peer: pd.DataFrame | None = None,
 ) -> EvaluationResults:
     """Backtest a model's tidy forecast: baselines at the same origins, metrics, cold start, and incident
     early warning side by side with the baselines and the oracle.
@@ -350,7 +394,9 @@ def evaluate(
     actuals = only_metrics(actuals, forecast[METRIC].unique())
     at = forecast[[SERVER_NAME, ORIGIN]].drop_duplicates()
     others = baselines(actuals, at, holdout_start=start, config=cfg, oracle=STATE in actuals)
-    accuracy = {model: forecast, **{name: fc for name, fc in others.items() if name in BASELINES}}
+    if peer is not None:
+        others[PEER] = peer
+    accuracy = {model: forecast, **{name: fc for name, fc in others.items() if name != ORACLE}}
     table = metrics_table(accuracy, actuals, start, config=cfg)
     agg = aggregate(table)
     cold = None
@@ -361,21 +407,66 @@ def evaluate(
     warnings = None
     if STATE in actuals:
         warnings = compare_warnings({model: forecast, **others}, actuals, start, cfg, calibrations)
-    return EvaluationResults(model, cfg, table, agg, ratio_to_best_baseline(agg, model), cold, warnings)
+    versus = None if peer is None else ratio_to_peer(table, model, PEER)
+    return EvaluationResults(model, cfg, table, agg, ratio_to_best_baseline(agg, model), cold, warnings, versus)
 
 
 def evaluate_model(
-    model: ForecastModel, frame: pd.DataFrame, holdout: pd.Timestamp, config: EvaluationConfig
+    model: ForecastModel,
+    frame: pd.DataFrame,
+    holdout: pd.Timestamp,
+    config: EvaluationConfig,
+    peer: PeerModel | None = None,
 ) -> tuple[pd.DataFrame, EvaluationResults]:
     """A model backtested on `frame` from `holdout` on (`run`) and scored (`evaluate`) at the alert thresholds
-    it carries, its servers never trained on counted as cold starts; returns its forecasts and the results."""
-    predictions = run(model_forecaster(model), frame, holdout, config)
+    it carries, beside the peer where given, its servers never trained on counted as cold starts; then every
+    forecaster replayed at every model step for pages (`replay_pages`). Returns its forecasts and the results."""
+    forecaster = model_forecaster(model)
+    predictions = run(forecaster, frame, holdout, config)
+    at = predictions[[SERVER_NAME, ORIGIN]].drop_duplicates()
+    targets = list(model.config.targets)
+    calibrations = stored_calibrations(model.training_info, "tft")
     results = evaluate(
         predictions,
         frame,
         holdout,
         seen_servers=model.training_info.get("servers"),
         config=config,
-        calibrations=stored_calibrations(model.training_info, "tft"),
+        calibrations=calibrations,
+        peer=None if peer is None else peer_forecast(peer, only_metrics(frame, targets), at),
     )
+    if STATE in frame and config.page_hours > 0:
+        results.pages = replay_pages(forecaster, targets, frame, holdout, config, calibrations, peer)
     return predictions, results
+
+
+def replay_pages(
+    forecaster: Forecaster,
+    targets: Iterable[str],
+    frame: pd.DataFrame,
+    holdout: pd.Timestamp,
+    config: EvaluationConfig,
+    calibrations: Mapping[str, AlertCalibration],
+    peer: PeerModel | None = None,
+    model: str = "tft",
+) -> dict[str, PageScores]:
+    """Alerts as an on-call gets them: the model, the baselines, the oracle and the peer forecast at every
+    model step of the held-out period's first `config.page_hours` (the service's cadence), each one's alerts
+    turned into pages by the service's rule (`config.page_rule`) and scored in operator units (`page_scores`)."""
+    actuals = only_metrics(frame, targets)
+    at = origins(frame, holdout, MODEL_STEP)
+    at = at[at[ORIGIN] < pd.Timestamp(holdout) + pd.Timedelta(hours=config.page_hours)]
+    if len(at) == 0:
+        return {}
+    bands = residual_bands(actuals, holdout, config)
+
+    def forecasts(chunk: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        out = {model: backtest(forecaster, frame, chunk)}
+        out.update(baselines(actuals, chunk, config=config, oracle=True, bands=bands))
+        if peer is not None:
+            out[PEER] = peer_forecast(peer, actuals, chunk)
+        return out
+
+    flagged = step_alerts(forecasts, at, calibrations)
+    eps = episodes(frame)
+    return {name: page_scores(f, eps, config.page_rule, lead=config.warning_lead) for name, f in flagged.items()}

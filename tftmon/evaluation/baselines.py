@@ -6,6 +6,9 @@ forecasts) is the ceiling any forecaster could reach through the same risk scale
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -66,8 +69,11 @@ def _point_baseline(act: Actuals, code: np.ndarray, tidx: np.ndarray, method: st
     return _clip(pred, act.metrics)
 
 
-def _tidy(keys: pd.DataFrame, quantiles: np.ndarray, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """[origin, step, metric, quantile] -> the tidy forecast format (the actuals' metrics).
+def _tidy(
+    keys: pd.DataFrame, quantiles: np.ndarray, metrics: tuple[str, ...], names: Sequence[str] = QUANTILE_NAMES
+) -> pd.DataFrame:
+    """[origin, step, metric, quantile] -> the tidy forecast format (the actuals' metrics), a column per
+    quantile `names`.
 
     Columns are repeated by `take` on their own arrays: going through NumPy object arrays would make pandas
     parse millions of timestamps and strings back (most of a backtest's baseline time)."""
@@ -86,9 +92,25 @@ def _tidy(keys: pd.DataFrame, quantiles: np.ndarray, metrics: tuple[str, ...]) -
         }
     )
     flat = quantiles.transpose(0, 2, 1, 3).reshape(n * m * s, -1)
-    for i, name in enumerate(QUANTILE_NAMES):
+    for i, name in enumerate(names):
         out[name] = flat[:, i]
     return out
+
+
+@dataclass(frozen=True)
+class Band:
+    """A baseline's p10/p90 offsets from p50 [2, step, metric]: its own residuals' 10 %/90 % quantiles,
+    fleet-wide and per profile with enough calibration origins."""
+
+    pooled: np.ndarray
+    by_profile: dict[str, np.ndarray]
+
+    def at(self, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper offsets [row, step, metric] for rows of these profiles."""
+        out = np.repeat(self.pooled[:, None], len(profiles), axis=1)
+        for profile, band in self.by_profile.items():
+            out[:, profiles == profile] = band[:, None]
+        return out[0], out[1]
 
 
 def baseline_forecast(
@@ -98,13 +120,14 @@ def baseline_forecast(
     *,
     calibration: pd.DataFrame | None = None,
     config: EvaluationConfig | None = None,
+    band: Band | None = None,
 ) -> pd.DataFrame:
     """A baseline's forecast in the tidy format at the (server_name, origin) pairs of `at`.
 
     p50 is the baseline itself (clipped to contract ranges). p10/p90 are p50 plus the 10 %/90 %
     quantiles of the baseline's own residuals at the `calibration` origins (the training part), pooled
-    per profile × metric × step (per server would need far more origins than a backtest has); without
-    `calibration` they are NaN and interval metrics (pinball, coverage, width) are NaN for it.
+    per profile × metric × step (per server would need far more origins than a backtest has), or the `band`
+    fitted so before; without either they are NaN and interval metrics (pinball, coverage, width) are NaN for it.
     """
     cfg = config or EvaluationConfig()
     act = Actuals(actuals)
@@ -113,16 +136,16 @@ def baseline_forecast(
     keys[PROFILE] = np.where(code >= 0, act.profiles[np.maximum(code, 0)], keys[SERVER_NAME].map(profile_of))
     p50 = _point_baseline(act, code, act.index_of(keys[ORIGIN]), method, cfg)
     lo = hi = np.full_like(p50, np.nan)
-    if calibration is not None and len(calibration):
-        lo, hi = _residual_band(act, calibration, method, cfg, keys[PROFILE].to_numpy())
+    if band is None and calibration is not None and len(calibration):
+        band = _residual_band(act, calibration, method, cfg)
+    if band is not None:
+        lo, hi = band.at(keys[PROFILE].to_numpy())
     quantiles = np.stack([_clip(p50 + lo, act.metrics), p50, _clip(p50 + hi, act.metrics)], axis=-1)
     return _tidy(keys, quantiles, act.metrics)
 
 
-def _residual_band(
-    act: Actuals, calibration: pd.DataFrame, method: str, cfg: EvaluationConfig, profiles: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Residual q10/q90 per profile × step × metric, broadcast to the rows of `profiles`."""
+def _residual_band(act: Actuals, calibration: pd.DataFrame, method: str, cfg: EvaluationConfig) -> Band:
+    """Residual q10/q90 per step × metric, fleet-wide and per profile with at least 10 origins."""
     cal = calibration[[SERVER_NAME, ORIGIN]].drop_duplicates()
     if len(cal) > cfg.calibration_origins:
         cal = cal.iloc[np.linspace(0, len(cal) - 1, cfg.calibration_origins).astype(int)]
@@ -132,16 +155,16 @@ def _residual_band(
     truth = act.get(code[:, None], tidx[:, None] + np.arange(1, PREDICTION_STEPS + 1))
     resid = truth - pred
     cal_prof = act.profiles[np.maximum(code, 0)]
+    levels = [QUANTILES[0], QUANTILES[-1]]
     with np.errstate(all="ignore"):
-        pooled = np.nanquantile(resid, [QUANTILES[0], QUANTILES[-1]], axis=0)
-    lo = np.repeat(pooled[0][None], len(profiles), axis=0)
-    hi = np.repeat(pooled[1][None], len(profiles), axis=0)
-    for prof in np.unique(profiles):
-        mine = cal_prof == prof
-        if mine.sum() >= 10:  # too few origins of a profile -> keep the fleet-wide band
-            band = np.nanquantile(resid[mine], [QUANTILES[0], QUANTILES[-1]], axis=0)
-            lo[profiles == prof], hi[profiles == prof] = band[0], band[1]
-    return lo, hi
+        pooled = np.nanquantile(resid, levels, axis=0)
+        # A profile with too few origins keeps the fleet-wide band.
+        by_profile = {
+            str(prof): np.nanquantile(resid[cal_prof == prof], levels, axis=0)
+            for prof in np.unique(cal_prof)
+            if (cal_prof == prof).sum() >= 10
+        }
+    return Band(pooled, by_profile)
 
 
 def oracle_forecast(actuals: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
@@ -154,6 +177,22 @@ def oracle_forecast(actuals: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:
     return _tidy(keys, np.repeat(future[..., None], len(QUANTILE_NAMES), axis=-1), act.metrics)
 
 
+def residual_bands(
+    actuals: pd.DataFrame, holdout_start: pd.Timestamp, config: EvaluationConfig | None = None
+) -> dict[str, Band]:
+    """Every baseline's band from its residuals at origins before `holdout_start` (every
+    `config.origin_every`, the full future also before it); none when there is no such origin."""
+    cfg = config or EvaluationConfig()
+    train = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
+    if not len(train):
+        return {}
+    calibration = origins(train, train[TIMESTAMP].min() + cfg.seasonal_steps * MODEL_STEP, cfg.origin_every)
+    if not len(calibration):
+        return {}
+    act = Actuals(actuals)
+    return {m: _residual_band(act, calibration, m, cfg) for m in BASELINES}
+
+
 def baselines(
     actuals: pd.DataFrame,
     at: pd.DataFrame,
@@ -161,16 +200,14 @@ def baselines(
     holdout_start: pd.Timestamp | None = None,
     config: EvaluationConfig | None = None,
     oracle: bool = False,
+    bands: Mapping[str, Band] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """All baselines at the origins of `at` (and the oracle when asked); with `holdout_start` their bands
-    are calibrated on origins before it (every `config.origin_every`, the full future also before it)."""
+    are calibrated on origins before it (`residual_bands`), or `bands` fitted so once for many calls."""
     cfg = config or EvaluationConfig()
-    calibration = None
-    if holdout_start is not None:
-        train = actuals[actuals[TIMESTAMP] < pd.Timestamp(holdout_start)]
-        if len(train):
-            calibration = origins(train, train[TIMESTAMP].min() + cfg.seasonal_steps * MODEL_STEP, cfg.origin_every)
-    out = {m: baseline_forecast(actuals, at, m, calibration=calibration, config=cfg) for m in BASELINES}
+    if bands is None and holdout_start is not None:
+        bands = residual_bands(actuals, holdout_start, cfg)
+    out = {m: baseline_forecast(actuals, at, m, config=cfg, band=(bands or {}).get(m)) for m in BASELINES}
     if oracle:
         out[ORACLE] = oracle_forecast(actuals, at)
     return out

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from tftmon.alerting import PageRule, pages
 from tftmon.contract import (
     INCIDENT_STATE,
     MODEL_STEP,
@@ -281,3 +282,101 @@ def paired_warnings(first: IncidentScores, second: IncidentScores) -> PairedWarn
     eligible = a["eligible"].to_numpy()
     ours, theirs = a["warned"].to_numpy()[eligible], b["warned"].to_numpy()[eligible]
     return PairedWarnings(int((ours & ~theirs).sum()), int((theirs & ~ours).sum()))
+
+
+@dataclass
+class PageScores:
+    """Alerts as an on-call sees them: pages (alert episodes under the service's `PageRule`) per
+    server-day, the share followed by an incident, recall and lead; the definitions are in `page_scores`."""
+
+    rule: PageRule
+    episodes: int
+    warned: int
+    recall: float
+    median_lead_min: float
+    pages: int
+    pages_during: int
+    true_pages: int
+    precision: float
+    false_pages: int
+    server_days: float
+    pages_per_server_day: float
+    false_pages_per_server_day: float
+
+
+def page_frame(alert_frame: pd.DataFrame, rule: PageRule) -> pd.DataFrame:
+    """The pages of forecasts at every model step (`alert_frame`: server_name, origin, alert): one row per
+    page with server_name, opened, cleared (the forecast that cleared it; NaT while still open at the end).
+
+    A gap in a server's origins (a step not evaluated) starts its state afresh, as a restarted service would.
+    """
+    frame = alert_frame[[SERVER_NAME, ORIGIN, "alert"]].sort_values([SERVER_NAME, ORIGIN], kind="stable")
+    names, flags = frame[SERVER_NAME].to_numpy(), frame["alert"].to_numpy(dtype=bool)
+    times = pd.DatetimeIndex(frame[ORIGIN])
+    apart = np.asarray(times[1:] - times[:-1]) != np.timedelta64(MODEL_STEP)
+    breaks = np.flatnonzero((names[1:] != names[:-1]) | apart) + 1
+    server, opened, cleared = [], [], []
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(frame)], strict=True):
+        for first, last in pages(flags[a:b], rule):
+            server.append(names[a])
+            opened.append(a + first)
+            cleared.append(a + last if a + last < b else -1)
+    cleared_at = times.take(np.maximum(cleared, 0)).where(np.asarray(cleared, dtype=np.int64) >= 0)
+    return pd.DataFrame({SERVER_NAME: server, "opened": times.take(opened), "cleared": cleared_at})
+
+
+def page_scores(
+    alert_frame: pd.DataFrame,
+    episode_frame: pd.DataFrame,
+    rule: PageRule,
+    *,
+    lead: timedelta = timedelta(minutes=30),
+    horizon: timedelta = PREDICTION_STEPS * MODEL_STEP,
+) -> PageScores:
+    """Score the pages of forecasts made at every model step (`alert_frame`: server_name, origin, alert).
+
+    - a page is `during` an incident when it opens while one is on (start ≤ opened < end): excluded below;
+      otherwise it is true when an incident of its server starts in (opened, opened + horizon], else false.
+      precision = true / (pages − during); pages and false pages per server-day.
+    - eligible episodes as `incident_scores` counts them on these origins; warned: a page open at some time
+      in [start − horizon, start − lead]; lead = start − when the first such page opened (at most the horizon).
+    """
+    pages_ = page_frame(alert_frame, rule)
+    eps = episode_frame.reset_index(drop=True).rename_axis("episode").reset_index()
+    cross = pages_.reset_index(names="page").merge(eps, on=SERVER_NAME, how="inner")
+    during = cross.loc[(cross["start"] <= cross["opened"]) & (cross["opened"] < cross["end"]), "page"].unique()
+    ahead = cross["start"] - cross["opened"]
+    true = np.setdiff1d(cross.loc[(ahead > pd.Timedelta(0)) & (ahead <= horizon), "page"].unique(), during)
+    n_pages, n_during, n_true = len(pages_), len(during), len(true)
+
+    origins_ = alert_frame[[SERVER_NAME, ORIGIN]]
+    windows, in_window = _warning_windows(episode_frame, origins_.drop_duplicates(), lead, horizon)
+    eligible = windows.loc[in_window, "episode"].unique()
+    last = pd.Timestamp.max.tz_localize("UTC")
+    active = cross.assign(cleared=cross["cleared"].fillna(last))
+    early = active[
+        active["episode"].isin(eligible)
+        & (active["opened"] <= active["start"] - lead)
+        & (active["cleared"] > active["start"] - horizon)
+    ]
+    opened_at = early.groupby("episode")["opened"].min()
+    eps_start = eps.set_index("episode")["start"]
+    minutes = (eps_start.reindex(opened_at.index) - opened_at) / pd.Timedelta(minutes=1)  # type: ignore[operator]  # pandas-stubs
+    leads = np.minimum(minutes, horizon / timedelta(minutes=1))
+    days = _server_days(origins_)
+    false_pages = n_pages - n_during - n_true
+    return PageScores(
+        rule=rule,
+        episodes=len(eligible),
+        warned=len(opened_at),
+        recall=len(opened_at) / len(eligible) if len(eligible) else float("nan"),
+        median_lead_min=float(leads.median()) if len(leads) else float("nan"),
+        pages=n_pages,
+        pages_during=n_during,
+        true_pages=n_true,
+        precision=n_true / (n_pages - n_during) if n_pages > n_during else float("nan"),
+        false_pages=false_pages,
+        server_days=days,
+        pages_per_server_day=n_pages / days if days else float("nan"),
+        false_pages_per_server_day=false_pages / days if days else float("nan"),
+    )

@@ -203,3 +203,23 @@ def cold_start_gap(table: pd.DataFrame, model: str = "tft") -> pd.DataFrame:
     out = out.reset_index(drop=True)
     out["gap"] = out["mase_unseen"] / out["mase_seen"] - 1
     return out
+
+
+def ratio_to_peer(table: pd.DataFrame, model: str, peer: str) -> pd.DataFrame:
+    """Per horizon: the model's p50 MASE and mean pinball (`quantile_loss`) over the peer's, as geometric
+    means of the per-metric ratios (pinball is in each metric's units, so only ratios average), and on how
+    many metrics the model is better (< 1 = model better)."""
+    wide = table[table[MODEL].isin([model, peer])].pivot_table(
+        index=[HORIZON, METRIC], columns=MODEL, values=["mase", "quantile_loss"], aggfunc="mean"
+    )
+    rows = []
+    for horizon, part in wide.groupby(level=0, sort=False):
+        row: dict[str, object] = {HORIZON: horizon}
+        for value in ("mase", "quantile_loss"):
+            ratio = (part[(value, model)] / part[(value, peer)]).replace([np.inf, 0.0], np.nan).dropna()
+            row[f"{value}_ratio"] = float(np.exp(np.log(ratio).mean())) if len(ratio) else float("nan")
+            row[f"{value}_better"] = f"{int((ratio < 1).sum())}/{len(ratio)}"
+        rows.append(row)
+    return _order(pd.DataFrame(rows).assign(**{MODEL: model}))[
+        [HORIZON, "mase_ratio", "mase_better", "quantile_loss_ratio", "quantile_loss_better"]
+    ]

@@ -28,12 +28,14 @@ from tftmon.contract import (
     QUANTILE_NAMES,
     SERVER_NAME,
     STEP,
+    STEP_MINUTES,
     TIMESTAMP,
 )
 from tftmon.evaluation.backtest import FITTED_WITH_MODEL, EvaluationResults, ranked
 from tftmon.evaluation.baselines import BASELINES, ORACLE
 from tftmon.evaluation.incidents import paired_warnings
 from tftmon.evaluation.metrics import MODEL, SEEN
+from tftmon.evaluation.peer import PEER
 from tftmon.io import write_bytes_atomic
 
 #: What operators look at first: the bottleneck signal, CPU, memory.
@@ -240,8 +242,12 @@ def summary_markdown(results: EvaluationResults) -> str:
     ]
     if results.cold_start is not None:
         parts += ["", "## Cold start (seen vs unseen servers)", "", _markdown_table(results.cold_start)]
+    if results.peer is not None:
+        parts += ["", "## Against a strong practical peer (LightGBM)", "", *peer_lines(results)]
     if results.warnings is not None:
         parts += ["", "## Incident early warning, side by side", "", *warning_lines(results)]
+    if results.pages:
+        parts += ["", "## Pages, as an on-call gets them", "", *page_lines(results)]
     model_rows = results.metrics[results.metrics[MODEL] == results.model]
     parts += ["", f"## `{results.model}` per metric", "", _markdown_table(model_rows.drop(columns=[MODEL]))]
     return "\n".join(parts) + "\n"
@@ -321,6 +327,59 @@ def registry_description(results: EvaluationResults, scored_on: str) -> str:
         "|---|---|---|---|",
         *_target_lines(results),
     ]
+    if results.peer is not None:
+        parts += ["", *peer_lines(results)]
     if results.warnings is not None:
         parts += ["", *warning_lines(results)]
+    if results.pages:
+        parts += ["", *page_lines(results)]
     return "\n".join(parts)
+
+
+def peer_lines(results: EvaluationResults) -> list[str]:
+    """The model against the peer per horizon, and a plain verdict: where the peer is ahead, it says so."""
+    assert results.peer is not None
+    table = results.peer
+    ahead = table[(table["mase_ratio"] < 1) & (table["quantile_loss_ratio"] < 1)][HORIZON].astype(str).tolist()
+    behind = table[(table["mase_ratio"] >= 1) | (table["quantile_loss_ratio"] >= 1)][HORIZON].astype(str).tolist()
+    verdict = (
+        f"`{results.model}` is ahead of the peer at every horizon on both."
+        if not behind
+        else f"**The peer is ahead of `{results.model}` at {', '.join(behind)}** on p50 MASE or mean pinball"
+        + (f"; `{results.model}` leads at {', '.join(ahead)}." if ahead else ".")
+    )
+    return [
+        f"`{PEER}`: one LightGBM quantile model per metric and quantile on lags, rolling statistics, yesterday's "
+        "value, calendar and profile (the forecast step a feature), trained on the same period. Ratios are "
+        f"`{results.model}` / `{PEER}`, geometric means over metrics (< 1: `{results.model}` better); `better` "
+        f"counts the metrics where `{results.model}` is. {verdict}",
+        "",
+        _markdown_table(table),
+    ]
+
+
+def page_lines(results: EvaluationResults) -> list[str]:
+    """Every forecaster's pages in operator units, the oracle marked as the ceiling."""
+    assert results.pages
+    cfg = results.config
+    rows = [
+        {
+            "forecaster": f"{name} (ceiling)" if name == ORACLE else name,
+            "pages / server-day": scores.pages_per_server_day,
+            "false pages / server-day": scores.false_pages_per_server_day,
+            "precision": scores.precision,
+            "warned": f"{scores.warned}/{scores.episodes}",
+            "recall": scores.recall,
+            "median lead (min)": scores.median_lead_min,
+        }
+        for name, scores in results.pages.items()
+    ]
+    lead = int(cfg.warning_lead / timedelta(minutes=1))
+    return [
+        f"Every forecaster forecast at every {STEP_MINUTES}-min step over the held-out period's first "
+        f"{cfg.page_hours:g} h, as the service does, at its fitted threshold; {cfg.page_rule.text}. A page is "
+        "true when an incident of its server starts within 8 h after it opens (pages opened during one are left "
+        f"out); an incident is warned when a page was open {lead} min to 8 h before it started.",
+        "",
+        _markdown_table(pd.DataFrame(rows)),
+    ]

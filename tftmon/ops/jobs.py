@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import mlflow
 import pandas as pd
 
-from tftmon.config import DemoConfig, EvaluationConfig, SimulationConfig, TrainConfig
+from tftmon.config import DemoConfig, EvaluationConfig, PeerConfig, SimulationConfig, TrainConfig
 from tftmon.contract import CONTRACT_VERSION, SERVER_NAME, TIMESTAMP
 from tftmon.evaluation import backtest
+from tftmon.evaluation.peer import PEER_DIR
 from tftmon.evaluation.report import registry_description
 from tftmon.io import MAPPING_FILE, METADATA_FILE, dataset_fingerprint
 from tftmon.ops import tracking
@@ -180,20 +181,28 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
 
 
 def run_train(
-    path: Path, config: TrainConfig, eval_config: EvaluationConfig | None = None, *, validated: bool = False
+    path: Path,
+    config: TrainConfig,
+    eval_config: EvaluationConfig | None = None,
+    *,
+    validated: bool = False,
+    peer_config: PeerConfig | None = None,
 ) -> dict[str, Any]:
-    """Validate, train on every server, fit the alert threshold on validation origins, evaluate on the
-    held-out time against the baselines, log and register a version; returns ids and the summary.
+    """Validate, train on every server and the LightGBM peer on the same period, fit the alert thresholds
+    on validation origins, evaluate on the held-out time against the baselines and the peer, log and register
+    a version (the peer in its model directory's PEER_DIR, for later evaluations); returns ids and the summary.
 
     `validated`: the caller's own step validated `path` already (retrain), so it is not validated twice.
     """
     from tftmon.data.resample import resample_to_model_step
+    from tftmon.evaluation.peer import PeerModel, PeerNotTrained, fit_peer, save_peer
     from tftmon.io import read_metrics
     from tftmon.model.network import save_model
     from tftmon.model.train import fit
     from tftmon.ops import registry
 
     eval_config = eval_config or EvaluationConfig()
+    peer_config = peer_config or PeerConfig()
     with tracking.job_run("train", tags={"tftmon.contract_version": CONTRACT_VERSION}) as run:
         mlflow.log_params(config.params("train"))
         mlflow.log_params({f"eval.{k}": str(v) for k, v in eval_config.model_dump(mode="json").items()})
@@ -230,7 +239,14 @@ def run_train(
             step=step,
         )
         started = time.perf_counter()
-        calibration = backtest.calibrate(model, frame, holdout, eval_config)
+        try:
+            peer: PeerModel | None = fit_peer(training, peer_config, model.config.targets)
+            mlflow.log_metric("peer_training_seconds", time.perf_counter() - started, step=step)
+        except PeerNotTrained as exc:
+            log.warning("the LightGBM peer is left out of this evaluation: %s", exc)
+            peer = None
+        started = time.perf_counter()
+        calibration = backtest.calibrate(model, frame, holdout, eval_config, peer)
         mlflow.log_metric("calibration_seconds", time.perf_counter() - started, step=step)
         if calibration is not None:
             mlflow.log_metric(ALERT_THRESHOLD_KEY, calibration.threshold, step=step)
@@ -239,7 +255,9 @@ def run_train(
             save_model(model, model_dir)
             for file in sorted(model_dir.iterdir()):
                 mlflow.log_artifact(str(file))
-            predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config)
+            if peer is not None:
+                save_peer(peer, model_dir / PEER_DIR)
+            predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config, peer)
             summary = log_evaluation(results, predictions, frame, step=step)
             example_server = frame[SERVER_NAME].iloc[0]
             example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
@@ -267,6 +285,7 @@ def _training_line(result: TrainingResult, config: TrainConfig) -> str:
 def run_evaluate(path: Path, version: str | None = None, eval_config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Evaluate a registered version (default: production) on a dataset against the baselines."""
     from tftmon.data.resample import resample_to_model_step
+    from tftmon.evaluation.peer import load_peer
     from tftmon.io import read_metrics
     from tftmon.model.network import load_model
     from tftmon.ops import registry
@@ -275,7 +294,9 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
     version = version or registry.production_version()
     if version is None:
         raise registry.PromotionRefused("no production model to evaluate; pass --version N")
-    model = load_model(registry.version_files(version))
+    files = registry.version_files(version)
+    model = load_model(files)
+    peer = load_peer(files / PEER_DIR) if (files / PEER_DIR).is_dir() else None
     frame = resample_to_model_step(read_metrics(path))
     holdout = backtest.holdout_start(frame, eval_config.holdout_hours)
     with tracking.job_run("evaluate", tags={"tftmon.model_version": version}) as run:
@@ -286,7 +307,7 @@ def run_evaluate(path: Path, version: str | None = None, eval_config: Evaluation
                 "evaluate.holdout_hours": eval_config.holdout_hours,
             }
         )
-        predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config)
+        predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config, peer)
         summary = log_evaluation(results, predictions, frame)
         registry.describe_version(
             version, registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"), "held-out"

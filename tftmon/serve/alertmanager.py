@@ -38,8 +38,9 @@ from prometheus_client import Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from tftmon import __version__
-from tftmon.contract import MODEL_STEP
-from tftmon.risk import RISK_METRICS_BY_KEY, Severity
+from tftmon.contract import MODEL_STEP, probability_text
+from tftmon.risk import RISK_METRICS_BY_KEY, SEVERITY_LABELS, Severity
+from tftmon.serve.alerts import RAISED_WALL
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class Planner:
     def plan(
         self, sent: Mapping[str, Sent], active: Iterable[Mapping[str, Any]], now: datetime
     ) -> tuple[list[Post], dict[str, Sent]]:
-        """The posts due at `now` for the AlertBook's active alerts, and what will have been sent after them.
+        """The posts due at `now` for the AlertBook's active alerts that page (`paging`: the model's page
+        rule), and what will have been sent after them.
 
         A server's resolved state is remembered while its AlertBook alert stays active (as a warning), so
         critical again it starts a new alert from now; once the AlertBook drops it, so does the plan.
@@ -123,7 +125,7 @@ class Planner:
             name = alert["server_name"]
             before = sent.get(name)
             firing = before if before is not None and not before.post.resolved else None
-            if alert["severity"] != Severity.CRITICAL.value:
+            if not alert.get("paging"):
                 if firing is not None:
                     after[name] = self._resolve(firing, now, posts)
                 elif before is not None:
@@ -136,7 +138,7 @@ class Planner:
                 labels, starts = firing.post.alert["labels"], firing.post.alert["startsAt"]
             else:
                 labels = self.labels(alert)
-                starts = _iso(now if before is not None else _utc(alert["raised_at"]))
+                starts = _iso(now if before is not None else _utc(alert[RAISED_WALL]))
             post = Post(name, self.postable(alert, labels, starts, now + self.validity), resolved=False)
             posts.append(post)
             after[name] = Sent(post, now)
@@ -172,16 +174,32 @@ class Planner:
     def link(self, server: str) -> str | None:
         return None if self.dashboard_url is None else f"{self.dashboard_url}/?server={quote(server)}"
 
-    def postable(self, alert: Mapping[str, Any], labels: dict[str, str], starts: str, ends: datetime) -> dict[str, Any]:
-        """The alert as Alertmanager's API v2 takes it; annotations (all text) from the latest forecast."""
-        name = alert["server_name"]
-        metric, probability = alert["metric"], alert["probability"]
+    @staticmethod
+    def summary(alert: Mapping[str, Any]) -> str:
+        """One line: who, what, how soon and how probable, in the contract's words with the %:
+        "db1 (database): Memory may reach its critical level in 40 min: about as likely as not (64 %)"."""
+        metric, probability, minutes = alert["metric"], alert["probability"], int(alert["minutes_ahead"] or 0)
         what = RISK_METRICS_BY_KEY[metric].label if metric in RISK_METRICS_BY_KEY else "a metric"
+        hours, mins = divmod(minutes, 60)
+        soon = (f"{hours} h {mins} min" if mins else f"{hours} h") if hours else f"{mins} min"
+        soon = f" in {soon}" if minutes else ""
+        how = "" if probability is None else f": {probability_text(probability)}"
+        return f"{alert['server_name']} ({alert['profile']}): {what} may reach its critical level{soon}{how}"
+
+    def postable(self, alert: Mapping[str, Any], labels: dict[str, str], starts: str, ends: datetime) -> dict[str, Any]:
+        """The alert as Alertmanager's API v2 takes it; annotations (all text) from the latest forecast: the
+        summary says how probable (word and %) and how soon, the description (risk's reason) adds the level,
+        the forecast median (p50) and the lowest quantile reaching the level; `meaning` what critical means.
+        `predicted_for` is data time, as the forecast's; startsAt/endsAt are wall clock, as Alertmanager's."""
+        name = alert["server_name"]
+        probability = alert["probability"]
         annotations = {
-            "summary": f"{name} ({alert['profile']}): {what} forecast to reach its critical level",
+            "summary": self.summary(alert),
             "description": alert["reason"],
+            "meaning": SEVERITY_LABELS[Severity.CRITICAL],
             "predicted_for": alert["predicted_for"],
             "probability": None if probability is None else f"{probability:.2f}",
+            "probability_word": alert.get("probability_word"),
             "minutes_ahead": str(alert["minutes_ahead"]),
             "model_version": str(alert["model_version"]),
             "dashboard": self.link(name),

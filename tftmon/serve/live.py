@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tftmon.alerting import PageRule, page_rule_from_info
 from tftmon.contract import (
     HORIZONS,
     METRIC,
@@ -74,6 +75,11 @@ class LoadedModel:
         """The alert threshold the version was fitted with: read once per loaded version, so a version
         without a usable one is reported once, not on every forecast."""
         return AlertCalibration.from_info(self.model.training_info)
+
+    @cached_property
+    def page_rule(self) -> PageRule:
+        """The page rule the version was evaluated with (the default for versions that carry none)."""
+        return page_rule_from_info(self.model.training_info)
 
     @property
     def encoder_steps(self) -> int:
@@ -500,7 +506,7 @@ class LiveFleet:
         records = self._forecast(loaded, history) if len(history) else []
         self._wall, self._version = now, loaded.version
         self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
-        self.alerts.update(records, utcnow())
+        self.alerts.update(records, utcnow(), loaded.page_rule)
         # At the model step: the model reads nothing finer, and raw 5 s windows would double the windows' memory.
         self.inputs = resample_to_model_step(history) if len(history) else history
         self.summaries.append(fleet_summary(records, len(warming), self.alerts.counts(), loaded.version))

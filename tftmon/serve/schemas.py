@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, from_json
 
+from tftmon.alerting import TransitionKind
 from tftmon.config import ServiceConfig
 from tftmon.contract import (
     CPU_PARTS,
@@ -571,37 +572,64 @@ class CurrentPredictions(BaseModel):
 
 
 class Alert(BaseModel):
+    """An active alert. One clock: every time in it is data time (the forecasts' origins and what they
+    predict for), none wall-clock."""
+
     server_name: str
     profile: str
-    severity: Literal["warning", "critical"]
+    severity: Literal["warning", "critical"] = Field(
+        ..., description="Critical: the model's alert fired (at the probability it was tuned to); warning: watch it."
+    )
     risk: float
-    metric: str | None
-    value: float | None = Field(..., description="Predicted value of the metric when it crosses.")
-    quantile: str | None = Field(..., description="The quantile that crossed (p10 very likely ... p90 possible).")
-    probability: float | None = Field(None, description="Probability of the crossing (0-1).")
-    minutes_ahead: int
-    predicted_for: datetime | None
+    metric: str | None = Field(..., description="The risk metric driving the alert (None when nothing crosses).")
+    probability: float | None = Field(
+        None, description="Probability (0-1) that the metric reaches the level named in the reason at predicted_for."
+    )
+    probability_word: str | None = Field(
+        None, description="The probability in the contract's words (contract.PROBABILITY_WORDS: very unlikely < 0.1 …)."
+    )
+    minutes_ahead: int = Field(..., description="Minutes from prediction_time to the crossing.")
+    prediction_time: datetime = Field(..., description="Data time: origin of the latest forecast, which this shows.")
+    predicted_for: datetime | None = Field(
+        ..., description="Data time of the crossing: prediction_time + minutes_ahead (None when nothing crosses)."
+    )
+    value: float | None = Field(
+        ...,
+        description="The forecast's value of the metric at predicted_for: the quantile value_quantile (the median).",
+    )
+    value_quantile: str | None = Field(..., description="The forecast quantile `value` is: p50.")
+    reached_by_quantile: str | None = Field(
+        ...,
+        description="The lowest forecast quantile at or above the level at predicted_for (p75: at least 25 % likely).",
+    )
     reason: str
-    since: datetime = Field(..., description="Forecast origin (data time) of the forecast that raised it.")
-    raised_at: datetime = Field(..., description="Wall-clock time it was raised.")
+    since: datetime = Field(..., description="Data time: origin of the forecast that raised the alert.")
+    paging: bool = Field(
+        ...,
+        description="Whether it pages (is posted to Alertmanager): the model's page rule, enough critical forecasts "
+        "of the last few (tftmon.alerting.PageRule), until enough in a row are not.",
+    )
     model_version: str
 
 
 class ActiveAlerts(BaseModel):
-    computed_at: datetime | None
+    computed_at: datetime | None = Field(
+        ..., description="Wall-clock time the live forecast was computed; the alerts themselves carry data time only."
+    )
     counts: dict[str, int]
     alerts: list[Alert]
 
 
 class AlertTransition(BaseModel):
-    kind: Literal["raised", "escalated", "resolved"]
+    """A change of a server's alert; one clock: data time."""
+
+    kind: TransitionKind
     server_name: str
     severity: str
     previous_severity: str
     metric: str | None
     reason: str
-    data_time: datetime
-    at: datetime
+    data_time: datetime = Field(..., description="Data time: origin of the forecast that made the change.")
 
 
 class AlertHistory(BaseModel):
