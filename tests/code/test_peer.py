@@ -146,3 +146,21 @@ def test_too_little_history_is_an_error_naming_the_metric(fleet: pd.DataFrame) -
     short = fleet[fleet[TIMESTAMP] < START + pd.Timedelta(hours=36)]
     with pytest.raises(ValueError, match="cpu_user_pct: only"):
         fit_peer(short, CONFIG, metrics=["cpu_user_pct"])
+
+
+def test_ratio_to_peer_is_a_geometric_mean_over_metrics_and_counts_where_the_model_is_better() -> None:
+    from tftmon.evaluation.metrics import ratio_to_peer
+
+    rows = [
+        {"model": name, "horizon": horizon, "metric": metric, "mase": mase, "quantile_loss": loss}
+        for horizon in ("30min", "1h", "8h")
+        for name, metric, mase, loss in (
+            ("tft", "a", 2.0, 1.0), ("tft", "b", 0.5, 1.0),
+            ("lightgbm", "a", 1.0, 2.0), ("lightgbm", "b", 1.0, 2.0),
+        )
+    ]  # fmt: skip
+    table = ratio_to_peer(pd.DataFrame(rows), "tft", "lightgbm")
+    assert list(table["horizon"].astype(str)) == ["30min", "1h", "8h"]
+    assert table["mase_ratio"].tolist() == pytest.approx([1.0] * 3)  # sqrt(2 × 0.5)
+    assert table["quantile_loss_ratio"].tolist() == pytest.approx([0.5] * 3)
+    assert set(table["mase_better"]) == {"1/2"} and set(table["quantile_loss_better"]) == {"2/2"}
