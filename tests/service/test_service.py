@@ -18,6 +18,7 @@ import requests
 from pydantic import BaseModel
 
 from tests.service.conftest import ADMIN_TOKEN, FEED, FEED_TOKEN, Served, register_version
+from tftmon.alerting import TRANSITION_KINDS
 from tftmon.config import SimulationConfig
 from tftmon.contract import HORIZONS, METRICS, PREDICTION_STEPS, QUANTILE_NAMES, SERVER_ID, SERVER_NAME, STATE
 from tftmon.data.simulate import simulate
@@ -253,7 +254,7 @@ def test_feed_then_current_predictions_then_alerts(service: Served, fleet_histor
         assert alert["value_quantile"] == "p50" and alert["probability_word"] in alert["reason"]
     history = conforming(requests.get(f"{service.url}/alerts/history", timeout=5), AlertHistory)["transitions"]
     assert len(history) >= len(alerts["alerts"])
-    assert {t["kind"] for t in history} <= {"raised", "escalated", "resolved"}
+    assert {t["kind"] for t in history} <= set(TRANSITION_KINDS)
     assert all("at" not in t for t in history)  # data time only (data_time)
     metrics = requests.get(f"{service.url}/metrics", timeout=5).text
     for name in ("tftmon_predictions_total", "tftmon_http_requests_total", "tftmon_http_request_seconds_bucket",
