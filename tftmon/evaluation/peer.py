@@ -38,7 +38,7 @@ from tftmon.contract import (
 from tftmon.evaluation.actuals import Actuals
 from tftmon.evaluation.baselines import _clip, _tidy
 from tftmon.io import atomic_directory, file_sha256, write_bytes_atomic, write_json_atomic
-from tftmon.model.features import KNOWN_REALS, add_time_features
+from tftmon.model.features import KNOWN_REALS, add_time_features, resolve_targets
 
 #: The forecaster's name in evaluation tables.
 PEER = "lightgbm"
@@ -245,17 +245,12 @@ def _training_origins(act: Actuals, every: timedelta) -> tuple[np.ndarray, np.nd
 
 
 def _resolve_metrics(metrics: Sequence[str] | None, present: tuple[str, ...]) -> tuple[str, ...]:
-    if metrics is None:
-        if not present:
-            raise ValueError(f"the frame has no contract metric to forecast; name its columns as {list(METRICS)}")
-        return present
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ValueError(f"metrics {unknown or '[]'} are not contract metrics; choose from {list(METRICS)}")
-    absent = [m for m in metrics if m not in present]
+    """The metrics to fit, by the training path's own rule (`resolve_targets`), each of them in the frame."""
+    chosen = resolve_targets(metrics, present)
+    absent = [m for m in chosen if m not in present]
     if absent:
         raise ValueError(f"metrics {absent} are missing from the training frame")
-    return tuple(m for m in METRICS if m in metrics)
+    return tuple(chosen)
 
 
 def fit_peer(frame: pd.DataFrame, config: PeerConfig | None = None, metrics: Sequence[str] | None = None) -> PeerModel:
