@@ -26,7 +26,6 @@ from tftmon.contract import (
 )
 
 
-
 def _within_group_sorted(codes: np.ndarray, ts_ns: np.ndarray) -> bool:
     """True when rows are chronological within each server (O(n), avoids a sort of 46 M rows)."""
     if len(ts_ns) < 2 or bool(np.all(np.diff(ts_ns) >= 0)):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tftmon.config import IngestFormat, StrictConfig, load_yaml
 from tftmon.contract import DEPRECATED_COLUMNS, METRICS, PROFILE_NAMES, deprecation_message
