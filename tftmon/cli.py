@@ -298,6 +298,12 @@ def validate(
 @_config_option("max-fit-minutes", TrainConfig, "Wall-clock budget of the fit; the best weights so far are kept", "M")
 @_config_option("encoder-hours", TrainConfig, "History the model reads", "H")
 @_config_option("hidden-size", NetworkConfig, "TFT hidden size", "N")
+@click.option(
+    "--seasonal-lags",
+    "seasonal_lag_hours",
+    metavar="H[,H]",
+    help="Hours back each target's value is a known input at every step, e.g. 24 or 24,168 (default none).",
+)
 @_config_option("batch-size", TrainConfig, "Training batch size", "N")
 @_config_option("incident-oversampling", TrainConfig, "Extra weight of windows before incidents (0: uniform)", "W")
 @_config_option("incident-lead-hours", TrainConfig, "Only incidents this soon in a window's forecast weigh", "H")
@@ -314,7 +320,9 @@ def train(path: Path, targets: str, progress: bool, holdout_hours: str | None, *
     """
     from tftmon.ops.jobs import TrainingRefused, run_train
 
-    network = {name: options.pop(name) for name in NetworkConfig.model_fields if name in options}
+    network: dict[str, Any] = {name: options.pop(name) for name in NetworkConfig.model_fields if name in options}
+    if network.get("seasonal_lag_hours"):
+        network["seasonal_lag_hours"] = [hours.strip() for hours in network["seasonal_lag_hours"].split(",")]
     config = _build(
         TrainConfig,
         {
@@ -403,6 +411,12 @@ def evaluate(path: Path, version: str | None, holdout_hours: str | None, as_json
 @click.option(
     "--profile", default="", metavar="NAME", help="Profile of every server (default: field, mapping, or hostname)."
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a percentage column whose values look like two scales (percent and fractions of 1) instead of "
+    "warning.",
+)
 @_out_option("data/ingested")
 @_progress_option
 def ingest(
@@ -413,6 +427,7 @@ def ingest(
     end: str,
     timezone: str,
     profile: str,
+    strict: bool,
     out: Path,
     progress: bool,
     **options: str | None,
@@ -445,9 +460,11 @@ def ingest(
             until = to_utc(end or datetime.now().astimezone()).to_pydatetime()
             since = to_utc(start).to_pydatetime() if start else until - timedelta(days=1)
             long, described = query_prometheus(prometheus, since, until, step=MODEL_STEP, progress=progress)
-            metadata = ingest_samples(Samples(long, source=described), mapping, config, out, progress=progress)
+            metadata = ingest_samples(
+                Samples(long, source=described), mapping, config, out, progress=progress, strict=strict
+            )
         else:
-            metadata = ingest_files(source, mapping, config, out, progress=progress)
+            metadata = ingest_files(source, mapping, config, out, progress=progress, strict=strict)
     except ValueError as exc:  # IngestError, MappingError: the message names the input and the fix
         raise click.ClickException(str(exc)) from None
     click.echo(summary(metadata, out))
@@ -574,7 +591,8 @@ class RetrainLocked(click.ClickException):
 
 def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options `retrain` and `monitor` share: the data source, the service, the event log and the lock."""
-    fleet, train = DEMO.simulation, DEMO.train
+    fleet, demo_train = DEMO.simulation, DEMO.train
+    champion = "default: the champion's, as it was trained; without one,"
     simulate = "--simulate: "
     options: list[Decorator] = [
         click.option("--data", type=click.Path(path_type=Path), default=None, help="Telemetry dataset to retrain on."),
@@ -600,12 +618,18 @@ def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="URL",
             help="The running service to reload (POST /admin/reload, TFTMON_ADMIN_TOKEN) and verify.",
         ),
-        click.option("--max-epochs", default=None, metavar="N", help=f"Epochs (default {train.max_epochs})."),
+        click.option(
+            "--max-epochs",
+            default=None,
+            metavar="N",
+            help=f"Epochs ({champion} {TrainConfig().max_epochs}; --simulate: {demo_train.max_epochs}).",
+        ),
         click.option(
             "--max-batches-per-epoch",
             default=None,
             metavar="N",
-            help=f"Batches per epoch (default {train.max_batches_per_epoch}).",
+            help=f"Batches per epoch ({champion} {TrainConfig().max_batches_per_epoch}; --simulate: "
+            f"{demo_train.max_batches_per_epoch}).",
         ),
         _config_option("min-history-hours", RetrainConfig, "Servers with less history are left to cold start", "H"),
         _config_option("out", RetrainConfig, "Where simulated and collected data are written", "DIR"),
@@ -619,7 +643,8 @@ def _retrain_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _retrain_config(options: dict[str, Any]) -> RetrainConfig:
-    """RetrainConfig from the shared options (consumed from `options`); left-out ones keep the demo defaults."""
+    """RetrainConfig from the shared options (consumed from `options`): left-out ones keep the demo fleet's
+    defaults; training is the champion's (`tftmon.ops.retrain.training_settings`), the options given set over."""
     simulation = _given({k: options.pop(k) for k in ("servers", "hours", "add_servers", "retire_servers", "seed")})
     train = _given({k: options.pop(k) for k in ("max_epochs", "max_batches_per_epoch")})
     progress = options.pop("progress")
@@ -632,7 +657,7 @@ def _retrain_config(options: dict[str, Any]) -> RetrainConfig:
     values = {
         **options,
         "simulation": DEMO.simulation.model_dump() | simulation,
-        "train": DEMO.train.model_dump() | train | {"progress_bar": progress},
+        "train_overrides": train | {"progress_bar": progress},
     }
     return _build(RetrainConfig, values)
 
@@ -899,7 +924,8 @@ def serve(
     Live data comes from /feed and, with --prometheus, from Prometheus; forecasts are Prometheus series on
     /metrics/forecasts; with --alertmanager, critical alerts go to Alertmanager (docs/PROMETHEUS.md).
     Admin endpoints need TFTMON_ADMIN_TOKEN; limits are TFTMON_SERVICE_* variables (tftmon.config.ServiceConfig).
-    This process becomes the BentoML server, so one SIGTERM stops the whole tree.
+    This process becomes the BentoML server, so one SIGTERM stops the whole tree; its worker stops too when
+    this process is killed outright (SIGKILL), freeing the port for a restart.
     """
     given = {
         "prometheus_url": prometheus,
@@ -915,8 +941,17 @@ def serve(
             Target.parse(url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--alertmanager") from None
+    from tftmon.ops.stack import port_holder, port_in_use
+    from tftmon.serve.lifeline import SERVER_PID_ENV
+
+    if port_in_use(service.host, service.port):  # refused here in one line, not by a traceback from BentoML's bind
+        raise click.ClickException(
+            f"port {service.port} on {service.host} is already in use by {port_holder(service.port)}: stop that "
+            "process, or serve on another port (--port)"
+        )
     for name, value in _given(given).items():  # the BentoML worker reads ServiceConfig from the environment
         os.environ[f"TFTMON_SERVICE_{name.upper()}"] = json.dumps(value) if isinstance(value, tuple) else value
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # exec keeps the pid: the server the worker dies with
     argv = [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon"]
     sys.stdout.flush()
     sys.stderr.flush()

@@ -205,11 +205,30 @@ class NetworkConfig(StrictConfig):
     #: many steps (None: the whole encoder's mean). Centred on the last value, persistence is the network's
     #: zero: the 30-min forecast beats the last value by 16 % instead of 12 % (docs/BENCHMARKS.md).
     center_steps: int | None = Field(1, ge=1)
+    #: Known-future inputs: each target's value this many hours before every encoder and forecast step (e.g.
+    #: (24,) for yesterday, (24, 168) for last week too), standardised per window as the target is. A forecast
+    #: then needs this much more history than the encoder. Each must be at least the horizon, so every forecast
+    #: step's value is already observed. Off by default: on the held-out fleets it did not beat the 3-h encoder
+    #: alone (docs/BENCHMARKS.md, "Yesterday in view").
+    seasonal_lag_hours: tuple[int, ...] = ()
 
     @field_validator("quantiles")
     @classmethod
     def _quantiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         return _with_published_quantiles(value)
+
+    @field_validator("seasonal_lag_hours")
+    @classmethod
+    def _seasonal_lags(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        horizon = PREDICTION_STEPS * MODEL_STEP / timedelta(hours=1)
+        if any(hours < horizon for hours in value) or len(set(value)) != len(value):
+            raise ValueError(f"seasonal_lag_hours {value}: each must be at least the {horizon:g}-h horizon, once")
+        return tuple(sorted(value))
+
+    @property
+    def seasonal_lag_steps(self) -> int:
+        """How far the longest seasonal lag reaches back, in model steps (0: none)."""
+        return max((steps(timedelta(hours=hours)) for hours in self.seasonal_lag_hours), default=0)
 
 
 class ModelConfig(NetworkConfig):
@@ -225,6 +244,11 @@ class ModelConfig(NetworkConfig):
     quantiles: tuple[float, ...] = QUANTILES
     #: Models saved before the recent centre were centred on the encoder's mean.
     center_steps: int | None = Field(None, ge=1)
+
+    @property
+    def history_steps(self) -> int:
+        """Steps of history one forecast reads: the encoder and, before it, the longest seasonal lag."""
+        return self.encoder_steps + self.seasonal_lag_steps
 
 
 class TrainConfig(StrictConfig):
@@ -279,6 +303,11 @@ class TrainConfig(StrictConfig):
     @property
     def encoder_steps(self) -> int:
         return steps(timedelta(hours=self.encoder_hours))
+
+    @property
+    def history_steps(self) -> int:
+        """Steps of history one forecast of the trained model reads: its encoder and its seasonal lags' reach."""
+        return self.encoder_steps + self.model.seasonal_lag_steps
 
     @property
     def validation_steps(self) -> int:
@@ -424,6 +453,11 @@ class ServiceConfig(BaseSettings):
     #: The largest request body read (bytes), checked from Content-Length and while it streams in; a full
     #: /predict (300,000 rows of ~390 bytes of JSON each) fits.
     max_body_bytes: int = Field(160 * 2**20, ge=1)
+    #: A request body that sends nothing for this many seconds (a Content-Length larger than what comes), or
+    #: is not complete this many seconds after it began (a trickle), is refused (408) and its connection
+    #: closed: no client holds a connection, or a worker's memory, by sending slowly.
+    body_idle_timeout_seconds: float = Field(15.0, gt=0)
+    body_timeout_seconds: float = Field(120.0, gt=0)
     #: Live windows kept at most for this many servers; further new servers are refused (memory bound).
     max_live_servers: int = Field(5000, ge=1)
     #: Memory the live windows may hold, in MiB: new servers beyond this / one full window (the encoder span at
@@ -441,13 +475,13 @@ class ServiceConfig(BaseSettings):
     alert_history: int = Field(1000, ge=1)
     #: Fleet summaries kept for /fleet/history, one per live forecast (2016 = a week of 5-min steps).
     fleet_history: int = Field(2016, ge=1)
-    #: Per-client rate limits (token bucket per client address; 0 = no limit), checked before the body is
-    #: read: a client over its limit gets 429 with Retry-After. Behind a reverse proxy the client address
-    #: is the proxy's unless the server trusts its forwarded headers (docs/SECURITY.md).
+    #: Per-client rate limits (token bucket per client address; a rate or a burst of 0 = no limit), checked
+    #: before the body is read: a client over its limit gets 429 with Retry-After. Behind a reverse proxy the
+    #: client address is the proxy's unless the server trusts its forwarded headers (docs/SECURITY.md).
     predict_per_minute: float = Field(300.0, ge=0)
-    predict_burst: int = Field(30, ge=1)
+    predict_burst: int = Field(30, ge=0)
     feed_per_minute: float = Field(1200.0, ge=0)
-    feed_burst: int = Field(120, ge=1)
+    feed_burst: int = Field(120, ge=0)
     #: An active alert resolves after this many consecutive healthy forecasts (no one-tick flapping).
     resolve_after: int = Field(2, ge=1)
     #: Window of the unknown-server prediction rate (seconds).
@@ -598,8 +632,14 @@ class RetrainConfig(StrictConfig):
     out: Path = Path("data/retrain")
     #: Active servers with less history than this are reported and left out of training (cold start).
     min_history_hours: float = Field(MIN_TRAINING_HISTORY.total_seconds() / 3600, gt=0)
-    train: TrainConfig = DemoConfig().train
-    evaluation: EvaluationConfig = DemoConfig().evaluation
+    #: The training settings. None: the champion's own (recorded with its model by `tftmon train`), so that a
+    #: candidate is trained as the model it must beat was; TrainConfig's defaults when there is no champion or
+    #: no record; the demo's short training (DemoConfig.train) with `simulate`.
+    train: TrainConfig | None = None
+    #: TrainConfig fields set over those settings, whichever they are (`tftmon retrain --max-epochs 20`).
+    train_overrides: dict[str, Any] = {}
+    #: The evaluation settings. None: as for `train`, the champion's own, EvaluationConfig's defaults, or the demo's.
+    evaluation: EvaluationConfig | None = None
     #: The running service to reload and verify (e.g. http://127.0.0.1:3000); None: registry only, and every
     #: active server's forecast is verified in-process with the new Production model.
     service_url: str | None = None
@@ -615,6 +655,16 @@ class RetrainConfig(StrictConfig):
     event_log: Path = Path("logs/retrain-events.jsonl")
     #: The lock file that keeps a second retrain from starting while one runs.
     lock_file: Path = Path("logs/retrain.lock")
+
+    @field_validator("train_overrides")
+    @classmethod
+    def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Each a TrainConfig field with a value it accepts: refused now, not after the data is collected."""
+        try:
+            checked = TrainConfig(**value)
+        except ValidationError as exc:
+            raise ValueError(error_text(exc)) from None
+        return {name: getattr(checked, name) for name in value}
 
     @model_validator(mode="after")
     def _one_source(self) -> RetrainConfig:

@@ -8,17 +8,20 @@ writer of the same target can tell a killed writer's debris (swept) from a live 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
+import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -42,6 +45,10 @@ CHECKPOINT_PREFIX = "tftmon-ckpt-"
 #: Suffixes of an atomic writer's temp entries: the one being written, and a replaced target about to go.
 TEMP_SUFFIX = ".tmp"
 OLD_SUFFIX = f"{TEMP_SUFFIX}.old"
+#: The random part of a temp name is 8 of these, as tempfile draws them (and `stale_temps` matches them).
+TEMP_NAME_CHARACTERS = string.ascii_lowercase + string.digits + "_"
+#: What `_new_temp`'s maker returns: nothing for a directory, a file descriptor for a file.
+_Made = TypeVar("_Made")
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,12 +121,16 @@ def _name_the_target(exc: BaseException, path: Path) -> None:
         exc.filename = str(path)
 
 
+def _open_new(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file so readers see the old content or the new, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path.parent, f".{path.name}.", TEMP_SUFFIX)
-    fd, tmp = tempfile.mkstemp(prefix=_owned(f".{path.name}."), suffix=TEMP_SUFFIX, dir=path.parent)
+    tmp, fd = _new_temp(path.parent, _owned(f".{path.name}."), TEMP_SUFFIX, _open_new)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -149,6 +160,20 @@ def _sweep_directory_debris(final: Path) -> None:
             os.replace(old, final)
 
 
+def _new_temp(parent: Path, prefix: str, suffix: str, create: Callable[[Path], _Made]) -> tuple[Path, _Made]:
+    """A new `prefix<8 random>suffix` in `parent` made by `create` (which fails if it exists) as mkdir and open
+    make one, 0777 / 0666 less the umask: it becomes the output itself, which tempfile's 0700 / 0600 would hide
+    from every other user."""
+    draw = random.SystemRandom()
+    for _ in range(tempfile.TMP_MAX):
+        path = parent / f"{prefix}{''.join(draw.choices(TEMP_NAME_CHARACTERS, k=8))}{suffix}"
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temp name found", str(parent / prefix))
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temp directory beside `final`; on success it replaces `final` in one rename.
@@ -159,7 +184,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep_directory_debris(final)
-    tmp = Path(tempfile.mkdtemp(prefix=_owned(f".{final.name}."), suffix=TEMP_SUFFIX, dir=final.parent))
+    tmp, _ = _new_temp(final.parent, _owned(f".{final.name}."), TEMP_SUFFIX, Path.mkdir)
     try:
         yield tmp
         if final.exists():

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tests.synthetic import fleet_frame, uniform
 from tftmon.contract import (
@@ -332,3 +333,40 @@ def test_future_rows_follow_the_last_observation() -> None:
         assert future[TIMESTAMP].iloc[0] == df[TIMESTAMP].max() + MODEL_STEP
         assert (future[TIMESTAMP].diff().dropna() == MODEL_STEP).all()
         assert (future[list(METRICS)] == features.FUTURE_PLACEHOLDER).all().all()
+
+
+def test_seasonal_lags_read_each_steps_value_a_day_before_relative_to_the_window() -> None:
+    """A seasonal lag is the target's value 24 h before each row (a gap carries the bin before it forward), in
+    training and in the forecast grid's encoder and future rows alike; serving's batch equals training's, and
+    each window reads the lag standardised by its own target scale, so yesterday is relative to now."""
+    encoder, lag = 12, (24,)
+    day = 24 * 12
+    prepared = features.prepare_frame(raw(servers=3, hours=40, interval="5min"), METRICS)
+    train = features.seasonal_training_frame(prepared, METRICS, lag)
+    column = features.seasonal_column(CONSTANT, 24)
+    before = prepared.set_index([SERVER_ID, features.TIME_IDX])[CONSTANT]
+    wanted = before.reindex(pd.MultiIndex.from_arrays([train[SERVER_ID], train[features.TIME_IDX] - day]))
+    assert len(train) == len(prepared) - 3 * day
+    np.testing.assert_array_equal(train[column].to_numpy(), wanted.to_numpy())
+    params = features.training_dataset(train, METRICS, encoder, lag_hours=lag).get_parameters()
+
+    live = raw(servers=4, hours=27, interval="1min", seed=5)
+    gap = live[TIMESTAMP].between(START + pd.Timedelta(hours=2), START + pd.Timedelta(hours=2, minutes=11))
+    frame = features.inference_frame(live[~gap], METRICS, encoder, lag)
+    history = features.prepare_frame(live[~gap], METRICS)
+    for server, rows in frame.groupby(SERVER_ID):
+        own = history[history[SERVER_ID] == server].set_index(features.TIME_IDX)[CONSTANT]
+        source = own.reindex(range(own.index.min(), own.index.max() + 1)).ffill()
+        assert rows[column].tolist() == source.loc[rows[features.TIME_IDX] - day].tolist(), server
+    dataset = features.build_dataset(params, frame, predict=True)
+    fast, servers = features.inference_inputs(params, frame)
+    assert_same_batch(fast, features.window_batch(dataset))
+    k, t = dataset.reals.index(column), METRICS.index(CONSTANT)
+    centre, scale = fast["target_scale"][t].unbind(-1)
+    restored = fast["decoder_cont"][..., k] * scale[:, None] + centre[:, None]
+    windows = frame.set_index(SERVER_ID)[column].loc[servers].to_numpy().reshape(len(servers), -1)
+    raw_lags = torch.tensor(windows[:, encoder:]).float()
+    assert np.allclose(restored.numpy(), raw_lags.numpy(), rtol=1e-4, atol=1e-3)
+
+    with pytest.raises(features.InsufficientHistory, match=r"needs 300 steps .*25 h"):
+        features.inference_frame(raw(servers=1, hours=20, interval="5min"), METRICS, encoder, lag)

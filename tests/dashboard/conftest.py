@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, in_ci, missing_binaries_reason
 from tests.serving import FEED, FEED_TOKEN, Served, free_port
 from tftmon.config import SimulationConfig
 from tftmon.contract import SERVER_ID, STATE
@@ -32,6 +32,21 @@ WARMING = "ppetl950"
 SPEED = 30
 #: Per-request limits large enough for the feeder's back-fill (the service suites keep theirs small).
 OPEN_LIMITS = {"TFTMON_SERVICE_MAX_SERVERS_PER_REQUEST": "1000", "TFTMON_SERVICE_MAX_FEED_ROWS": "50000"}
+#: What the browser tests (test_browser.py, every test using its `browser` fixture) drive, and the Debian packages.
+BROWSER_BINARIES = ("chromium", "chromedriver")
+BROWSER_PACKAGES = "chromium chromium-driver"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without Chromium or ChromeDriver the browser tests are skipped, outside CI, before the live stack starts
+    for them, under one reason naming the packages (`-ra` folds them into one line); with CI=true they run, and
+    their `browser` fixture fails."""
+    reason = missing_binaries_reason(BROWSER_BINARIES, BROWSER_PACKAGES)
+    if reason is None or in_ci():
+        return
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,15 @@ def test_explain_draws_the_models_own_importances_and_attention(stack: Stack, da
     # The feeder moves the forecast on every few seconds: the variables are the served ones, the weights
     # those of a forecast (each group sums to 1, largest first), the history bins those the model read.
     for frame, group in ((encoder, "encoder_variables"), (decoder, "decoder_variables"), (static, "static_variables")):
-        assert set(frame["name"]) == {v["name"] for v in body[group]}
+        covered = [name for names in frame["variables"] for name in names.split(", ")]
+        assert sorted(covered) == sorted(v["name"] for v in body[group])  # each variable in one bar
+        assert not set(covered) & set(frame["label"])  # by operators' names: no cpu_idle_pct_center, dow_sin
         assert frame["importance"].sum() == pytest.approx(1.0, abs=1e-4)
         assert frame["importance"].is_monotonic_decreasing
+    (internal,) = (d.value for d in at.dataframe)  # the model's internals, each with what it means
+    assert set(internal["variable"]) == {"relative_time_idx"} | {
+        v["name"] for v in body["static_variables"] if v["name"].endswith(("_center", "_scale"))
+    }
     assert sorted(attention["minutes_before"]) == sorted(a["minutes_before"] for a in body["attention"])
 
 
@@ -157,7 +163,9 @@ def test_advanced_shows_the_model_and_switches_the_feeders_scenario(stack: Stack
     at = dashboard("Advanced", stack.url, stack.feeder_url)
     status = at.table[0].value["value"]
     assert status["model_version"] == str(stack.get("/status")["model_version"])
-    assert json.dumps(at.json[0].value)  # one server's raw record
+    (raw,) = at.expander  # one server's raw record, closed (open, it was ~8,300 px of JSON; issue 31, item 17)
+    assert not raw.proto.expanded and raw.json[0].proto.max_expand_depth == 1
+    assert json.loads(raw.json[0].proto.body)["server_name"] == at.selectbox(key="raw_server").value
     assert "Feeder scenario: **degrading**" in texts(at)
     try:
         at.button(key="scenario_critical").click().run()

@@ -33,6 +33,8 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 #: The dashboards' refresh interval: short, so the test sees a refresh.
 REFRESH = 5
+#: The Advanced tab's height at most (px): settings, scenario, status table and a closed raw record.
+MAX_ADVANCED_HEIGHT = 3000
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,11 @@ def scroll(driver: WebDriver, to: int | None = None) -> int:
     ))  # fmt: skip
 
 
+def height(driver: WebDriver) -> int:
+    """How tall the page's content is (px): what an operator scrolls through."""
+    return int(driver.execute_script("return document.querySelector('[data-testid=stMain]').scrollHeight"))
+
+
 def refreshed(driver: WebDriver) -> str:
     """The time the page says it last refreshed."""
     return str(driver.execute_script("return document.body.innerText.match(/refreshed (\\S+) UTC/)[1]"))
@@ -198,11 +205,14 @@ def test_every_tab_in_a_browser(stack: Stack, browser: WebDriver, dashboards: tu
     until(browser, lambda: f"Why the model forecast {picked}" in text(browser), "the selected server explained")
     until(browser, lambda: len(marks(browser, "g.mark-rect")) >= 3, "importance bars")
     assert "History inputs (encoder)" in text(browser) and "Attention over the history" in text(browser)
+    page = text(browser)  # operators' names, the model's internals one bar (issue 31, item 17)
+    assert "Time of day" in page and not any(raw in page for raw in ("_center", "_scale", "dow_sin", "relative_time"))
     shot(browser, "Explain")
 
     open_tab(browser, "Advanced")
     until(browser, lambda: "Feeder scenario: degrading" in text(browser), "the feeder's scenario")
     until(browser, lambda: "model_version" in text(browser), "the model's status")
+    assert height(browser) < MAX_ADVANCED_HEIGHT  # the raw JSON closed: it was ~8,300 px (issue 31, item 17)
     shot(browser, "Advanced")
 
     open_tab(browser, "Overview")

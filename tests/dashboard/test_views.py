@@ -38,9 +38,10 @@ def prediction(name: str, profile: str, risk: float, metric: str | None = None, 
     severity = str(severity_of(risk))
     return {
         "server_name": name, "profile": profile, "prediction_time": ORIGIN, "cold_start": False,
-        "model_version": "3", "risk": risk, "severity": severity, "severity_label": severity.capitalize(),
-        "colour": "#000", "metric": metric, "reason": drivers[0] if drivers else "nothing crosses",
-        "drivers": list(drivers), "horizons": {}, "step_minutes": 5,
+        "model_version": "3", "risk": risk, "alert_score": risk, "severity": severity,
+        "severity_label": severity.capitalize(), "colour": "#000", "metric": metric,
+        "reason": drivers[0] if drivers else "nothing crosses", "drivers": list(drivers), "horizons": {},
+        "step_minutes": 5,
         "path": {m: dict(zip(QUANTILE_NAMES, q.tolist(), strict=True)) for m, q in (path or {}).items()},
     }  # fmt: skip
 
@@ -170,13 +171,35 @@ def test_alert_on_cpu_reads_used_from_idle() -> None:
 def test_alert_without_a_probability_is_its_reason_never_a_bare_may_rise() -> None:
     alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "minutes_ahead": 40,
              "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
-    sentence = views.alert_sentence(alert, views.Forecasts.from_payload(payload()))
+    forecasts = views.Forecasts.from_payload(payload(prediction("ppdb007", "database", 0.8)))
+    sentence = views.alert_sentence(alert, forecasts)
     assert sentence == f"ppdb007: {alert['reason']}" and "(64 %)" in sentence
 
 
 def test_alert_without_a_level_falls_back_to_the_reason() -> None:
     alert = {"server_name": "ppweb001", "profile": "web_api", "metric": None, "reason": "something"}
-    assert views.alert_sentence(alert, views.Forecasts.from_payload(payload())) == "ppweb001: something"
+    forecasts = views.Forecasts.from_payload(payload(prediction("ppweb001", "web_api", 0.5)))
+    assert views.alert_sentence(alert, forecasts) == "ppweb001: something"
+
+
+def test_a_held_alert_says_which_forecast_said_it_and_that_the_current_one_is_healthy() -> None:
+    """The service holds an alert until healthy forecasts in a row: its crossing is an older forecast's, so
+    beside the current (healthy) forecast it says so, and reads no band off the current forecast."""
+    path = flat(1, 2, 3)
+    alert = {"server_name": "ppdb007", "profile": "database", "metric": CPU_IOWAIT, "probability": 0.04,
+             "reached_by_quantile": "p98", "minutes_ahead": 40, "prediction_time": "2026-03-02T11:50:00+00:00",
+             "reason": reason(CPU_IOWAIT, "database", "critical")}  # fmt: skip
+    healthy = views.Forecasts.from_payload(payload(prediction("ppdb007", "database", 0.1, path={CPU_IOWAIT: path})))
+    assert views.held(alert, healthy)
+    assert views.alert_sentence(alert, healthy) == (
+        "I/O wait on ppdb007 reaching 50 % in about 40 min: very unlikely (4 %), p98 reaches it (held: the "
+        "forecast from 11:50 UTC said so; ppdb007 is forecast healthy now, and the alert resolves after healthy "
+        "forecasts in a row)"
+    )
+    gone = views.Forecasts.from_payload(payload())
+    assert views.held(alert, gone) and "ppdb007 has no current forecast" in views.alert_sentence(alert, gone)
+    warning = views.Forecasts.from_payload(payload(prediction("ppdb007", "database", 0.5, path={CPU_IOWAIT: path})))
+    assert not views.held(alert, warning) and "held" not in views.alert_sentence(alert, warning)
 
 
 @pytest.mark.parametrize(("minutes", "text"), [(0, "0 min"), (40, "40 min"), (60, "1 h"), (125, "2 h 5 min")])
@@ -219,7 +242,7 @@ def test_fleet_trends_and_transitions_over_time() -> None:
 def test_importances_name_risk_metrics_and_show_idle_as_used() -> None:
     frame = views.importances([{"name": "hour_sin", "importance": 0.2}, {"name": CPU_IDLE, "importance": 0.5},
                                {"name": CPU_IOWAIT, "importance": 0.3}])  # fmt: skip
-    assert frame["label"].tolist() == ["CPU used (100 − idle)", "I/O wait", "hour_sin"]
+    assert frame["label"].tolist() == ["CPU used (100 − idle)", "I/O wait", "Time of day"]
     weights = views.attention([{"minutes_before": 5, "weight": 0.7}, {"minutes_before": 0, "weight": 0.3}])
     assert weights["minutes_before"].tolist() == [0, 5]
 
@@ -242,3 +265,35 @@ def test_source_problems_say_what_is_wrong_with_live_data_and_alert_delivery() -
     assert "ppdb001 (no mem_used_pct)" in problems[1]
     assert "2 forecasts are stale" in problems[2] and "ppdb001" in problems[2] and "1 more" in problems[2]
     assert "http://am:9093" in problems[3] and "2 waiting" in problems[3]
+
+
+def test_importances_show_operators_names_and_group_the_models_internals() -> None:
+    """Issue 31, item 17: no `cpu_idle_pct_center`, `_scale`, `dow_sin` or `relative_time_idx` beside friendly
+    names: calendar cycles are one input, the model's own scaling and position inputs one group, and what
+    each internal means is listed on its own."""
+    static = [
+        {"name": "profile", "importance": 0.4},
+        {"name": "cpu_idle_pct_center", "importance": 0.3},
+        {"name": "cpu_idle_pct_scale", "importance": 0.2},
+        {"name": "mem_used_pct_center", "importance": 0.1},
+    ]
+    known = [{"name": "dow_sin", "importance": 0.1}, {"name": "dow_cos", "importance": 0.15},
+             {"name": "hour_sin", "importance": 0.3}, {"name": "is_weekend", "importance": 0.05},
+             {"name": "relative_time_idx", "importance": 0.25}, {"name": "cpu_iowait_pct_24h_ago", "importance": 0.15},
+             {"name": "net_in_mb_s", "importance": 0.0}]  # fmt: skip
+    frame = views.importances(static)
+    assert frame["label"].tolist() == [views.INTERNALS, "Server profile"]
+    assert frame["importance"].tolist() == pytest.approx([0.6, 0.4])
+    assert frame["variables"].iloc[0] == "cpu_idle_pct_center, cpu_idle_pct_scale, mem_used_pct_center"
+    frame = views.importances(known)
+    assert dict(zip(frame["label"], frame["importance"], strict=True)) == pytest.approx({
+        "Time of day": 0.3, "Model internals (scaling, position)": 0.25, "Day of week": 0.25,
+        "I/O wait, 24 h earlier": 0.15, "Weekend": 0.05, "Network ingress": 0.0})  # fmt: skip
+    for group in (static, known):
+        assert not {v["name"] for v in group} & set(views.importances(group)["label"])  # no variable name shown
+    listed = views.internals(static)
+    assert listed["variable"].tolist() == ["cpu_idle_pct_center", "cpu_idle_pct_scale", "mem_used_pct_center"]
+    assert listed["meaning"].tolist() == ["CPU used (100 − idle): its level over the history window",
+                                          "CPU used (100 − idle): its spread over the history window",
+                                          "Memory: its level over the history window"]  # fmt: skip
+    assert views.model_input("encoder_length").label == "encoder_length"  # unknown: shown as it is, not hidden

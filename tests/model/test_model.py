@@ -270,6 +270,30 @@ def test_a_subset_of_targets_trains_and_forecasts(fleet: pd.DataFrame) -> None:
     assert model.config.targets == subset
 
 
+def test_a_model_with_seasonal_lags_reads_them_and_asks_for_their_history(fleet: pd.DataFrame, tmp_path: Path) -> None:
+    """Trained with yesterday as an input, the network's forecast moves when yesterday does; it survives a save
+    and load, and names the history it needs (encoder + the day before it) where a server has less."""
+    subset = ["cpu_iowait_pct", "mem_used_pct"]
+    data = fleet[[TIMESTAMP, SERVER_NAME, *subset]]
+    model, _ = fit(
+        data, tiny_config(targets=subset, max_epochs=1, max_batches_per_epoch=3, model={"seasonal_lag_hours": [24]})
+    )
+    assert model.config.history_steps == 24 + 288
+    assert features.seasonal_columns(subset, [24])[0] in model.network.hparams.time_varying_reals_decoder
+    save_model(model, tmp_path / "m")
+    reloaded = load_model(tmp_path / "m")
+    out = forecast(reloaded, data)
+    pd.testing.assert_frame_equal(out, forecast(model, data))
+    last = data[TIMESTAMP].max()
+    yesterday = data[TIMESTAMP].between(last - pd.Timedelta(hours=24), last - pd.Timedelta(hours=16))
+    moved = forecast(reloaded, data.assign(mem_used_pct=data["mem_used_pct"].where(~yesterday, 99.0)))
+    assert not np.allclose(moved["p50"].to_numpy(), out["p50"].to_numpy())
+    name = data[SERVER_NAME].iloc[0]
+    short = data[(data[SERVER_NAME] == name) & (data[TIMESTAMP] > last - pd.Timedelta(hours=20))]
+    with pytest.raises(features.InsufficientHistory, match=r"needs 312 steps .*26 h: 2 h of encoder, 24 h before it"):
+        forecast(reloaded, short)
+
+
 def test_too_short_training_data_is_refused() -> None:
     with pytest.raises(ValueError, match="enough history"):
         fit(periodic_fleet(servers=2, days=0.3), tiny_config())

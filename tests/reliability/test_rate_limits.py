@@ -60,7 +60,8 @@ def test_limit_refuses_before_reading_the_body(limited: Served) -> None:
 
 def test_one_structured_log_line_per_prediction_request(limited: Served) -> None:
     time.sleep(2.1)  # one token back
-    requests.post(f"{limited.url}/predict", data=json.dumps({"rows": [{"server_name": SECRET}]}), timeout=10)
+    body = json.dumps({"rows": [{"server_name": SECRET}]})
+    requests.post(f"{limited.url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=10)
     decoder = json.JSONDecoder()  # BentoML appends its trace ids after the JSON object
     lines = [decoder.raw_decode(line[line.index("{") :])[0] for line in limited.log.read_text().splitlines()
              if '"event": "predict"' in line]  # fmt: skip

@@ -27,18 +27,18 @@ def ticks(name: str, start: str, count: int, every: str = "5min") -> pd.DataFram
 
 def test_windows_are_bounded_and_report_warm_up() -> None:
     windows = LiveWindows(max_servers=2, max_bytes=1 << 30)
-    windows.set_encoder_steps(12)
+    windows.set_history_steps(12)
     result = windows.append(pd.concat([ticks("ppweb001", "2026-01-05", 100), ticks("ppdb001", "2026-01-05", 3)]))
     assert result.accepted == 103
     assert windows.append(ticks("ppweb001", "2026-01-05", 5)).ignored_stale == 5  # not newer: dropped
-    history, warming = windows.snapshot(encoder_steps=12)
+    history, warming = windows.snapshot(history_steps=12)
     assert set(history[SERVER_NAME]) == {"ppweb001"} and len(history) == 13  # encoder + 1 steps kept
     assert history[PROFILE].iloc[0] == "web_api"
     assert warming == [{"server_name": "ppdb001", "have_steps": 3, "need_steps": 9, "need_minutes": 45}]
     assert windows.append(ticks("ppetl001", "2026-01-05", 1)).refused_servers == ["ppetl001"]
     # 5 s ticks for a day: rows stay bounded by the span, not by what was sent.
     windows.append(ticks("ppdb001", "2026-01-06", 17280, every="5s"))
-    history, _ = windows.snapshot(encoder_steps=12)
+    history, _ = windows.snapshot(history_steps=12)
     assert (history[SERVER_NAME] == "ppdb001").sum() <= 13 * 60 + 1
 
 
@@ -138,7 +138,7 @@ def test_one_bad_server_never_stops_the_live_refresh(model_store: dict, fleet_hi
     loaded = slot.reload()[1]
     assert loaded is not None
     windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
-    windows.set_encoder_steps(loaded.encoder_steps)
+    windows.set_history_steps(loaded.history_steps)
     names = sorted(fleet_history[SERVER_NAME].unique())[:3]
     windows.append(fleet_history[fleet_history[SERVER_NAME].isin(names)].groupby(SERVER_NAME).tail(40))
     fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1)
@@ -162,7 +162,7 @@ def test_a_forecast_whose_data_stopped_coming_is_marked_stale_with_its_age(
     loaded = slot.reload()[1]
     assert loaded is not None
     windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
-    windows.set_encoder_steps(loaded.encoder_steps)
+    windows.set_history_steps(loaded.history_steps)
     names = sorted(fleet_history[SERVER_NAME].unique())[:2]
     windows.append(fleet_history[fleet_history[SERVER_NAME].isin(names)].groupby(SERVER_NAME).tail(40))
     fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1, stale_after_seconds=900)
@@ -189,11 +189,11 @@ def test_explanation_reads_the_forecasts_own_inputs(model_store: dict) -> None:
     assert loaded is not None
     raw = simulate(SimulationConfig(servers=2, hours=1.5, interval="5s", seed=5)).drop(columns=["state"])
     windows = LiveWindows(max_servers=10, max_bytes=1 << 30)
-    windows.set_encoder_steps(loaded.encoder_steps)
+    windows.set_history_steps(loaded.history_steps)
     windows.append(raw)
     fleet = LiveFleet(slot, windows, AlertBook(10, 2), UnknownTracker(60, 10), every_seconds=1)
     assert fleet.refresh(now=0.0)
-    history, _ = windows.snapshot(loaded.encoder_steps)
+    history, _ = windows.snapshot(loaded.history_steps)
     assert len(fleet.inputs) < len(history) / 50  # 5-min bins of 5 s ticks
     quantiles = ["p10", "p50", "p90"]
     np.testing.assert_array_equal(

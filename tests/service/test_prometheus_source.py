@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _source(url: str, **options: object) -> tuple[PrometheusSource, LiveWindows]:
     windows = LiveWindows(100, 64 << 20)
-    windows.set_encoder_steps(ENCODER_STEPS)
+    windows.set_history_steps(ENCODER_STEPS)
     source = PrometheusSource(url, windows, **options)  # type: ignore[arg-type]
     source.use_model(TARGETS, ENCODER_STEPS)
     return source, windows
@@ -90,7 +90,7 @@ def test_a_model_with_a_longer_window_gets_every_host_s_window_laid_anew(stack: 
     source, windows = _source(stack.url)
     assert source.pull(datetime.now(UTC)) is not None
     longer = ENCODER_STEPS + 12
-    windows.set_encoder_steps(longer)
+    windows.set_history_steps(longer)
     source.use_model(TARGETS, longer)
     pulled = source.pull(datetime.now(UTC))
     assert pulled is not None and pulled.new_hosts == 1
@@ -106,7 +106,7 @@ def test_nothing_is_pulled_before_a_model_says_what(stack: Stack) -> None:
 
 def test_a_metric_prometheus_lacks_leaves_the_host_out_and_says_why(stack: Stack) -> None:
     windows = LiveWindows(100, 64 << 20)
-    windows.set_encoder_steps(ENCODER_STEPS)
+    windows.set_history_steps(ENCODER_STEPS)
     source = PrometheusSource(stack.url, windows)
     source.use_model((*TARGETS, JAVA_CPU), ENCODER_STEPS)
     assert source.pull(datetime.now(UTC)) is not None

@@ -2,9 +2,10 @@
 
 The tabs live in one fragment that reruns every refresh interval, so the page refreshes without jumping
 and keeps the open tab (in the URL: ?tab=Heatmap) and the selected server (session state). Tabs are lazy:
-only the open one reads and draws. The current predictions come from a background poller (poller.py);
-the other reads are cached per refresh tick. Both are shared by every browser session, so clicking around
-between refreshes costs no request, and no page waits for the 25 MB of a 900-server fleet.
+only the open one reads and draws. The current predictions and the active alerts come from a background
+poller (poller.py) as one snapshot of one forecast, which every view of a run reads; the other reads are
+cached per refresh tick. Both are shared by every browser session, so clicking around between refreshes
+costs no request, and no page waits for the 25 MB of a 900-server fleet.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ SETTINGS, SELECTED = "dashboard_settings", "selected_server"
 #: Transitions drawn on the timeline (the table below it lists them all).
 TIMELINE_SERVERS = 40
 TRANSITION_COLUMNS = ["at", "server_name", "kind", "previous_severity", "severity", "metric_label", "reason"]
+#: Levels of a raw record's JSON shown open: its fields, not its horizons' quantiles.
+RAW_JSON_DEPTH = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,12 +53,14 @@ def _read(url: str, timeout: float, endpoint: str, tick: int | str | None, serve
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _forecasts(url: str, timeout: float, every: float) -> Poller[views.Forecasts]:
-    """The current predictions, re-read in the background when the service forecast anew."""
+def _snapshots(url: str, timeout: float, every: float) -> Poller[views.Snapshot]:
+    """The current predictions and alerts of one forecast, re-read in the background when the service
+    forecast anew: the version is the `computed_at` of the (small) active alerts, which the service stamps
+    with the forecast they come from, as it stamps the predictions."""
     client = ServiceClient(url, timeout)
     return Poller(
-        lambda: client.status()["last_prediction_time"],
-        lambda: views.Forecasts.from_payload(client.predictions()),
+        lambda: client.alerts()["computed_at"],
+        lambda: views.Snapshot.from_payloads(*client.current()),
         every,
     )
 
@@ -78,10 +83,15 @@ class Page:
         return _read(settings.service_url, settings.timeout_seconds, endpoint, forecast, server)
 
     @cached_property
-    def forecasts(self) -> views.Forecasts:
-        """One snapshot per run, whatever the poller reads meanwhile."""
+    def snapshot(self) -> views.Snapshot:
+        """One forecast's predictions and alerts per run, whatever the poller reads meanwhile: every view of
+        the run reads this one."""
         settings = self.settings
-        return _forecasts(settings.service_url, settings.timeout_seconds, settings.refresh_seconds).latest()
+        return _snapshots(settings.service_url, settings.timeout_seconds, settings.refresh_seconds).latest()
+
+    @property
+    def forecasts(self) -> views.Forecasts:
+        return self.snapshot.forecasts
 
 
 def _settings() -> DashboardSettings:
@@ -119,17 +129,22 @@ def _server_picker(label: str, names: list[str], key: str) -> str | None:
 
 
 def overview(page: Page) -> None:
-    forecasts, status = page.forecasts, page.read("status")
+    snapshot, status = page.snapshot, page.read("status")
+    forecasts = snapshot.forecasts
     table, now = forecasts.table, _now()
     counts = views.severity_counts(table)
     columns = st.columns(5)
     columns[0].metric("Servers forecast", len(table), help="Live servers with a forecast")
     for column, band in zip(columns[1:4], SEVERITY_BANDS, strict=True):
-        column.metric(band.severity.value.capitalize(), counts[band.severity.value], help=band.label)
+        column.metric(band.severity.value.capitalize(), counts[band.severity.value],
+                      help=f"Servers whose current forecast is {band.severity.value}: {band.label}")  # fmt: skip
     columns[4].metric("Warming up", len(forecasts.warming), help="Live servers with too little history yet")
     data_time = forecasts.data_time()
+    version = f"{status['model_version'] or 'none'} (loaded {views.ago(status['loaded_at'], now)})"
+    if forecasts.model_version not in (None, status["model_version"]):
+        version += f"; the forecasts shown are version {forecasts.model_version}'s until the next forecast"
     facts = {
-        "Model version": f"{status['model_version'] or 'none'} (loaded {views.ago(status['loaded_at'], now)})",
+        "Model version": version,
         "Contract": f"service {status['contract_version']}, model {status['model_contract_version'] or '–'}, "
         f"dashboard {CONTRACT_VERSION}",
         "Data time of the last forecast": "none yet"
@@ -148,16 +163,18 @@ def overview(page: Page) -> None:
             st.markdown("**Risk distribution**")
             st.altair_chart(charts.risk_distribution(views.risk_distribution(table)))
         with right:
-            alerts = page.read("alerts")["alerts"]
-            st.markdown(f"**Active alerts** ({len(alerts)})")
-            if alerts:
-                st.dataframe(
-                    pd.DataFrame({"alert": [views.alert_sentence(a, page.forecasts) for a in alerts],
-                                  "severity": [a["severity"] for a in alerts]}),
-                    hide_index=True, height=260,
-                )  # fmt: skip
+            st.markdown(f"**Active alerts** ({len(snapshot.alerts)})")
+            if snapshot.alerts:
+                st.dataframe(snapshot.alert_rows(), hide_index=True, height=260)
             else:
                 st.caption("None: no server's forecast crosses a warning or critical level.")
+            held = snapshot.held_alerts()
+            if held:
+                st.caption(
+                    f"{held} held: {'its server is' if held == 1 else 'their servers are'} forecast healthy now, "
+                    "and an alert resolves only after healthy forecasts in a row (so a server hovering at a "
+                    "level does not flap); the tiles count current forecasts."
+                )
     if len(forecasts.warming):
         st.markdown(f"**Warming up** ({len(forecasts.warming)}): no forecast until a server has the model's window")
         st.dataframe(forecasts.warming[["server_name", "still_needs"]], hide_index=True)
@@ -197,7 +214,7 @@ def top_servers(page: Page) -> None:
         st.info("No live forecasts yet.")
         return
     ranked = forecasts.ranked()
-    alerts = {a["server_name"]: a for a in page.read("alerts")["alerts"]}
+    alerts = {a["server_name"]: a for a in page.snapshot.alerts}
     risk = st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f", color="gray")
     st.dataframe(
         ranked.head(20)[["server_name", "profile", "risk", "severity", "metric_label", "reason"]],
@@ -215,6 +232,8 @@ def top_servers(page: Page) -> None:
         alert = alerts.get(name)
         if alert is None:
             st.caption(f"No active alert. {record['reason']}")
+        elif views.held(alert, forecasts):
+            st.info(views.alert_sentence(alert, forecasts))
         elif alert["severity"] == "critical":
             st.error(views.alert_sentence(alert, forecasts))
         else:
@@ -275,6 +294,16 @@ def explain(page: Page) -> None:
     for column, (group, title) in zip(st.columns(3), groups, strict=True):
         column.altair_chart(charts.importance_chart(views.importances(body[group]), title))
     st.altair_chart(charts.attention_chart(views.attention(body["attention"])))
+    internal = pd.concat([views.internals(body[group]).assign(inputs=title) for group, title in groups],
+                         ignore_index=True)  # fmt: skip
+    if len(internal):
+        with st.expander(f"{views.INTERNALS}: what the {len(internal)} inputs of that bar are"):
+            st.caption(
+                "The model reads each metric relative to its own recent level and spread, and where a step lies "
+                "in its window: inputs it derives itself, grouped as one bar above."
+            )
+            st.dataframe(internal[["inputs", "meaning", "variable", "importance"]], hide_index=True,
+                         column_config={"importance": st.column_config.NumberColumn(format="percent")})  # fmt: skip
 
 
 def advanced(page: Page) -> None:
@@ -314,8 +343,9 @@ def advanced(page: Page) -> None:
         f"[{settings.service_url}/predictions/current]({settings.service_url}/predictions/current)."
     )
     name = _server_picker("Server", sorted(forecasts.records), key="raw_server")
-    if name is not None:
-        st.json(forecasts.records[name], expanded=True)
+    if name is not None:  # one record's horizons are thousands of pixels of JSON: closed until asked for
+        with st.expander(f"{name}'s forecast as the service serves it"):
+            st.json(forecasts.records[name], expanded=RAW_JSON_DEPTH)
 
 
 def scenario_control(settings: DashboardSettings) -> None:

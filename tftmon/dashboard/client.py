@@ -91,6 +91,29 @@ class ServiceClient(_Api):
     def alerts(self) -> dict[str, Any]:
         return self._request("GET", "/alerts/active")
 
+    def current(self, tries: int = 3) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The current predictions and the active alerts of one forecast (the same `computed_at`).
+
+        They are two requests, and the service may forecast anew between them: a screen built from both
+        would count one forecast's severities beside another's alerts. The alerts (small) are read first;
+        when the predictions turn out newer, the alerts are read again, and the predictions once more only
+        if the service forecast yet again meanwhile.
+        """
+        alerts, predictions = self.alerts(), self.predictions()
+        for _ in range(tries):
+            if predictions["computed_at"] == alerts["computed_at"]:
+                return predictions, alerts
+            alerts = self.alerts()
+            if predictions["computed_at"] == alerts["computed_at"]:
+                return predictions, alerts
+            predictions = self.predictions()
+        raise Unavailable(
+            f"the service at {self.base_url} forecast anew during each of {tries} reads of its predictions and "
+            "alerts, so no consistent view of one forecast could be read",
+            "reload this page; it persists only while the service forecasts faster than the dashboard reads "
+            "(a feeder far ahead of real time: lower `tftmon feed --speed`)",
+        )
+
     def alert_history(self) -> dict[str, Any]:
         return self._request("GET", "/alerts/history")
 

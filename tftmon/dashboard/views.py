@@ -7,13 +7,23 @@ contract, never re-typed here, so the dashboard shows what the service scored.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tftmon.contract import CPU_IDLE, PROFILE_NAMES, QUANTILE_NAMES, STEP_MINUTES, probability_text
+from tftmon.contract import (
+    COLUMNS_BY_NAME,
+    CPU_IDLE,
+    METRICS,
+    PROFILE,
+    PROFILE_NAMES,
+    QUANTILE_NAMES,
+    STEP_MINUTES,
+    probability_text,
+)
 from tftmon.risk import (
     CPU_USED,
     CPU_USER_RISK,
@@ -22,6 +32,7 @@ from tftmon.risk import (
     RISK_METRICS_BY_KEY,
     SEVERITY_BANDS,
     RiskMetric,
+    Severity,
     colour_of,
 )
 
@@ -78,6 +89,8 @@ class Forecasts:
 
     #: Wall-clock time the service computed them (ISO), None before its first forecast.
     computed_at: str | None
+    #: The model version that forecast them (None before the first forecast).
+    model_version: str | None
     table: pd.DataFrame
     paths: dict[str, dict[str, np.ndarray]]
     records: dict[str, dict[str, Any]]
@@ -97,6 +110,7 @@ class Forecasts:
         table["risk"] = table["risk"].astype(float)
         return cls(
             computed_at=body.get("computed_at"),
+            model_version=body.get("model_version"),
             table=table.sort_values("server_name", ignore_index=True),
             paths=paths,
             records=records,
@@ -110,6 +124,52 @@ class Forecasts:
     def data_time(self) -> pd.Timestamp | None:
         """The newest forecast origin: the data time the fleet's forecasts start from."""
         return None if self.table.empty else self.table["prediction_time"].max()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One forecast of the service: the fleet's predictions and the alerts that forecast left active (the
+    same `computed_at`). Every view of one refresh reads one snapshot, so the severity tiles, the alert list
+    and a server's card count the same forecast, never one beside the next."""
+
+    forecasts: Forecasts
+    #: /alerts/active's alerts, worst first.
+    alerts: list[dict[str, Any]]
+
+    @classmethod
+    def from_payloads(cls, predictions: dict[str, Any], alerts: dict[str, Any]) -> Snapshot:
+        if predictions.get("computed_at") != alerts.get("computed_at"):
+            raise ValueError(
+                f"predictions computed at {predictions.get('computed_at')} and alerts computed at "
+                f"{alerts.get('computed_at')} are two forecasts: read both of one (ServiceClient.current)"
+            )
+        return cls(Forecasts.from_payload(predictions), list(alerts.get("alerts", [])))
+
+    def alert_rows(self) -> pd.DataFrame:
+        """The active alerts in plain words, with the severity each server's current forecast has; a held
+        alert says so (its severity is its forecast's, not the current one's: see `held`)."""
+        forecasts = self.forecasts
+        return pd.DataFrame(
+            {
+                "alert": [alert_sentence(a, forecasts) for a in self.alerts],
+                "severity": [f"{a['severity']} (held)" if held(a, forecasts) else a["severity"] for a in self.alerts],
+                "forecast now": [
+                    forecasts.records.get(a["server_name"], {}).get("severity", "no forecast") for a in self.alerts
+                ],
+            },
+            columns=["alert", "severity", "forecast now"],
+        )
+
+    def held_alerts(self) -> int:
+        return sum(held(a, self.forecasts) for a in self.alerts)
+
+
+def held(alert: dict[str, Any], forecasts: Forecasts) -> bool:
+    """Whether the service holds the alert although the server's current forecast is healthy (or it has
+    none): an alert resolves only after healthy forecasts in a row, so a server hovering at a level does not
+    flap. A forecast above healthy always refreshes its server's alert, so only these alerts differ from it."""
+    record = forecasts.records.get(alert["server_name"])
+    return record is None or record["severity"] == Severity.HEALTHY.value
 
 
 def warming_table(warming: list[dict[str, Any]]) -> pd.DataFrame:
@@ -301,24 +361,35 @@ def alert_sentence(alert: dict[str, Any], forecasts: Forecasts) -> str:
     The level is the one risk's reason names ("critical for database"), its threshold read from risk.py's
     table for the server's profile; the probability and the quantile reaching the level are the alert's;
     the band is the server's forecast at that step, as the fan chart draws it. Without a probability, the
-    reason itself.
+    reason itself. A held alert (`held`) says which forecast said it and that the current one is healthy:
+    its crossing is that older forecast's, not the one the fleet table and the fan charts show.
     """
     risk_metric = RISK_METRICS_BY_KEY.get(alert.get("metric") or "")
     server, reason = alert["server_name"], alert.get("reason", "")
     level = next((name for name in LEVEL_NAMES if f"({name} for " in reason), None)
     probability = alert.get("probability")
+    is_held = held(alert, forecasts)
     if risk_metric is None or level is None or probability is None:
-        return f"{server}: {reason}"
-    threshold = risk_metric.levels(alert["profile"])[LEVEL_NAMES.index(level)]
-    minutes = int(alert.get("minutes_ahead") or 0)
-    soon = "now" if minutes <= 0 else f"in about {when(minutes)}"
-    quantile = alert.get("reached_by_quantile")
-    reached = f", {quantile} reaches it" if quantile else ""
-    beyond = _beyond_band(_bands(forecasts, server, risk_metric), minutes // STEP_MINUTES, threshold)
-    band = ", above the chart's p10–p90 band" if beyond else ""
+        sentence = f"{server}: {reason}"
+    else:
+        threshold = risk_metric.levels(alert["profile"])[LEVEL_NAMES.index(level)]
+        minutes = int(alert.get("minutes_ahead") or 0)
+        soon = "now" if minutes <= 0 else f"in about {when(minutes)}"
+        quantile = alert.get("reached_by_quantile")
+        reached = f", {quantile} reaches it" if quantile else ""
+        bands = None if is_held else _bands(forecasts, server, risk_metric)  # a held alert's forecast is gone
+        beyond = _beyond_band(bands, minutes // STEP_MINUTES, threshold)
+        band = ", above the chart's p10–p90 band" if beyond else ""
+        sentence = (
+            f"{risk_metric.label} on {server} reaching {threshold:g}{risk_metric.unit} {soon}: "
+            f"{probability_text(probability)}{reached}{band}"
+        )
+    if not is_held:
+        return sentence
+    now = "has no current forecast" if server not in forecasts.records else "is forecast healthy now"
     return (
-        f"{risk_metric.label} on {server} reaching {threshold:g}{risk_metric.unit} {soon}: "
-        f"{probability_text(probability)}{reached}{band}"
+        f"{sentence} (held: the forecast from {_utc(alert['prediction_time']):%H:%M} UTC said so; {server} {now}, "
+        "and the alert resolves after healthy forecasts in a row)"
     )
 
 
@@ -368,14 +439,72 @@ def transitions(history: list[dict[str, Any]]) -> pd.DataFrame:
 # Explanations
 # ---------------------------------------------------------------------------------------------
 
-#: Input variables shown by their operator names; idle CPU as what it means for used CPU.
-_INPUT_LABELS = {r.source: r.label for r in RISK_METRICS if not r.complement} | {CPU_IDLE: "CPU used (100 − idle)"}
+#: The model's inputs by their operator names: risk metrics as risk.py names them, idle CPU as what it means
+#: for used CPU, other metrics by the first words of the contract's description ("Kernel CPU").
+_METRIC_LABELS = (
+    {m: COLUMNS_BY_NAME[m].description.split(";")[0].split(":")[0].rstrip(".") for m in METRICS}
+    | {r.source: r.label for r in RISK_METRICS if not r.complement}
+    | {CPU_IDLE: "CPU used (100 − idle)"}
+)
+#: Calendar inputs: sine and cosine of one cycle are one input to an operator.
+_CALENDAR = {"hour": "Time of day", "dow": "Day of week"}
+_CALENDAR_INPUT = re.compile(r"^(?P<cycle>hour|dow)_(?:sin|cos)$")
+#: A metric's value the same time of an earlier day (the model's seasonal inputs).
+_SEASONAL_INPUT = re.compile(rf"^(?P<metric>{'|'.join(METRICS)})_(?P<hours>\d+)h_ago$")
+#: What the model derives for itself: each metric's level and spread over the window it normalises the
+#: metric by, and a step's position in the window. One group on the charts; listed on their own.
+_TARGET_SCALE = re.compile(rf"^(?P<metric>{'|'.join(METRICS)})_(?P<part>center|scale)$")
+_SCALE_MEANING = {"center": "its level over the history window", "scale": "its spread over the history window"}
+RELATIVE_TIME = "relative_time_idx"
+INTERNALS = "Model internals (scaling, position)"
+
+
+@dataclass(frozen=True)
+class Input:
+    """A model input as an operator reads it: its name, and whether it is one of the model's internals
+    (with what it means)."""
+
+    label: str
+    internal: bool = False
+    meaning: str = ""
+
+
+def model_input(name: str) -> Input:
+    """An input variable of the TFT by an operator's name; a name it does not know is shown as it is."""
+    if name in _METRIC_LABELS:
+        return Input(_METRIC_LABELS[name])
+    if name == PROFILE:
+        return Input("Server profile")
+    if name == "is_weekend":
+        return Input("Weekend")
+    if match := _CALENDAR_INPUT.match(name):
+        return Input(_CALENDAR[match["cycle"]])
+    if match := _SEASONAL_INPUT.match(name):
+        return Input(f"{_METRIC_LABELS[match['metric']]}, {match['hours']} h earlier")
+    if match := _TARGET_SCALE.match(name):
+        return Input(INTERNALS, True, f"{_METRIC_LABELS[match['metric']]}: {_SCALE_MEANING[match['part']]}")
+    if name == RELATIVE_TIME:
+        return Input(INTERNALS, True, "the step's position in the history and forecast window")
+    return Input(name)
 
 
 def importances(variables: list[dict[str, Any]]) -> pd.DataFrame:
-    """Variable importances, largest first, each with an operator's name where it is a risk metric."""
+    """Variable importances by operator's name, largest first: the inputs one name covers (sine and cosine
+    of the hour, the model's internals) summed, with the variables each bar covers (`variables`)."""
     frame = pd.DataFrame(variables, columns=["name", "importance"])
-    frame["label"] = [_INPUT_LABELS.get(n, n) for n in frame["name"]]
+    frame["label"] = [model_input(n).label for n in frame["name"]]
+    grouped = frame.groupby("label", sort=False).agg(importance=("importance", "sum"), variables=("name", ", ".join))
+    return grouped.reset_index().sort_values("importance", ascending=False, ignore_index=True)
+
+
+def internals(variables: list[dict[str, Any]]) -> pd.DataFrame:
+    """The model's internal inputs of one group, each with what it means, largest first."""
+    rows = [
+        {"variable": v["name"], "meaning": found.meaning, "importance": v["importance"]}
+        for v in variables
+        if (found := model_input(v["name"])).internal
+    ]
+    frame = pd.DataFrame(rows, columns=["variable", "meaning", "importance"])
     return frame.sort_values("importance", ascending=False, ignore_index=True)
 
 

@@ -86,10 +86,10 @@ class Forecaster:
 
 
 def model_forecaster(model: ForecastModel) -> Forecaster:
-    """The model as a backtest forecaster: its encoder window (and one bin more) in, its forecast out."""
+    """The model as a backtest forecaster: the history it reads (and one bin more) in, its forecast out."""
     from tftmon.model.network import forecast
 
-    return Forecaster(lambda history: forecast(model, history), model.config.encoder_steps + 1)
+    return Forecaster(lambda history: forecast(model, history), model.config.history_steps + 1)
 
 
 def backtest(forecaster: Forecaster, frame: pd.DataFrame, at: pd.DataFrame) -> pd.DataFrame:

@@ -11,9 +11,11 @@ missing time steps, so pytorch-forecasting repeats the last observation across a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,7 @@ from tftmon.contract import (
     TIMESTAMP,
     present_metrics,
     profile_of,
+    steps,
     to_utc,
 )
 from tftmon.data.resample import resample_to_model_step
@@ -47,6 +50,7 @@ GROUP_ID_ENCODER = f"__group_id__{SERVER_ID}"
 KNOWN_REALS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend")
 #: Target value in appended future rows; the model never reads it (a test proves outputs ignore it).
 FUTURE_PLACEHOLDER = 0.0
+_SEASONAL_COLUMN = re.compile(r"^(?P<target>.+)_(?P<hours>\d+)h_ago$")
 
 
 class InsufficientHistory(ValueError):
@@ -132,6 +136,56 @@ def resolve_targets(targets: Sequence[str] | None, columns: Iterable[str] = METR
     return [m for m in METRICS if m in targets]
 
 
+def seasonal_column(target: str, hours: int) -> str:
+    """The known-future input holding `target`'s value `hours` before each step."""
+    return f"{target}_{hours}h_ago"
+
+
+def seasonal_columns(targets: Sequence[str], lag_hours: Sequence[int]) -> list[str]:
+    return [seasonal_column(target, hours) for hours in lag_hours for target in targets]
+
+
+def seasonal_target(column: str, targets: Sequence[str]) -> str | None:
+    """The target whose past a seasonal column carries; None for any other column."""
+    match = _SEASONAL_COLUMN.match(column)
+    return match["target"] if match and match["target"] in targets else None
+
+
+def add_seasonal_lags(
+    rows: pd.DataFrame, source: pd.DataFrame, targets: Sequence[str], lag_hours: Sequence[int]
+) -> pd.DataFrame:
+    """`rows` with each target's value `lag` before every row, read from `source` (a `prepare_frame`: sorted by
+    server, then time) as gaps carry forward (the last bin at or before that moment); NaN where the server's
+    history does not reach back that far. One binary search over (server, time) keys per lag."""
+    if not lag_hours:
+        return rows
+    source_codes, servers = pd.factorize(source[SERVER_ID])
+    row_codes = pd.Index(servers).get_indexer(rows[SERVER_ID])
+    source_time, row_time = source[TIME_IDX].to_numpy(), rows[TIME_IDX].to_numpy()
+    lags = [steps(timedelta(hours=hours)) for hours in lag_hours]
+    base = min(int(source_time.min()), int(row_time.min()) - max(lags))
+    width = max(int(source_time.max()), int(row_time.max())) - base + 1
+    keys = source_codes * width + (source_time - base)
+    columns: dict[str, np.ndarray] = {}
+    for hours, lag in zip(lag_hours, lags, strict=True):
+        at = np.searchsorted(keys, row_codes * width + (row_time - lag - base), side="right") - 1
+        found = (row_codes >= 0) & (at >= 0) & (source_codes[np.maximum(at, 0)] == row_codes)
+        for target in targets:
+            values = source[target].to_numpy(dtype=np.float64)[np.maximum(at, 0)]
+            columns[seasonal_column(target, hours)] = np.where(found, values, np.nan)
+    kept = rows.drop(columns=[c for c in columns if c in rows.columns])
+    return pd.concat([kept, pd.DataFrame(columns, index=rows.index)], axis=1)
+
+
+def seasonal_training_frame(frame: pd.DataFrame, targets: Sequence[str], lag_hours: Sequence[int]) -> pd.DataFrame:
+    """A `prepare_frame` with its seasonal lags, less each server's first rows, whose lags reach before its
+    history (carried forward, nothing else is missing)."""
+    if not lag_hours:
+        return frame
+    lagged = add_seasonal_lags(frame, frame, targets, lag_hours)
+    return lagged.dropna(subset=seasonal_columns(targets, lag_hours)).reset_index(drop=True)
+
+
 def prepare_frame(df: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
     """Contract-shaped metrics (any interval) -> the model frame: step bins, ids, profile, time features.
 
@@ -159,7 +213,11 @@ def prepare_frame(df: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
 
 
 def training_dataset(
-    frame: pd.DataFrame, targets: Sequence[str], encoder_steps: int, prediction_steps: int = PREDICTION_STEPS
+    frame: pd.DataFrame,
+    targets: Sequence[str],
+    encoder_steps: int,
+    prediction_steps: int = PREDICTION_STEPS,
+    lag_hours: Sequence[int] = (),
 ) -> TimeSeriesDataSet:
     """The training dataset whose fitted parameters every later dataset (validation, serving) reuses.
 
@@ -168,8 +226,11 @@ def training_dataset(
     instead (`center_steps`); target centre/scale go in as static reals so the level is not lost.
     `server_id` is the group id only; `profile` is the only static categorical, pre-fitted on every
     contract profile so the encoder does not depend on which profiles a training set happens to hold.
+    Seasonal lags (`seasonal_training_frame`) are known reals left unscaled here: each batch standardises them
+    with their target's window scale (`_batch`), so yesterday is read relative to now.
     """
     targets = list(targets)
+    seasonal = seasonal_columns(targets, lag_hours)
     # One target is pytorch-forecasting's single-target dataset: its TFT cannot take a list of one.
     return TimeSeriesDataSet(
         frame,
@@ -181,7 +242,7 @@ def training_dataset(
         max_prediction_length=prediction_steps,
         min_prediction_length=prediction_steps,
         static_categoricals=[PROFILE],
-        time_varying_known_reals=list(KNOWN_REALS),
+        time_varying_known_reals=[*KNOWN_REALS, *seasonal],
         time_varying_unknown_reals=targets,
         target_normalizer=MultiNormalizer([EncoderNormalizer() for _ in targets])
         if len(targets) > 1
@@ -191,7 +252,7 @@ def training_dataset(
             SERVER_ID: NaNLabelEncoder(add_nan=True),
             GROUP_ID_ENCODER: NaNLabelEncoder(add_nan=True),
         },
-        scalers={name: ArrayScaler() for name in _scaled_reals(targets)},
+        scalers={**{name: ArrayScaler() for name in _scaled_reals(targets)}, **dict.fromkeys(seasonal)},
         add_relative_time_idx=True,
         add_target_scales=True,
         add_encoder_length=False,
@@ -265,14 +326,18 @@ def encoder_span(history: pd.DataFrame, encoder_steps: int) -> pd.DataFrame:
     return span.reset_index(drop=True)
 
 
-def inference_frame(history: pd.DataFrame, targets: Sequence[str], encoder_steps: int) -> pd.DataFrame:
+def inference_frame(
+    history: pd.DataFrame, targets: Sequence[str], encoder_steps: int, lag_hours: Sequence[int] = ()
+) -> pd.DataFrame:
     """History -> per server, its last `encoder_steps` bins on a complete grid, then PREDICTION_STEPS
-    future rows (known covariates filled, targets FUTURE_PLACEHOLDER).
+    future rows (known covariates filled, seasonal lags read from the history, targets FUTURE_PLACEHOLDER).
 
-    Reads only the encoder span of the history. Raises InsufficientHistory naming every server whose
-    history spans fewer steps than the encoder.
+    Reads only the span of the history the encoder and its longest lag reach. Raises InsufficientHistory
+    naming every server whose history spans fewer steps than that.
     """
-    frame = prepare_frame(encoder_span(history, encoder_steps), targets)
+    lag_steps = max((steps(timedelta(hours=hours)) for hours in lag_hours), default=0)
+    need = encoder_steps + lag_steps
+    frame = prepare_frame(encoder_span(history, need), targets)
     if frame.empty:
         raise InsufficientHistory("no history: every row lacks a value for some target metric")
     ids = frame[SERVER_ID].to_numpy()
@@ -280,16 +345,18 @@ def inference_frame(history: pd.DataFrame, targets: Sequence[str], encoder_steps
     last = np.r_[first[1:], len(frame)] - 1
     time_idx = frame[TIME_IDX].to_numpy()
     span = time_idx[last] - time_idx[first] + 1
-    short = span < encoder_steps
+    short = span < need
     if short.any():
         names = frame[SERVER_NAME].to_numpy()[first][short]
         detail = ", ".join(f"{name} has {n} steps" for name, n in zip(names, span[short], strict=True))
-        need = MODEL_STEP * encoder_steps
+        hours = MODEL_STEP.total_seconds() / 3600
+        reach = f": {encoder_steps * hours:g} h of encoder, {max(lag_hours)} h before it" if lag_hours else ""
         raise InsufficientHistory(
-            f"too little history: {detail}; the model needs {encoder_steps} steps of {MODEL_STEP} "
-            f"({need.total_seconds() / 3600:g} h) per server"
+            f"too little history: {detail}; the model needs {need} steps of {MODEL_STEP} "
+            f"({need * hours:g} h{reach}) per server"
         )
-    return _forecast_grid(frame, targets, first, last, encoder_steps)
+    grid = _forecast_grid(frame, targets, first, last, encoder_steps)
+    return add_seasonal_lags(grid, frame, targets, lag_hours)
 
 
 def _forecast_grid(
@@ -303,18 +370,18 @@ def _forecast_grid(
     """
     n, length = len(first), encoder_steps + PREDICTION_STEPS
     time_idx = frame[TIME_IDX].to_numpy()
-    steps = time_idx[last][:, None] + np.arange(1 - encoder_steps, PREDICTION_STEPS + 1)
+    grid = time_idx[last][:, None] + np.arange(1 - encoder_steps, PREDICTION_STEPS + 1)
     base = time_idx.min()
     width = time_idx.max() - base + 1
     keys = np.repeat(np.arange(n), last - first + 1) * width + (time_idx - base)
-    wanted = np.arange(n)[:, None] * width + (steps[:, :encoder_steps] - base)
+    wanted = np.arange(n)[:, None] * width + (grid[:, :encoder_steps] - base)
     source = np.searchsorted(keys, wanted.ravel(), side="right") - 1
     # Object, not Arrow, strings: the dataset's label encoders iterate them element by element.
     columns: dict[str, Any] = {
         column: pd.Series(np.repeat(frame[column].to_numpy(dtype=object)[last], length), dtype=object)
         for column in (SERVER_NAME, SERVER_ID, PROFILE)
     }
-    columns[TIMESTAMP] = pd.to_datetime(steps.ravel() * STEP_NS, unit="ns", utc=True)
+    columns[TIMESTAMP] = pd.to_datetime(grid.ravel() * STEP_NS, unit="ns", utc=True)
     for target in targets:
         values = np.full((n, length), FUTURE_PLACEHOLDER)
         values[:, :encoder_steps] = frame[target].to_numpy(dtype=np.float64)[source].reshape(n, encoder_steps)
@@ -413,6 +480,12 @@ class _Layout:
     categoricals: list[str] = field(default_factory=list)
 
     @property
+    def seasonal(self) -> dict[str, str]:
+        """Each seasonal lag's column and the target whose window scale standardises it."""
+        found = {name: seasonal_target(name, self.target_names) for name in self.reals}
+        return {name: target for name, target in found.items() if target is not None}
+
+    @property
     def set_per_window(self) -> set[str]:
         """Reals every window overwrites, so their per-row values never reach the network."""
         scales = [f"{t}_{s}" for t in self.target_names for s in ("center", "scale")] if self.add_target_scales else []
@@ -500,6 +573,9 @@ def _batch(layout: _Layout, data: dict[str, Any], rows: torch.Tensor, center_ste
                 scaled = layout.scale_real(f"{name}_{part}", scale[:, k].numpy())
                 cont[..., reals.index(f"{name}_{part}")] = torch.as_tensor(scaled, dtype=cont.dtype)[:, None]
         target_scale.append(scale)
+    for column, target in layout.seasonal.items():  # raw values in the data: read relative to this window
+        k, normalizer = reals.index(column), layout.target_normalizers[layout.target_names.index(target)]
+        cont[..., k] = normalizer.transform(cont[..., k], target_scale=target_scale[layout.target_names.index(target)])
     lengths = torch.full((len(starts),), encoder, dtype=torch.long)
 
     def shaped(per_target: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:

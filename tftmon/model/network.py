@@ -143,8 +143,8 @@ def _skeleton_dataset(parameters: dict[str, Any], config: ModelConfig) -> TimeSe
     ts = pd.date_range("2026-01-05", periods=length, freq=MODEL_STEP, tz="UTC")
     frame = pd.DataFrame({SERVER_ID: "skeleton", SERVER_NAME: "skeleton", PROFILE: PROFILE_NAMES[0], TIMESTAMP: ts})
     rng = np.random.default_rng(0)
-    for target in config.targets:
-        frame[target] = rng.normal(size=length)
+    for column in [*config.targets, *features.seasonal_columns(config.targets, config.seasonal_lag_hours)]:
+        frame[column] = rng.normal(size=length)
     return features.build_dataset(parameters, features.add_time_features(frame), predict=True)
 
 
@@ -156,7 +156,7 @@ def forecast(model: ForecastModel, history: pd.DataFrame, batch_size: int = 128)
     MODEL_STEP), metric and one column per model quantile, each within the metric's contract range.
     """
     config = model.config
-    frame = features.inference_frame(history, config.targets, config.encoder_steps)
+    frame = features.inference_frame(history, config.targets, config.encoder_steps, config.seasonal_lag_hours)
     batch, window_servers = features.inference_inputs(model.dataset_parameters, frame, config.center_steps)
     network = model.network
     if network.training:  # load_model and fit leave it in eval mode; eval() walks ~1,000 modules
@@ -218,7 +218,7 @@ def explain(model: ForecastModel, history: pd.DataFrame) -> Explanation:
     """Interpret the forecast of the one server in `history` with `interpret_output`: the same inputs as
     `forecast`, so the weights are those behind the served numbers, not a separate model of them."""
     config = model.config
-    frame = features.inference_frame(history, config.targets, config.encoder_steps)
+    frame = features.inference_frame(history, config.targets, config.encoder_steps, config.seasonal_lag_hours)
     batch, servers = features.inference_inputs(model.dataset_parameters, frame, config.center_steps)
     if len(servers) != 1:
         raise ValueError(f"explain reads one server's history, got {len(servers)}")

@@ -70,7 +70,7 @@ def smoke_test(model: ForecastModel, predict: Callable[[pd.DataFrame], pd.DataFr
     own `forecast`. Returns what passed, in words.
     """
     servers = [*model.training_info.get("servers", []), STRANGER]
-    hours = (model.config.encoder_steps + MARGIN_STEPS) * STEP_MINUTES / 60
+    hours = (model.config.history_steps + MARGIN_STEPS) * STEP_MINUTES / 60
     history = smoke_history(servers, hours)
     try:
         result = predict(history) if predict is not None else forecast(model, history)

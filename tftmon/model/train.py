@@ -291,9 +291,10 @@ def fit(
     """Train a TFT on contract-shaped metrics (any interval); returns the best-validation model."""
     seed_everything(config.seed, workers=True)
     targets = features.resolve_targets(config.targets, data.columns)
-    frame = features.prepare_frame(data, targets)
+    lag_hours = config.model.seasonal_lag_hours
+    frame = features.seasonal_training_frame(features.prepare_frame(data, targets), targets, lag_hours)
     train_frame, cutoff = split_by_time(frame, config)
-    training = features.training_dataset(train_frame, targets, config.encoder_steps)
+    training = features.training_dataset(train_frame, targets, config.encoder_steps, lag_hours=lag_hours)
     parameters = training.get_parameters()
     validation = validation_dataset(parameters, frame, cutoff, config.validation_stride)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 1000
+#: Key in a model's training_info.json: the training and evaluation settings it was trained with (how it was
+#: run, e.g. its progress bars, left out), which a retrain of the champion trains its successor with.
+TRAINING_SETTINGS_KEY = "training_settings"
 
 
 def run_generate(config: SimulationConfig, out: Path, progress: bool = True) -> dict:
@@ -72,8 +74,8 @@ def _log_sample(out: Path) -> None:
 
     first = parquet_files(out)[0]
     table = pq.ParquetFile(first).read_row_group(0).slice(0, SAMPLE_ROWS)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sample.parquet"
+    with tracking.job_temp_dir() as tmp:
+        path = tmp / "sample.parquet"
         pq.write_table(table, path)
         mlflow.log_artifact(str(path))
 
@@ -167,8 +169,7 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
                     metrics[f"eval_warning_{name}_{row.forecaster}"] = float(value)
     mlflow.log_metrics({k: v for k, v in metrics.items() if not pd.isna(v)}, step=step)
     summary = report.summary_markdown(results)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+    with tracking.job_temp_dir() as out:
         results.metrics.to_csv(out / "metrics_table.csv", index=False)
         results.aggregate.to_csv(out / "aggregate.csv", index=False)
         if results.warnings is not None:
@@ -176,7 +177,7 @@ def log_evaluation(results: EvaluationResults, predictions: pd.DataFrame, frame:
             results.warnings.curves.to_csv(out / "warning_curves.csv", index=False)
         (out / "summary.md").write_text(summary)
         report.write_plots(results, predictions, frame, out / "plots")
-        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
     return summary
 
 
@@ -223,6 +224,11 @@ def run_train(
             f"train {Path(path).name} · hidden {config.model.hidden_size} · "
             f"{config.max_epochs}×{config.max_batches_per_epoch or 'all'} batches · {time.strftime('%m-%d %H:%M')}"
         )
+        tracking.describe_run(
+            f"Training on `{path}` ({fingerprint['data_servers']} servers, {fingerprint['data_start']} to "
+            f"{fingerprint['data_end']}; held out from {holdout}): the evaluation and the registered version "
+            "follow here when it is done."
+        )
         training = frame[frame[TIMESTAMP] < holdout]
         tracking.log_dataset(training, Path(path), context="training")
         model, result = fit(training, config, callbacks=[tracking.epoch_logger()])
@@ -250,8 +256,12 @@ def run_train(
         mlflow.log_metric("calibration_seconds", time.perf_counter() - started, step=step)
         if calibration is not None:
             mlflow.log_metric(ALERT_THRESHOLD_KEY, calibration.threshold, step=step)
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = Path(tmp) / "model_dir"
+        model.training_info[TRAINING_SETTINGS_KEY] = {
+            "train": config.model_dump(mode="json", exclude={"progress_bar", "checkpoint_dir"}),
+            "evaluation": eval_config.model_dump(mode="json"),
+        }
+        with tracking.job_temp_dir() as tmp:
+            model_dir = tmp / "model_dir"
             save_model(model, model_dir)
             for file in sorted(model_dir.iterdir()):
                 mlflow.log_artifact(str(file))
@@ -260,17 +270,20 @@ def run_train(
             predictions, results = backtest.evaluate_model(model, frame, holdout, eval_config, peer)
             summary = log_evaluation(results, predictions, frame, step=step)
             example_server = frame[SERVER_NAME].iloc[0]
-            example = frame[frame[SERVER_NAME] == example_server].tail(model.config.encoder_steps)
+            example = frame[frame[SERVER_NAME] == example_server].tail(model.config.history_steps)
+            description = f"{_training_line(result, config)}\n\n" + registry_description(
+                results, f"the last {eval_config.holdout_hours:g} h of {path}"
+            )
             version = registry.register(
                 model_dir,
                 model.config.targets,
                 example.reset_index(drop=True),
                 tags={"contract_version": CONTRACT_VERSION, "data_sha256": str(fingerprint["data_sha256"])},
                 step=step,
-                description=f"{_training_line(result, config)}\n\n"
-                + registry_description(results, f"the last {eval_config.holdout_hours:g} h of {path}"),
+                description=description,
                 sample=registry.GateSample.cut(frame, holdout, f"the held-out time of {path}"),
             )
+        tracking.describe_run(f"Registered as version {version}.\n\n{description}")
         return {"run_id": run.info.run_id, "version": version, "summary": summary}
 
 

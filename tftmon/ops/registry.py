@@ -30,7 +30,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from tftmon.config import EvaluationConfig, Settings
 from tftmon.contract import (
@@ -51,6 +53,7 @@ from tftmon.evaluation import backtest
 from tftmon.evaluation.metrics import MODEL, aggregate
 from tftmon.io import TRAINING_INFO_FILE, file_sha256
 from tftmon.ops import tracking
+from tftmon.ops.tracking import unreadable
 
 if TYPE_CHECKING:
     from tftmon.evaluation.backtest import EvaluationResults
@@ -107,16 +110,41 @@ class GateReport:
 
 
 def _client() -> tuple[MlflowClient, str]:
-    settings = tracking.configure()
-    return MlflowClient(), settings.tftmon_model_name
+    """The registry's client and model name; RegistryUnreadable when the store cannot even be opened."""
+    settings = Settings()
+    try:
+        tracking.configure(settings)
+        return MlflowClient(), settings.tftmon_model_name
+    except Exception as exc:  # whatever the store raises (a sqlite file that is not a database: SQLAlchemy's own)
+        raise unreadable(exc) from exc
+
+
+def _registered_model(client: MlflowClient, name: str) -> RegisteredModel | None:
+    """The registered model as the registry has it now; None when the registry was read and has no model of
+    that name. RegistryUnreadable when it could not be read: a failure is never taken for an empty registry."""
+    try:
+        return client.get_registered_model(name)
+    except Exception as exc:  # whatever the store raises (a sqlite file that is not a database: SQLAlchemy's own)
+        if isinstance(exc, MlflowException) and exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise unreadable(exc) from exc
 
 
 def production_version() -> str | None:
+    """The version alias `production` points at; None when the registry, read, has no such model or alias.
+    RegistryUnreadable when it could not be read."""
     client, name = _client()
-    try:
-        return str(client.get_model_version_by_alias(name, PRODUCTION).version)
-    except MlflowException:
-        return None
+    return _production_of(_registered_model(client, name))
+
+
+def _production_of(model: RegisteredModel | None) -> str | None:
+    version = None if model is None else model.aliases.get(PRODUCTION)
+    return None if version is None else str(version)
+
+
+def _history_of(model: RegisteredModel | None) -> list[str]:
+    """The production history kept on the registered model, oldest first (empty without a model)."""
+    return [] if model is None else json.loads(model.tags.get(HISTORY_TAG, "[]"))
 
 
 def newest_finished_version() -> str:
@@ -133,11 +161,6 @@ def newest_finished_version() -> str:
     raise PromotionRefused(
         f"no version of model {name!r} comes from a training run that finished; run `tftmon train` again"
     )
-
-
-def _history(client: MlflowClient, name: str) -> list[str]:
-    tags = client.get_registered_model(name).tags
-    return json.loads(tags.get(HISTORY_TAG, "[]"))
 
 
 def _download(version: str) -> Path:
@@ -565,8 +588,8 @@ def promote(version: str | None = None, force: bool = False, reason: str = "", d
     report = gate(version, force=force, data=GateSample.from_dataset(data) if data is not None else None)
     if not report.passed:
         raise PromotionRefused(report.to_text())
-    current = production_version()
-    history = _history(client, name)
+    registered = _registered_model(client, name)
+    current, history = _production_of(registered), _history_of(registered)
     if current is not None and (not history or history[-1] != current):
         history.append(current)
     if not history or history[-1] != version:
@@ -581,8 +604,12 @@ def promote(version: str | None = None, force: bool = False, reason: str = "", d
 def rollback(reason: str = "rollback") -> str:
     """Restore the previous champion; returns its version. Refuses when there is none."""
     client, name = _client()
-    history = _history(client, name)
-    current = production_version()
+    model = _registered_model(client, name)
+    if model is None:
+        raise PromotionRefused(
+            f"no version of model {name!r} is registered, so none to roll back to; run `tftmon train` first"
+        )
+    current, history = _production_of(model), _history_of(model)
     if current is not None and history and history[-1] == current:
         history.pop()
     if not history:

@@ -4,10 +4,11 @@
 the last days of a Prometheus, or the simulated demo fleet as it is now) -> validate (GE) -> train (-> the
 held-out evaluation) -> evaluate -> promote (the registry's gate: not worse than the champion on the same
 held-out data) -> reload (POST /admin/reload) -> verify (every active server gets a finite forecast from the
-new version, and /status reports it). Any failing step stops the chain; when Production was already swapped,
-the previous champion is restored in the registry and reloaded. Every event is a tag on the parent run and a
-line of the event log (`tftmon.ops.events`); a lock file (`tftmon.ops.lock`) keeps a second retrain from
-starting.
+new version, and /status reports it). The candidate is trained and evaluated with the champion's own settings
+(`training_settings`). Any failing step stops the chain, and so does SIGTERM or Ctrl-C (the runs end KILLED,
+the lock is released); when Production was already swapped, the previous champion is restored in the registry
+and reloaded. Every event is a tag on the parent run and a line of the event log (`tftmon.ops.events`); a lock file
+(`tftmon.ops.lock`) keeps a second retrain from starting.
 
 The service is reached over HTTP only (ops never imports serve).
 """
@@ -27,13 +28,14 @@ from typing import Any
 import mlflow
 import pandas as pd
 import requests
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from tftmon.config import RetrainConfig, Settings
+from tftmon.config import DemoConfig, EvaluationConfig, RetrainConfig, Settings, TrainConfig, error_text
 from tftmon.contract import MODEL_STEP, OFFLINE_AFTER, SERVER_ID, SERVER_NAME, STATE, TIMESTAMP, to_utc
 from tftmon.data.ingest.prometheus import redacted
 from tftmon.ops import tracking
-from tftmon.ops.events import EventLog
+from tftmon.ops.events import MAX_TAG_CHARS, EventLog
 from tftmon.ops.lock import exclusive
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ STEPS = ("collect", "validate", "train", "evaluate", "promote", "reload", "verif
 OUTCOME_TAG = "tftmon.retrain.outcome"
 FAILED_STEP_TAG = "tftmon.retrain.failed_step"
 ERROR_TAG = "tftmon.retrain.error"
+#: Parent-run tag: where the candidate's training and evaluation settings came from.
+SETTINGS_TAG = "tftmon.retrain.settings"
 #: The artifact of a failed retrain: step, error, traceback, what was rolled back.
 ERROR_ARTIFACT = "retrain_error.json"
 #: Collected Prometheus data ends this long before now: a scrape still being stored could reach one CPU part's
@@ -183,6 +187,64 @@ def collect(config: RetrainConfig, now: datetime) -> tuple[Path, pd.DataFrame, F
 
 
 # ---------------------------------------------------------------------------------------------
+# Train: with the champion's settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What the candidate is trained and evaluated with, and where that came from, in words."""
+
+    train: TrainConfig
+    evaluation: EvaluationConfig
+    source: str
+
+
+def recorded_settings(version: str) -> TrainingSettings | None:
+    """The training and evaluation settings a registered version was trained with (`tftmon train` records them
+    in its training_info.json); None when it has no record (an older tftmon trained it)."""
+    from tftmon.io import TRAINING_INFO_FILE, read_json
+    from tftmon.ops import registry
+    from tftmon.ops.jobs import TRAINING_SETTINGS_KEY
+
+    record = read_json(registry.version_files(version) / TRAINING_INFO_FILE).get(TRAINING_SETTINGS_KEY)
+    if record is None:
+        return None
+    try:
+        return TrainingSettings(
+            TrainConfig.model_validate(record["train"]),
+            EvaluationConfig.model_validate(record["evaluation"]),
+            f"champion version {version}'s own",
+        )
+    except ValidationError as exc:  # recorded by a tftmon whose settings had other fields
+        problem = f"champion version {version}'s recorded settings do not fit this tftmon ({error_text(exc)})"
+        log.warning("%s: training with the defaults", problem)
+        return TrainingSettings(TrainConfig(), EvaluationConfig(), f"the defaults: {problem}")
+
+
+def training_settings(config: RetrainConfig, champion: str | None, progress: bool) -> TrainingSettings:
+    """The candidate's settings: those `config` gives; else the demo's with `simulate`; else the champion's own
+    (a candidate trained shorter or smaller than the model it must beat would be put to an unfair gate); else
+    the defaults. `config.train_overrides` go over them; `progress` shows progress bars unless they say."""
+    if config.simulate:
+        demo = DemoConfig()
+        found = TrainingSettings(demo.train, demo.evaluation, "the demo's (--simulate)")
+    else:
+        found = (None if champion is None else recorded_settings(champion)) or TrainingSettings(
+            TrainConfig(), EvaluationConfig(), "the defaults (no champion with recorded settings)"
+        )
+    train = config.train or found.train
+    overrides = {"progress_bar": progress} | config.train_overrides
+    return TrainingSettings(
+        TrainConfig.model_validate(train.model_dump() | overrides),
+        config.evaluation or found.evaluation,
+        f"training: {'given' if config.train else found.source}; evaluation: "
+        f"{'given' if config.evaluation else found.source}"
+        + (f"; overrides: {config.train_overrides}" if config.train_overrides else ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Verify: every active server gets a finite forecast from the new version
 # ---------------------------------------------------------------------------------------------
 
@@ -221,16 +283,16 @@ class Coverage:
         )
 
 
-def verification_history(frame: pd.DataFrame, servers: list[str], encoder_steps: int) -> tuple[pd.DataFrame, list[str]]:
-    """The last encoder window (plus a step) of each server at the model step, and the servers whose history
-    is shorter than one window (warming up: no forecast is owed yet)."""
+def verification_history(frame: pd.DataFrame, servers: list[str], history_steps: int) -> tuple[pd.DataFrame, list[str]]:
+    """The history a forecast reads (plus a step) of each server at the model step, and the servers whose history
+    is shorter than that (warming up: no forecast is owed yet)."""
     from tftmon.data.resample import resample_to_model_step
 
     binned = resample_to_model_step(frame[frame[SERVER_NAME].isin(servers)].drop(columns=[STATE], errors="ignore"))
     binned = binned.drop(columns=[SERVER_ID], errors="ignore")
     counts = binned.groupby(SERVER_NAME, observed=True).size()
-    warming = sorted(str(s) for s in servers if counts.get(s, 0) < encoder_steps)
-    recent = binned[~binned[SERVER_NAME].isin(warming)].groupby(SERVER_NAME, observed=True).tail(encoder_steps + 1)
+    warming = sorted(str(s) for s in servers if counts.get(s, 0) < history_steps)
+    recent = binned[~binned[SERVER_NAME].isin(warming)].groupby(SERVER_NAME, observed=True).tail(history_steps + 1)
     return recent.reset_index(drop=True), warming
 
 
@@ -365,6 +427,8 @@ class _Chain:
         token = config.admin_token.get_secret_value() if config.admin_token else Settings().tftmon_admin_token
         self.service = Service(config.service_url, token) if config.service_url else None
         self.bar = tqdm(total=len(STEPS), desc="retrain", unit="step", disable=not progress)
+        self.progress = progress
+        self.settings: TrainingSettings | None = None
         self.version: str | None = None
         self.current = STEPS[0]
         self.promoted = False
@@ -383,7 +447,7 @@ class _Chain:
         return result
 
     def run(self, now: datetime) -> RetrainOutcome:
-        from tftmon.ops.jobs import run_train, run_validate
+        from tftmon.ops.jobs import run_validate
 
         config = self.config
         path, frame, found = self.step("collect", lambda: collect(config, now))
@@ -401,11 +465,10 @@ class _Chain:
             raise StepFailed(f"the collected data is invalid:\n{report.to_text()}")
         self.events.emit("validated", dataset=str(path), rows=report.rows)
 
-        trained = self.step(
-            "train", lambda: run_train(path, config.train, config.evaluation, validated=True), own_run=False
-        )
+        trained = self.step("train", lambda: self._train(path), own_run=False)
         self.version = str(trained["version"])
-        self.events.emit("trained", version=self.version, train_run_id=trained["run_id"])
+        assert self.settings is not None
+        self.events.emit("trained", version=self.version, train_run_id=trained["run_id"], settings=self.settings.source)
         mlflow.set_tag("tftmon.retrain.candidate", self.version)
 
         score = self.step("evaluate", lambda: self._evaluate(trained["run_id"], trained["summary"]))
@@ -439,6 +502,15 @@ class _Chain:
         log.info("no --service: %s skipped", name)
         mlflow.set_tag(f"tftmon.retrain.{name}", "skipped: no service given")
         self.bar.update()
+
+    def _train(self, path: Path) -> dict[str, Any]:
+        """Train (and evaluate on the held-out time) with the champion's settings (`training_settings`), recorded
+        on the parent run."""
+        from tftmon.ops.jobs import run_train
+
+        self.settings = training_settings(self.config, self.previous, self.progress)
+        mlflow.set_tag(SETTINGS_TAG, self.settings.source[:MAX_TAG_CHARS])
+        return run_train(path, self.settings.train, self.settings.evaluation, validated=True)
 
     def _evaluate(self, train_run_id: str, summary: str) -> dict[str, float]:
         """The candidate's evaluation on the held-out time (run by training, against the baselines), as this
@@ -482,7 +554,8 @@ class _Chain:
         production = registry.production_version()
         if production != self.version:
             raise StepFailed(f"production is version {production}, not {self.version}: another promotion meanwhile")
-        history, warming = verification_history(frame, found.active, self.config.train.encoder_steps)
+        assert self.settings is not None
+        history, warming = verification_history(frame, found.active, self.settings.train.history_steps)
         coverage = Coverage(self.version, len(found.active), warming_up=warming)
         if self.service is not None:
             verify_service(self.service, self.version, history, coverage, self.config)
@@ -537,10 +610,14 @@ def run_retrain(
     config: RetrainConfig, *, trigger: dict[str, Any] | None = None, progress: bool = True, now: datetime | None = None
 ) -> RetrainOutcome:
     """The whole chain under the lock, as one parent run; RetrainFailed (after undoing a swap) when a step
-    fails, LockHeld when another retrain runs. `trigger`: the drift report that asked for it (monitor)."""
+    fails, LockHeld when another retrain runs. `trigger`: the drift report that asked for it (monitor).
+
+    SIGTERM or SIGINT stops it as a failing step does (a swap undone, the stop recorded), then raises
+    tracking.JobStopped: the runs end KILLED and the lock is released. Signals are handled from before the lock
+    is taken, so no moment leaves it held by a stopped process."""
     now = now or datetime.now(UTC)
     events = EventLog(config.event_log)
-    with exclusive(config.lock_file) as grant, tracking.job_run("retrain") as parent:
+    with tracking.stoppable(), exclusive(config.lock_file) as grant, tracking.job_run("retrain") as parent:
         events.run_id = parent.info.run_id
         source = _source_name(config)
         tracking.name_run(f"retrain · {source} · {now:%m-%d %H:%M}")
@@ -553,15 +630,16 @@ def run_retrain(
         if trigger is not None:
             events.emit("drift_detected", **trigger)
         chain = _Chain(config, events, progress)
-        events.emit("retrain_started", previous=chain.previous, source=source)
         try:
+            events.emit("retrain_started", previous=chain.previous, source=source)
             outcome = chain.run(now)
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:  # a stop undoes a swap as a failure does
             chain.bar.close()
             error = str(exc) or type(exc).__name__
             undone = chain.undo()
+            outcome_text = "failed" if isinstance(exc, Exception) else "stopped"
             mlflow.set_tags(
-                {OUTCOME_TAG: "failed", FAILED_STEP_TAG: chain.current, ERROR_TAG: error.splitlines()[0][:500]}
+                {OUTCOME_TAG: outcome_text, FAILED_STEP_TAG: chain.current, ERROR_TAG: error.splitlines()[0][:500]}
             )
             mlflow.log_dict(
                 {"step": chain.current, "error": error, "candidate": chain.version, "undone": undone,
@@ -569,6 +647,8 @@ def run_retrain(
                 ERROR_ARTIFACT,
             )  # fmt: skip
             events.emit("failed", step=chain.current, error=error, version=chain.version, **undone)
+            if not isinstance(exc, Exception):
+                raise
             raise RetrainFailed(chain.current, error, parent.info.run_id) from exc
         mlflow.set_tags({OUTCOME_TAG: f"promoted version {outcome.version}"})
         return outcome

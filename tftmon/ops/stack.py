@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import secrets
@@ -196,13 +197,41 @@ def stack_children(options: StackOptions, feed_token: str) -> list[Child]:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
+    """Whether binding `port` on `host` fails because something holds it (bound as servers bind, with
+    SO_REUSEADDR). Any other failure (an address not of this machine, a privileged port) is left to the
+    server's own bind to report."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
-        except OSError:
-            return True
+            sock.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
     return False
+
+
+def port_holder(port: int) -> str:
+    """Which process holds TCP `port`, for an error line: "pid N (its command line)", read from /proc (Linux),
+    or, where none can be seen (another user's, another system), a phrase saying so."""
+    inodes: set[str] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = [line.split() for line in table.read_text().splitlines()[1:]]
+        except OSError:
+            continue
+        # sl local_address(HEXADDR:HEXPORT) rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        inodes |= {row[9] for row in rows if len(row) > 9 and int(row[1].rsplit(":", 1)[1], 16) == port}
+    sockets = {f"socket:[{inode}]" for inode in inodes if inode != "0"}  # 0: TIME_WAIT, no process holds it
+    processes = sorted(int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()) if sockets else []
+    for pid in processes:
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to look into
+            if any(os.readlink(fd) in sockets for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"pid {pid} ({command.strip()[:200]})"
+    return "a process this user cannot see"
 
 
 def _die_with_parent(supervisor: int) -> None:

@@ -4,7 +4,12 @@
 another, which the feed loop applies at its next tick (`FleetSimulator.switch_scenario`): the stream goes
 on from the current data time, the new scenario's forced path starting then. A bad body gets a 400 (not
 JSON) or 422 (wrong field or value) with `{"error", "fix"}`. JSON only, stdlib `http.server`, one daemon
-thread per request; the dashboard's scenario buttons call it.
+thread per request; the dashboard's scenario buttons call it (from its server, not from the browser).
+
+Bound to 127.0.0.1, it is still reachable from a web page in the operator's browser: a cross-site form or
+`fetch` (CSRF), or a page whose own name re-resolves to 127.0.0.1 (DNS rebinding). So a request must name
+this API by its own address in `Host` (a rebinding page's request names the page's host), and an `Origin`
+header, which browsers send with every cross-site POST, must be this API's own; anything else gets a 403.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ PATH = "/scenario"
 #: A request body is a few bytes; anything larger is refused unread.
 MAX_BODY_BYTES = 4096
 FIX = f'send a JSON object like {{"scenario": "critical"}}; scenario is one of {", ".join(SCENARIOS)}'
+#: Host names a request may call the API by, beside the address it binds to (a wildcard address is none).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost"})
+#: Of a header value echoed in an error: at most this many characters.
+ECHOED_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, error: str, fix: str = FIX, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": error, "fix": fix}, headers)
 
+    def _foreign(self) -> tuple[str, str | None] | None:
+        """The header (name, value) showing that a web page, not a client on this machine, sent the request."""
+        host = self.headers.get("Host")
+        if host is None or host.lower() not in self.server.authorities:
+            return "Host", host
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() not in self.server.origins:
+            return "Origin", origin
+        return None
+
     def _route(self) -> bool:
+        """True for a request of this machine's to PATH; anything else is answered here (403, 404)."""
+        foreign = self._foreign()
+        if foreign is not None:
+            header, value = foreign
+            said = "missing" if value is None else repr(value[:ECHOED_CHARS])
+            own = f"{self.server.origins[0]}{PATH}"
+            self.close_connection = True
+            self._error(
+                HTTPStatus.FORBIDDEN,
+                f"header {header} is {said}, not this scenario control's own address: web pages may not switch the "
+                "scenario (cross-site requests and DNS rebinding are refused)",
+                f"call {own} from this machine (as the dashboard does), with no Origin header of another site",
+            )
+            return False
         if self.path.split("?", 1)[0].rstrip("/") == PATH:
             return True
         self._error(HTTPStatus.NOT_FOUND, f"no resource {self.path.split('?', 1)[0]}", f"use GET or POST {PATH}")
@@ -182,6 +215,14 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], control: ScenarioControl) -> None:
         self.control = control
         super().__init__(address, _Handler)
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        names = sorted(LOOPBACK_NAMES | ({host} - {"0.0.0.0"}), key=lambda name: (name != host, name))  # bound first
+        # A client leaves the port out of Host and Origin only where it is HTTP's own.
+        spelled = [f"{name}:{port}" for name in names] + (names if port == 80 else [])
+        #: The Host values a request may carry: this API's own address, by the name bound to or a loopback one.
+        self.authorities = frozenset(spelled)
+        #: The Origin values of this API's own pages (none of another site's), the address bound to first.
+        self.origins = [f"http://{authority}" for authority in spelled]
 
 
 class ControlServer:

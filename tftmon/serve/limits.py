@@ -1,7 +1,8 @@
 """Per-client rate limits: a token bucket per client address, refused before the body is read.
 
 A bucket holds `burst` requests and refills at `per_minute`; a request that finds it empty is told how
-long until one request is allowed again (the Retry-After of the 429). Memory is bounded: past
+long until one request is allowed again (the Retry-After of the 429). A rate or a burst of 0 turns the
+limit off (docs/SECURITY.md): a bucket that holds nothing would refuse every request. Memory is bounded: past
 `max_clients` buckets, the ones that have refilled completely (idle clients) are forgotten first.
 """
 
@@ -13,7 +14,7 @@ import time
 
 
 class RateLimiter:
-    """`per_minute` requests per client on average, `burst` at once; per_minute 0 = no limit."""
+    """`per_minute` requests per client on average, `burst` at once; either 0 = no limit."""
 
     def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000) -> None:
         self.per_second = per_minute / 60
@@ -24,7 +25,7 @@ class RateLimiter:
 
     @property
     def enabled(self) -> bool:
-        return self.per_second > 0
+        return self.per_second > 0 and self.burst > 0
 
     def acquire(self, client: str, now: float | None = None) -> float | None:
         """Take one request from the client's bucket: None when allowed, else seconds to wait."""

@@ -82,8 +82,9 @@ class LoadedModel:
         return page_rule_from_info(self.model.training_info)
 
     @property
-    def encoder_steps(self) -> int:
-        return self.model.config.encoder_steps
+    def history_steps(self) -> int:
+        """Steps of history a forecast reads: the encoder, and the seasonal lags' reach before it."""
+        return self.model.config.history_steps
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -187,6 +188,10 @@ class FeedResult:
     ignored_stale: int
     #: New servers of a batch refused for lack of room; when any is, nothing of the batch was stored.
     refused_servers: list[str] = field(default_factory=list)
+    #: Live servers a batch's rows give another profile (name -> the live profile), and those rows; when any
+    #: is, nothing of the batch was stored: a server has one profile, across requests as within one.
+    changed_profiles: dict[str, str] = field(default_factory=dict)
+    changed_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 class LiveWindows:
@@ -201,9 +206,9 @@ class LiveWindows:
         self.steps = 0
         self.rows_appended = 0
 
-    def set_encoder_steps(self, encoder_steps: int) -> None:
-        """Keep one step more than the encoder needs (the newest bin is usually still filling)."""
-        self.steps = encoder_steps + 1
+    def set_history_steps(self, history_steps: int) -> None:
+        """Keep one step more than a forecast reads (the newest bin is usually still filling)."""
+        self.steps = history_steps + 1
 
     @property
     def _keep_ns(self) -> int:
@@ -233,6 +238,14 @@ class LiveWindows:
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
         with self._lock:
+            if profiles is not None:
+                live = np.array([getattr(self._series.get(name), "profile", None) for name in uniques], dtype=object)
+                sent = pd.Series(profiles, dtype=object)
+                changed = sent.notna().to_numpy() & pd.notna(live[codes]) & (sent.to_numpy() != live[codes])
+                if changed.any():  # all or nothing, as below
+                    result.changed_rows = np.flatnonzero(changed)
+                    result.changed_profiles = {str(uniques[c]): str(live[c]) for c in np.unique(codes[changed])}
+                    return result
             new = [str(name) for name in uniques if name not in self._series]
             room = self.max_servers - len(self._series)
             if len(new) > room:  # all or nothing: a client retrying a half-stored batch would double it
@@ -259,18 +272,18 @@ class LiveWindows:
             for name in names:
                 self._series.pop(name, None)
 
-    def snapshot(self, encoder_steps: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """History of servers with a full encoder window, and the servers still warming up."""
+    def snapshot(self, history_steps: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """History of servers with all the history a forecast reads, and the servers still warming up."""
         warming: list[dict[str, Any]] = []
         parts: list[tuple[str, str, np.ndarray, np.ndarray]] = []
         with self._lock:
             for name, series in self._series.items():
                 have = series.span_steps()
-                if have >= encoder_steps:
+                if have >= history_steps:
                     s, e = series.start, series.end
                     parts.append((name, series.profile, series.ts[s:e].copy(), series.values[s:e].copy()))
                 else:
-                    need = encoder_steps - have
+                    need = history_steps - have
                     warming.append(
                         {
                             "server_name": name,
@@ -427,6 +440,21 @@ class UnknownTracker:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Published:
+    """One forecast as every reader sees it: its predictions and the alerts it left, swapped in by one assignment,
+    so no reader pairs one forecast's predictions with another's alerts or reads the alert book mid-update."""
+
+    #: /predictions/current's body.
+    cache: dict[str, Any]
+    #: /alerts/active's body: computed_at (the cache's), counts and the alerts, worst first.
+    alerts: dict[str, Any]
+    #: The alert book's entries, private keys included (the Alertmanager sink reads when each was raised).
+    active: list[dict[str, Any]]
+    #: /alerts/history's transitions, oldest first.
+    history: list[dict[str, Any]]
+
+
 class LiveFleet:
     """Forecasts the live fleet when due and caches the result; GET endpoints only read the cache."""
 
@@ -445,7 +473,12 @@ class LiveFleet:
         self.every_seconds = every_seconds
         self.stale_after_seconds = stale_after_seconds
         self.on_forecast = on_forecast
-        self.cache: dict[str, Any] = {"model_version": None, "computed_at": None, "predictions": [], "warming_up": []}
+        self.published = Published(
+            cache={"model_version": None, "computed_at": None, "predictions": [], "warming_up": []},
+            alerts={"computed_at": None, "counts": alerts.counts(), "alerts": []},
+            active=[],
+            history=[],
+        )
         self._rows_seen = 0
         self._servers_seen = 0
         self._data_ns: int | None = None
@@ -502,7 +535,7 @@ class LiveFleet:
         self._rows_seen = self.windows.rows_appended
         self._servers_seen = len(self.windows)
         self._data_ns = self.windows.latest_ns()
-        history, warming = self.windows.snapshot(loaded.encoder_steps)
+        history, warming = self.windows.snapshot(loaded.history_steps)
         records = self._forecast(loaded, history) if len(history) else []
         self._wall, self._version = now, loaded.version
         self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
@@ -514,14 +547,25 @@ class LiveFleet:
             self.on_forecast(records, loaded)
         predictions = [public(r) for r in records]
         self._age(predictions, utcnow())
-        self.cache = {
-            "model_version": loaded.version,
-            "computed_at": utcnow().isoformat(),
-            "predictions": predictions,
-            "warming_up": warming,
-        }
+        computed_at = utcnow().isoformat()
+        self.published = Published(
+            cache={
+                "model_version": loaded.version,
+                "computed_at": computed_at,
+                "predictions": predictions,
+                "warming_up": warming,
+            },
+            alerts={"computed_at": computed_at, "counts": self.alerts.counts(), "alerts": self.alerts.sorted_active()},
+            active=[dict(alert) for alert in self.alerts.active.values()],
+            history=list(self.alerts.history),
+        )
         self.generation += 1
         return True
+
+    @property
+    def cache(self) -> dict[str, Any]:
+        """The latest forecast of every ready server, as /predictions/current serves it."""
+        return self.published.cache
 
     def ages(self, now: datetime) -> dict[str, float]:
         """Seconds from each live server's newest sample to `now` (never negative: a fast simulated feed runs

@@ -104,12 +104,13 @@ class PrometheusSource:
             "hosts_refused": [],
         }  # fmt: skip
 
-    def use_model(self, targets: tuple[str, ...], encoder_steps: int) -> None:
-        """Pull what the loaded model reads: its metrics, and a window one step longer than its encoder. A model
-        that reads other metrics or another window makes the next pull lay down every host's window anew."""
-        if targets != self._targets or encoder_steps + 1 != self._history_steps:
+    def use_model(self, targets: tuple[str, ...], history_steps: int) -> None:
+        """Pull what the loaded model reads: its metrics, and a window one step longer than the history a forecast
+        reads (its encoder and seasonal lags). A model that reads other metrics or another window makes the next
+        pull lay down every host's window anew."""
+        if targets != self._targets or history_steps + 1 != self._history_steps:
             self._read_to = None
-            self._targets, self._history_steps = targets, encoder_steps + 1
+            self._targets, self._history_steps = targets, history_steps + 1
 
     @property
     def ready(self) -> bool:

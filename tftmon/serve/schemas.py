@@ -9,10 +9,12 @@ the loaded model forecasts must be in every row (`missing_target_problems`, chec
 
 from __future__ import annotations
 
+import json
 import math
 import operator
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
 from typing import Annotated, Any, ClassVar, Literal, cast
@@ -27,6 +29,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     create_model,
@@ -139,13 +143,14 @@ class _RowBase(BaseModel):
                     "refused_column", "{why}", {"column": key, "why": _REFUSED_COLUMNS[key], "fix": fix}
                 )
         unknown = sorted(str(k) for k in data if k not in cls.model_fields)
-        if unknown:
+        if unknown:  # names shown short and escaped, the first five
+            named = ", ".join(map(shown, unknown[:5])) + f" and {len(unknown) - 5} more" * (len(unknown) > 5)
             raise PydanticCustomError(
                 "unknown_column",
                 "unknown column(s) {unknown}",
                 {
-                    "unknown": ", ".join(unknown)[:200],
-                    **({"column": unknown[0]} if len(unknown) == 1 else {}),
+                    "unknown": named,
+                    **({"column": shown(unknown[0])} if len(unknown) == 1 else {}),
                     "fix": f"remove them; a row takes only {', '.join(cls.model_fields)}",
                 },
             )
@@ -169,6 +174,17 @@ class RowsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: The most rows one request may carry (the schema's maxItems).
     max_rows: ClassVar[int]
+    #: Servers sent under more than one spelling (normalised name -> the spellings), for row_rule_problems:
+    #: the rows keep only the normalised name.
+    _respelled: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _spellings(cls, data: Any, handler: ModelWrapValidatorHandler[RowsRequest]) -> RowsRequest:
+        request = handler(data)
+        if type(data) is dict and type(data.get("rows")) is list:  # valid rows: objects with a string name
+            request._respelled = respelled({row[SERVER_NAME] for row in data["rows"] if type(row) is dict})
+        return request
 
     @model_validator(mode="after")
     def _server_limit(self) -> RowsRequest:
@@ -219,7 +235,8 @@ _ARROW_ROW = pa.struct(
         *((c.name, pa.int64() if c.type == "int" else pa.float64()) for c in METRIC_COLUMNS),
     ]
 )
-_ARROW_SCHEMA = pa.schema([("rows", pa.list_(_ARROW_ROW))])
+_ROWS_TYPE = pa.list_(_ARROW_ROW)
+_ARROW_SCHEMA = pa.schema([("rows", _ROWS_TYPE)])
 
 
 @dataclass(frozen=True)
@@ -228,8 +245,11 @@ class ArrowBody:
 
     Parsing a 900-server history into a Python object per row, then taking the rows apart column by
     column, was 2 s of a /predict; Arrow reads the columns directly. It is asked only where it is not
-    laxer than pydantic-core (ASCII, so no byte-order mark or invalid UTF-8; one object, not several),
-    so `python()` succeeds on every body it read, with the same values (floats included; tested).
+    laxer than pydantic-core (ASCII, so no byte-order mark or invalid UTF-8; one object, not several;
+    no key twice in an object), and kept only for the shape the column-wise path reads (`rows` of flat
+    row objects, JSON booleans beside it): Arrow nests far deeper than pydantic-core, so a body with
+    anything more is left to pydantic-core, whose errors name it. `python()` thus succeeds on every body
+    kept, with the same values (floats included; tested).
     """
 
     table: pa.Table
@@ -248,7 +268,8 @@ class ArrowBody:
             )
         except (pa.ArrowException, OverflowError):  # malformed, or a value of another type: the Python path
             return None
-        return cls(table, raw) if table.num_rows == 1 else None
+        plain = all(f.type == (_ROWS_TYPE if f.name == "rows" else pa.bool_()) for f in table.schema)
+        return cls(table, raw) if table.num_rows == 1 and plain else None
 
     def python(self) -> Any:
         """The body as pydantic-core parses it, for the requests the column-wise path leaves to the models."""
@@ -259,10 +280,12 @@ class ArrowBody:
 class ValidRows:
     """A validated rows request as columns: timestamp (UTC), server_name (normalised), profile (None where
     the row had none) and every metric, NaN where a row did not send it (an integer metric sent in every
-    row stays int64); `options` holds the request's other fields."""
+    row stays int64); `options` holds the request's other fields, `respelled` the servers sent under more
+    than one spelling."""
 
     frame: pd.DataFrame
     options: dict[str, Any]
+    respelled: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_request(cls, request: RowsRequest) -> ValidRows:
@@ -273,7 +296,15 @@ class ValidRows:
             values = [getattr(r, name) for r in rows]
             complete = None not in values
             frame[name] = np.array(values, dtype=np.int64 if integer and complete else np.float64)
-        return cls(frame, request.model_dump(exclude={"rows"}))
+        return cls(frame, request.model_dump(exclude={"rows"}), request._respelled)
+
+
+def respelled(names: Iterable[str]) -> dict[str, list[str]]:
+    """The distinct hostnames sent that name one server (contract.normalise_hostname), by that server."""
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(normalise_hostname(name), []).append(name)
+    return {server: sorted(sent) for server, sent in spellings.items() if len(sent) > 1}
 
 
 #: A column of repeated values as (code per row, distinct values); code -1 is a missing value.
@@ -342,15 +373,16 @@ def _with_gaps(given: np.ndarray, absent: np.ndarray) -> np.ndarray:
 
 
 def _arrow_rows(table: pa.Table, model: type[RowsRequest], nulls_sent: bool) -> ValidRows | None:
-    """fast_rows on the columns Arrow read: its schema typed them, so only nulls (a missing or null value),
-    unknown fields and the values themselves remain to check. Arrow reads a left-out metric and a JSON
-    null alike: a body that holds `null` anywhere (`nulls_sent`) goes to the model when a metric is null."""
+    """fast_rows on the columns Arrow read: its schema typed them (ArrowBody keeps no other shape), so only
+    nulls (a missing or null value), unknown options and the values themselves remain to check. Arrow reads
+    a left-out metric and a JSON null alike: a body that holds `null` anywhere (`nulls_sent`) goes to the
+    model when a metric is null."""
     if "rows" not in table.column_names or table.column("rows").null_count:
         return None
     options = _options(model, {k: table.column(k)[0].as_py() for k in table.column_names if k != "rows"})
     rows = table.column("rows").combine_chunks().flatten()
-    if options is None or rows.null_count or rows.type != _ARROW_ROW:
-        return None  # a null row, or a row with a field beyond the contract's
+    if options is None or rows.null_count:
+        return None  # an option the model does not take, or a null row
     if not 1 <= len(rows) <= model.max_rows:
         return None
     columns = {name: rows.field(name) for name in (TIMESTAMP, SERVER_NAME, PROFILE, *METRICS)}
@@ -416,7 +448,7 @@ def _valid(
         SERVER_NAME: np.asarray(hostnames, dtype=object)[name_codes],
         PROFILE: np.asarray([*known, None], dtype=object)[profile_codes],  # code -1 (no profile) -> None
     }
-    return ValidRows(pd.DataFrame({**columns, **metrics}), options)
+    return ValidRows(pd.DataFrame({**columns, **metrics}), options, respelled(names))
 
 
 def row_count_problem(data: Any, model: type[RowsRequest]) -> Problem | None:
@@ -447,9 +479,54 @@ def json_problem(message: str) -> Problem:
     return Problem(field="body", rule=f"invalid JSON: {message}", fix=fix)
 
 
+def repeated_key_problems(raw: bytes) -> list[Problem]:
+    """Objects of a (valid JSON) body that give a key more than once, one problem per key: parsers differ
+    on which value wins (pydantic-core takes the last, so a first value out of range would never be
+    checked). Rows are named by index. Read with the standard library's parser, which hands over each
+    object's pairs; only bodies Arrow did not read come here (Arrow refuses a repeated key itself)."""
+    repeated: list[tuple[dict[str, Any], list[str]]] = []
+
+    def pairs_of(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) < len(pairs):
+            repeated.append((found, sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)))
+        return found
+
+    try:
+        data = json.loads(raw, object_pairs_hook=pairs_of)
+    except ValueError:  # what pydantic-core read and this parser does not (a byte-order mark): nothing to add
+        return []
+    rows = data.get("rows") if type(data) is dict else None
+    index = {id(row): i for i, row in enumerate(rows)} if repeated and type(rows) is list else {}
+    found: dict[tuple[str, str], list[int | None]] = {}
+    for obj, keys in repeated:
+        row = index.get(id(obj))
+        for key in map(shown, keys):
+            where = f"rows[*].{key}" if row is not None else key if obj is data else "body"
+            found.setdefault((where, key), []).append(row)
+    return [
+        Problem(
+            field=where,
+            rule=f"key {key} is given more than once in one JSON object",
+            fix="send each key once per object: which of its values is meant cannot be told",
+            count=len(rows_found),
+            rows=[row for row in rows_found if row is not None][:MAX_ROWS_SHOWN],
+        )
+        for (where, key), rows_found in found.items()
+    ]
+
+
+#: Two rows of one server at one sample time that disagree: the later one would silently win.
+SAMPLE_RULE = "a server has one sample per timestamp: rows repeating a server and timestamp must agree"
+SAMPLE_FIX = "send each server's sample at a timestamp once (an identical repeat is read once)"
+#: Names are compared lower-case (contract.normalise_hostname): two spellings in one request are one server.
+SPELLING_RULE = "a server is named one way in a request: names are compared lower-case"
+
+
 def row_rule_problems(valid: ValidRows) -> list[Problem]:
     """The contract's rules across columns and rows, in the validator's words: the CPU split adds up to
-    100, and a server has one profile. Column-wise, so the fast path stays fast."""
+    100, a server has one profile, one spelling and one sample per timestamp. Column-wise, so the fast
+    path stays fast."""
     frame, problems = valid.frame, []
     cpu = frame[list(CPU_PARTS)].to_numpy(dtype=np.float64).sum(axis=1)
     bad = np.flatnonzero(np.abs(cpu - 100) > CPU_SUM_TOLERANCE)
@@ -459,7 +536,31 @@ def row_rule_problems(valid: ValidRows) -> list[Problem]:
     if servers:
         rows = np.flatnonzero(frame[SERVER_NAME].isin(servers).to_numpy())
         problems.append(_row_problem(f"rows[*].{PROFILE}", PROFILE_RULE, PROFILE_FIX, rows))
+    if valid.respelled:
+        rows = np.flatnonzero(frame[SERVER_NAME].isin(list(valid.respelled)).to_numpy())
+        sent = "; ".join(" and ".join(map(shown, names)) for names in list(valid.respelled.values())[:3])
+        fix = f"send each server under one spelling (sent as {sent})"
+        problems.append(_row_problem(f"rows[*].{SERVER_NAME}", SPELLING_RULE, fix, rows))
+    disagreeing = _disagreeing_repeats(frame)
+    if disagreeing.size:
+        problems.append(_row_problem(f"rows[*].{TIMESTAMP}", SAMPLE_RULE, SAMPLE_FIX, disagreeing))
     return problems
+
+
+def _disagreeing_repeats(frame: pd.DataFrame) -> np.ndarray:
+    """Rows (sorted indices) of a server and timestamp sent more than once with different metric values
+    (NaN agrees with NaN: a metric left out of both)."""
+    ts = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    codes = pd.factorize(frame[SERVER_NAME])[0]
+    order = np.lexsort((ts, codes))
+    repeat_of_previous = (np.diff(codes[order]) == 0) & (np.diff(ts[order]) == 0)
+    if not repeat_of_previous.any():
+        return np.empty(0, dtype=np.int64)
+    pairs = np.flatnonzero(repeat_of_previous)
+    values = frame[list(METRICS)].to_numpy(dtype=np.float64)
+    later, earlier = values[order[pairs + 1]], values[order[pairs]]
+    differ = ~((later == earlier) | (np.isnan(later) & np.isnan(earlier))).all(axis=1)
+    return np.unique(np.concatenate([order[pairs[differ]], order[pairs[differ] + 1]]))
 
 
 def missing_target_problems(frame: pd.DataFrame, targets: Sequence[str], version: str) -> list[Problem]:
@@ -501,6 +602,67 @@ def coverage_problem(frame: pd.DataFrame, encoder_steps: int) -> Problem | None:
     problem = _row_problem("rows", HISTORY_COVERAGE_RULE, fix, rows)
     problem.count = len(short)
     return problem
+
+
+def profile_change_problem(live_profiles: dict[str, str], rows: np.ndarray) -> Problem:
+    """/feed rows that give live servers (name -> live profile) another profile: the rule /predict applies
+    within a request (row_rule_problems), applied across requests."""
+    said = ", ".join(f"{name} is {profile}" for name, profile in list(live_profiles.items())[:MAX_ROWS_SHOWN])
+    fix = (
+        f"{PROFILE_FIX} (live: {said}); a server whose role changed is a new server: send it under a new name, or "
+        "restart the service to forget its window"
+    )
+    return _row_problem(f"rows[*].{PROFILE}", PROFILE_RULE, fix, rows)
+
+
+def _history_spans(frame: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """Each server's name, the model steps its history spans (first to last bin, as features.inference_frame
+    counts them), and every row's server code."""
+    bins = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").view(np.int64) // STEP_NS
+    codes, names = pd.factorize(frame[SERVER_NAME])
+    first = np.full(len(names), np.iinfo(np.int64).max)
+    last = np.full(len(names), np.iinfo(np.int64).min)
+    np.minimum.at(first, codes, bins)
+    np.maximum.at(last, codes, bins)
+    return pd.Index(names), last - first + 1, codes
+
+
+def warming_servers(frame: pd.DataFrame, history_steps: int) -> list[dict[str, Any]]:
+    """Servers whose history spans fewer steps than a forecast reads, with what each still needs: a request
+    forecasts the others and lists these, as /predictions/current lists live servers still warming up."""
+    names, span, _ = _history_spans(frame)
+    return [
+        {"server_name": str(names[i]), "have_steps": int(span[i]), "need_steps": int(history_steps - span[i]),
+         "need_minutes": int(history_steps - span[i]) * STEP_MINUTES}
+        for i in np.flatnonzero(span < history_steps).tolist()
+    ]  # fmt: skip
+
+
+def short_history_problem(frame: pd.DataFrame, history_steps: int) -> Problem | None:
+    """The servers too short for a forecast, named with the steps each has; None when none is."""
+    names, span, codes = _history_spans(frame)
+    short = np.flatnonzero(span < history_steps)
+    if not short.size:
+        return None
+    hours = history_steps * STEP_MINUTES / 60
+    have = ", ".join(f"{names[i]} has {span[i]}" for i in short[:MAX_ROWS_SHOWN])
+    more = f" and {short.size - MAX_ROWS_SHOWN} more" if short.size > MAX_ROWS_SHOWN else ""
+    problem = _row_problem(
+        "rows",
+        f"too little history: a server's history must span what the model reads, {history_steps} steps of "
+        f"{STEP_MINUTES} min ({hours:g} h)",
+        f"send at least {hours:g} h of history for every server ({have}{more} of {history_steps} steps)",
+        np.flatnonzero(np.isin(codes, short)),
+    )
+    problem.count = len(short)
+    return problem
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """A client's string as an answer repeats it: control characters escaped, at most `limit` characters
+    (and the length beyond), so a 10,000-character or NUL-laden name cannot fill or garble the answer."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return escaped + (f"… ({len(text)} characters)" if len(text) > limit else "")
 
 
 def _row_problem(field: str, rule: str, fix: str, rows: np.ndarray) -> Problem:
@@ -552,16 +714,18 @@ class ServerForecast(BaseModel):
     stale: bool = Field(False, description="Live forecasts: no new sample for longer than the stale limit.")
 
 
-class PredictResponse(BaseModel):
-    model_version: str
-    predictions: list[ServerForecast]
-
-
 class WarmingServer(BaseModel):
     server_name: str
     have_steps: int
     need_steps: int
     need_minutes: int = Field(..., description="Minutes of further history needed before the first forecast.")
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[ServerForecast]
+    #: Servers of the request with too little history to forecast, and what each still needs.
+    warming_up: list[WarmingServer] = []
 
 
 class CurrentPredictions(BaseModel):

@@ -11,6 +11,7 @@ of their errors, in tftmon.serve.schemas; what a request's rows become for the m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import gc
@@ -28,6 +29,7 @@ from typing import Annotated, Any
 import bentoml
 import pandas as pd
 import torch
+from bentoml._internal.server.http import instruments
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -38,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import SkipValidation, ValidationError
 from pydantic_core import from_json, to_json
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tftmon.config import FEED_TOKEN_ENV, ServiceConfig, Settings
 from tftmon.contract import (
@@ -48,11 +51,13 @@ from tftmon.contract import (
     SERVER_NAME,
     STEP_MINUTES,
     TIMESTAMP,
+    normalise_hostname,
 )
 from tftmon.model.features import InsufficientHistory, SamplesTooFrequent, check_interval
 from tftmon.serve.alertmanager import AlertmanagerSink
 from tftmon.serve.alerts import AlertBook
 from tftmon.serve.exporter import METRICS_PATH, ExportOptions, ForecastExporter
+from tftmon.serve.lifeline import die_with_server
 from tftmon.serve.limits import RateLimiter, retry_after_header
 from tftmon.serve.live import (
     LiveFleet,
@@ -90,9 +95,14 @@ from tftmon.serve.schemas import (
     json_problem,
     missing_target_problems,
     problem_response,
+    profile_change_problem,
+    repeated_key_problems,
     request_errors,
     row_count_problem,
     row_rule_problems,
+    short_history_problem,
+    shown,
+    warming_servers,
 )
 
 log = logging.getLogger(__name__)
@@ -124,6 +134,8 @@ ROUTES = frozenset(
     {"/health", "/status", "/predict", "/feed", "/predictions/current", "/alerts/active", "/alerts/history",
      "/fleet", "/fleet/history", "/admin/reload", METRICS_PATH}
 )  # fmt: skip
+#: BentoML's own endpoints, labelled as they are in its request metrics (never reach the FastAPI app).
+BENTOML_ROUTES = frozenset({"/metrics", "/readyz", "/livez", "/healthz", "/docs.json", "/schema.json", "/"})
 #: Routes with a path parameter, counted under their template (one label per route, not per server).
 TEMPLATES = ("/explain/", "/servers/")
 #: Per-client limits on the endpoints that take work in a body, checked before the body is read.
@@ -161,7 +173,8 @@ def load_production() -> LoadedModel | None:
     """The version alias `production` points at now, imported into the BentoML store once per weights
     digest: a recreated registry reuses version numbers, so the tag names the content, not the number.
     The imported copy's weights are checked against the digest at every load; a copy that fails is
-    removed from the store, so the next reload imports it afresh."""
+    removed from the store, so the next reload imports it afresh. None: the registry, read, has no Production
+    version; a registry that cannot be read raises (RegistryUnreadable), so a reload never passes for one."""
     from tftmon.model.network import WEIGHTS_FILE
     from tftmon.ops import registry
 
@@ -203,9 +216,19 @@ def _remove_import(tag: str) -> None:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, fix: str | None = None, problems: list[Problem] | None = None) -> None:
+    """An answer other than 2xx. `close`: the body was not read to its end, so the connection is closed
+    after the answer (Connection: close) instead of the server reading, and discarding, the rest of it."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fix: str | None = None,
+        problems: list[Problem] | None = None,
+        close: bool = False,
+    ) -> None:
         super().__init__(error)
-        self.status, self.error, self.fix, self.problems = status, error, fix, problems or []
+        self.status, self.error, self.fix, self.problems, self.close = status, error, fix, problems or [], close
 
 
 def _error_body(error: str, fix: str | None = None) -> dict[str, Any]:
@@ -220,24 +243,41 @@ def _read_body(body: bytes) -> Any:
     if arrow is not None:
         return arrow
     try:
-        return from_json(body)
+        data = from_json(body)
     except ValueError as exc:
         problem = json_problem(str(exc))
         raise ApiError(422, f"the body is not valid JSON: {exc}", problem.fix, [problem]) from None
+    repeated = repeated_key_problems(body)
+    if repeated:
+        raise _unprocessable(repeated)
+    return data
 
 
 class _JsonBodyRequest(Request):
-    """A request whose body is read within CONFIG.max_body_bytes, and whose JSON is read by _read_body."""
+    """A request whose body is read within CONFIG.max_body_bytes and its time limits, and whose JSON is read
+    by _read_body."""
 
     async def body(self) -> bytes:
         """The body, refused (413) from its Content-Length, or as soon as the bytes streamed in pass the limit,
-        so an oversized body is never held whole."""
+        so an oversized body is never held whole; refused (408) when it stops arriving for
+        CONFIG.body_idle_timeout_seconds (a Content-Length larger than what is sent) or is not all there after
+        CONFIG.body_timeout_seconds (a trickle). Either way nothing more is read: the connection is closed."""
         if not hasattr(self, "_body"):
             declared = self.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > CONFIG.max_body_bytes:
                 raise _too_large()
             chunks, size = [], 0
-            async for chunk in self.stream():
+            pieces = aiter(self.stream())
+            deadline = time.monotonic() + CONFIG.body_timeout_seconds
+            while True:
+                wait = min(CONFIG.body_idle_timeout_seconds, deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(max(wait, 0)):
+                        chunk = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise _too_slow(size) from None
                 size += len(chunk)
                 if size > CONFIG.max_body_bytes:
                     raise _too_large()
@@ -257,6 +297,19 @@ def _too_large() -> ApiError:
         413,
         f"the request body is larger than the limit of {limit} bytes ({limit / 2**20:g} MiB)",
         "split the rows over several requests, or raise TFTMON_SERVICE_MAX_BODY_BYTES",
+        close=True,
+    )
+
+
+def _too_slow(received: int) -> ApiError:
+    idle, total = CONFIG.body_idle_timeout_seconds, CONFIG.body_timeout_seconds
+    return ApiError(
+        408,
+        f"the request body did not arrive in time ({received} bytes read): nothing came for {idle:g} s, or it "
+        f"was not complete after {total:g} s",
+        "send a Content-Length that matches the body, and the whole body at once; or raise "
+        "TFTMON_SERVICE_BODY_IDLE_TIMEOUT_SECONDS / TFTMON_SERVICE_BODY_TIMEOUT_SECONDS",
+        close=True,
     )
 
 
@@ -271,15 +324,30 @@ class _JsonBodyRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             wrapped = _JsonBodyRequest(request.scope, request.receive)
+            if takes_body:
+                _check_encoding(wrapped)
             if takes_body and await wrapped.body():
-                kind = wrapped.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+                kind = wrapped.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if kind != "application/json" and not kind.endswith("+json"):
-                    fix = "send Content-Type: application/json"
-                    raise ApiError(415, f"the body is sent as Content-Type {kind!r}, not JSON", fix)
+                    sent = f"as Content-Type {shown(kind)!r}" if kind else "without a Content-Type"
+                    raise ApiError(415, f"the body is sent {sent}, not as JSON", "send Content-Type: application/json")
                 await wrapped.json()
             return await handler(wrapped)
 
         return route
+
+
+def _check_encoding(request: Request) -> None:
+    """A compressed body is refused (415) before it is read: it is not decoded (a small body could expand past
+    every limit), and read as it is, gzip would be "not valid JSON" and br mistaken for something else."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ApiError(
+            415,
+            f"the body is sent with Content-Encoding {shown(encoding)!r}; the service reads only uncompressed bodies",
+            "send the body uncompressed, without a Content-Encoding header (or compress between proxy and client)",
+            close=True,
+        )
 
 
 app = FastAPI(
@@ -289,7 +357,7 @@ app = FastAPI(
 )
 app.router.route_class = _JsonBodyRoute
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503)
 }
 
 
@@ -300,7 +368,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 @app.exception_handler(ApiError)
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if exc.close:
+        headers["Connection"] = "close"
     body = ErrorResponse(error=exc.error, fix=exc.fix, problems=exc.problems).model_dump()
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
@@ -318,9 +388,36 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _endpoint(path: str) -> str:
-    if path in ROUTES:
+    """A request's metric label: its route, a path parameter's route by template, anything else "other"
+    (one label per route: a label per path would grow the metrics with every server name asked for)."""
+    if path in ROUTES or path in BENTOML_ROUTES:
         return path
     return next((t + "{name}" for t in TEMPLATES if path.startswith(t)), "other")
+
+
+class _RouteLabelledTrafficMetrics(instruments.RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics (`bentoml_service_request_*`) labelled by _endpoint, as tftmon's own are,
+    not by the raw path: `/explain/<any name>` made a series per name asked for. BentoML's middleware reads
+    the label from the scope's path, so it is handed the route, and the app behind it the path again."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        async def with_path(scope: Scope, receive: Receive, send: Send) -> None:
+            if _SENT_PATH in scope:
+                scope = {**scope, "path": scope[_SENT_PATH]}
+            await app(scope, receive, send)
+
+        super().__init__(with_path, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "path": _endpoint(scope["path"]), _SENT_PATH: scope["path"]}
+        await super().__call__(scope, receive, send)
+
+
+#: The scope key holding a request's own path while BentoML's metrics middleware sees its route.
+_SENT_PATH = "tftmon.sent_path"
+# BentoML builds its app's middleware stack after importing this module, from this module attribute.
+instruments.RunnerTrafficMetricsMiddleware = _RouteLabelledTrafficMetrics  # type: ignore[misc,assignment]
 
 
 def _rate_limited(path: str, client: str, limiter: RateLimiter, wait: float) -> JSONResponse:
@@ -331,7 +428,7 @@ def _rate_limited(path: str, client: str, limiter: RateLimiter, wait: float) -> 
             f"retry after {retry} s, or raise TFTMON_SERVICE_{path.strip('/').upper()}_PER_MINUTE on the service",
         ),
         status_code=429,
-        headers={"Retry-After": retry},
+        headers={"Retry-After": retry, "Connection": "close"},  # the body is not read: nor drained
     )
 
 
@@ -423,10 +520,10 @@ def _require_targets(valid: ValidRows, loaded: LoadedModel) -> None:
         raise _unprocessable(problems)
 
 
-def _unprocessable(problems: list[Problem]) -> ApiError:
+def _unprocessable(problems: list[Problem], fix: str | None = None) -> ApiError:
     """A 422 in the shape of a validation error's (error line, problems), for the rules checked by hand."""
     response = problem_response(problems)
-    return ApiError(422, response.error, problems=response.problems)
+    return ApiError(422, response.error, fix, response.problems)
 
 
 def _freeze_heap() -> None:
@@ -449,6 +546,7 @@ class Tftmon:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        die_with_server()  # this worker dies with its `bentoml serve` process, even one killed with SIGKILL
         # BentoML's server logging keeps the root at WARNING: tftmon's own lines (model swaps, one JSON line
         # per /predict) are INFO.
         logging.getLogger("tftmon").setLevel(logging.INFO)
@@ -523,9 +621,9 @@ class Tftmon:
 
     def _installed(self, loaded: LoadedModel | None) -> None:
         if loaded is not None:
-            self.windows.set_encoder_steps(loaded.encoder_steps)
+            self.windows.set_history_steps(loaded.history_steps)
             if self.source is not None:
-                self.source.use_model(loaded.targets, loaded.encoder_steps)
+                self.source.use_model(loaded.targets, loaded.history_steps)
                 self._pull_now.set()
             log.info("serving %s version %s", SETTINGS.tftmon_model_name, loaded.version)
             _freeze_heap()
@@ -555,9 +653,7 @@ class Tftmon:
         if self.alert_sink is None:
             return
         targets = {} if self.source is None else self.source.targets()
-        labelled = [
-            {**alert, "labels": targets.get(alert["server_name"], {})} for alert in self.live.alerts.active.values()
-        ]
+        labelled = [{**alert, "labels": targets.get(alert["server_name"], {})} for alert in self.live.published.active]
         self.alert_sink.sync(labelled, utcnow())
 
     def _model(self) -> LoadedModel:
@@ -601,7 +697,7 @@ class Tftmon:
         yield info
         yield GaugeMetricFamily("tftmon_model_loaded", "1 when a Production model is loaded", value=int(bool(loaded)))
         alerts = GaugeMetricFamily("tftmon_alerts_active", "Active alerts", labels=["severity"])
-        for severity, n in self.live.alerts.counts().items():
+        for severity, n in self.live.published.alerts["counts"].items():
             alerts.add_metric([severity], n)
         yield alerts
         yield GaugeMetricFamily(
@@ -684,28 +780,39 @@ class Tftmon:
     def predict(self, body: Annotated[PredictRequest, SkipValidation()]) -> Response:
         """Forecast, risk and severity per server from the posted history (resampled to the model step)."""
         valid = _validated(body, PredictRequest)
-        REQUEST_FACTS.get({}).update(servers=int(valid.frame[SERVER_NAME].nunique()), rows=len(valid.frame))
+        servers = int(valid.frame[SERVER_NAME].nunique())
+        REQUEST_FACTS.get({}).update(servers=servers, rows=len(valid.frame))
         loaded = self._model()
         REQUEST_FACTS.get({})["model_version"] = loaded.version
         _require_targets(valid, loaded)
         try:
             check_interval(valid.frame)
-            sparse = coverage_problem(valid.frame, loaded.encoder_steps)
+            frame, warming = valid.frame, warming_servers(valid.frame, loaded.history_steps)
+            if len(warming) == servers:
+                short = short_history_problem(frame, loaded.history_steps)
+                assert short is not None  # every server is short
+                raise _unprocessable([short], fix=short.fix)
+            if warming:  # the others are forecast; these are listed with what they need
+                frame = frame[~frame[SERVER_NAME].isin([w["server_name"] for w in warming])]
+            sparse = coverage_problem(frame, loaded.model.config.encoder_steps)
             if sparse is not None:
-                raise _unprocessable([sparse])
+                raise _unprocessable([sparse], fix=sparse.fix)
             started = time.perf_counter()
-            tidy = self.slot.forecast(loaded, valid.frame)
+            tidy = self.slot.forecast(loaded, frame)
         except SamplesTooFrequent as exc:
-            seconds = MIN_RAW_INTERVAL.total_seconds()
-            raise ApiError(422, str(exc), f"aggregate to one sample per {seconds:g} s or more per server") from None
-        except InsufficientHistory as exc:
-            hours = loaded.encoder_steps * MODEL_STEP.total_seconds() / 3600
-            raise ApiError(422, str(exc), f"send at least {hours:g} h of history for every server") from None
+            fix = f"aggregate to one sample per {MIN_RAW_INTERVAL.total_seconds():g} s or more per server"
+            problem = Problem(field=f"rows[*].{TIMESTAMP}", rule=str(exc), fix=fix)
+            raise ApiError(422, str(exc), fix, [problem]) from None
+        except InsufficientHistory as exc:  # what the model finds short beyond short_history_problem's count
+            fix = f"send at least {loaded.history_steps * MODEL_STEP.total_seconds() / 3600:g} h of history per server"
+            raise ApiError(422, str(exc), fix, [Problem(field="rows", rule=str(exc), fix=fix)]) from None
         FORECAST_SECONDS.labels("predict").observe(time.perf_counter() - started)
         records = payloads(tidy, loaded, include_path=valid.options["include_path"])
         self.unknown.record((r["server_name"] for r in records), loaded.known_servers)
         self._counted("predict")(records, loaded)
-        return _json({"model_version": loaded.version, "predictions": [public(r) for r in records]})
+        return _json(
+            {"model_version": loaded.version, "predictions": [public(r) for r in records], "warming_up": warming}
+        )
 
     @app.post(
         "/feed", response_model=FeedResponse, responses=ERRORS, tags=["tftmon"], dependencies=[Depends(require_feed)]
@@ -717,6 +824,8 @@ class Tftmon:
         # yet, nothing to keep; rows without one of its metrics would leave a hole in its history.
         _require_targets(valid, self._model())
         result = self.windows.append(valid.frame)
+        if result.changed_profiles:
+            raise _unprocessable([profile_change_problem(result.changed_profiles, result.changed_rows)])
         if result.refused_servers:
             raise ApiError(
                 409,
@@ -741,26 +850,18 @@ class Tftmon:
     @app.get("/alerts/active", response_model=ActiveAlerts, tags=["tftmon"])
     def alerts_active(self) -> Response:
         """Servers whose forecast crosses a warning or critical level, worst first."""
-        alerts = self.live.alerts
-        return self._cached(
-            "alerts",
-            lambda: {
-                "computed_at": self.live.cache["computed_at"],
-                "counts": alerts.counts(),
-                "alerts": alerts.sorted_active(),
-            },
-        )
+        return self._cached("alerts", lambda: self.live.published.alerts)
 
     @app.get("/alerts/history", response_model=AlertHistory, tags=["tftmon"])
     def alerts_history(self) -> Response:
         """Alert transitions (raised, escalated, resolved), newest last; bounded."""
-        return self._cached("history", lambda: {"transitions": list(self.live.alerts.history)})
+        return self._cached("history", lambda: {"transitions": self.live.published.history})
 
     @app.get("/fleet", response_model=Fleet, tags=["tftmon"])
     def fleet(self) -> Fleet:
         """Every live server with the data time of its newest sample, and whether it still warms up."""
         loaded = self.slot.current
-        need = None if loaded is None else loaded.encoder_steps
+        need = None if loaded is None else loaded.history_steps
         return Fleet(
             servers=[
                 {"server_name": name, "profile": profile, "last_seen": _utc(ts_ns),
@@ -775,7 +876,8 @@ class Tftmon:
         return self._cached("fleet_history", lambda: {"summaries": list(self.live.summaries)})
 
     def _inputs_of(self, server_name: str) -> tuple[LoadedModel, pd.DataFrame]:
-        """The history the server's cached forecast read; 404 when it is not live, 409 while warming up."""
+        """The history the server's cached forecast read; 404 when it is not live, 409 while warming up.
+        `server_name` comes normalised (names are compared lower-case); errors show it escaped and short."""
         loaded = self._model()
         inputs = self.live.inputs
         rows = inputs[inputs[SERVER_NAME] == server_name] if len(inputs) else inputs
@@ -788,13 +890,16 @@ class Tftmon:
                 f"keep feeding it; it needs {warming['need_minutes']} more minutes of history",
             )  # fmt: skip
         raise ApiError(
-            404, f"{server_name} has no live forecast", "feed its metrics to POST /feed; GET /fleet lists live servers"
+            404,
+            f"{shown(server_name)} has no live forecast",
+            "feed its metrics to POST /feed; GET /fleet lists live servers",
         )
 
     @app.get("/servers/{server_name}/history", response_model=ServerHistory, responses=ERRORS, tags=["tftmon"])
     def server_history(self, server_name: str) -> ServerHistory:
         """What the model read for the server's current forecast, at the model step: the fan chart's past
         (the model's metrics only)."""
+        server_name = normalise_hostname(server_name)
         loaded, binned = self._inputs_of(server_name)
         return ServerHistory(
             server_name=server_name,
@@ -808,6 +913,7 @@ class Tftmon:
     def explain(self, server_name: str) -> ExplainResponse:
         """The TFT's own interpretation of the server's current forecast: variable importance of static,
         encoder and decoder inputs, and attention over the history (interpret_output). Never invented."""
+        server_name = normalise_hostname(server_name)
         generation = self.live.generation
         if self._explained[0] != generation:
             self._explained = (generation, {})
@@ -846,7 +952,7 @@ class Tftmon:
             previous, current = self.slot.reload()
         except Exception as exc:
             RELOADS.labels("failed").inc()
-            serving = self.slot.current.version if self.slot.current else "no model"
+            serving = f"version {self.slot.current.version}" if self.slot.current else "no model"
             log.error("reload failed: %s", exc)
             raise ApiError(409, f"reload failed, still serving {serving}: {exc}", "check the registry") from None
         if current is None:

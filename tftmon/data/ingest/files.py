@@ -7,6 +7,7 @@ reader leaves out (an unmapped column or metric, an empty value) is counted in `
 
 from __future__ import annotations
 
+import codecs
 import glob
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ SERVER_FIELDS = (SERVER, SERVER_NAME)
 #: The profile field used when the mapping names none and the file has it.
 PROFILE_FIELD = PROFILE
 _ZONED = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$")
+#: Arrow reads a CSV in blocks of this many bytes; a line longer than one may not fit (and is a broken export).
+CSV_BLOCK_BYTES = 1 << 20
+#: How much of a CSV (decompressed) is looked at to tell text from binary before Arrow parses it.
+TEXT_SNIFF_BYTES = 64 << 10
+#: Control characters no CSV text holds (tab, line feed, vertical tab, form feed and carriage return are text).
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+#: The most characters of a parser's message repeated in an error (it may quote a whole row).
+QUOTED_CHARS = 300
 
 
 class IngestError(ValueError):
@@ -91,17 +100,77 @@ def find_files(source: str | Path) -> tuple[Path, list[Path]]:
     return base, data
 
 
+def printable(text: str, limit: int = QUOTED_CHARS) -> str:
+    """`text` safe to print: control and other unprintable characters escaped, cut to `limit` characters."""
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[: limit + 1])
+    return shown if len(shown) <= limit else f"{shown[:limit]}..."
+
+
+def _not_text(head: bytes) -> str | None:
+    """Why a file starting with `head` is not UTF-8 text (the first bad byte and its offset), or None."""
+    found: list[tuple[int, str]] = []
+    if (control := _CONTROL.search(head)) is not None:
+        found.append((control.start(), "a control character"))
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # not final: a character cut at the end is fine
+    except UnicodeDecodeError as exc:
+        found.append((exc.start, "not UTF-8"))
+    if not found:
+        return None
+    offset, what = min(found)
+    return f"byte 0x{head[offset]:02x} at offset {offset} is {what}"
+
+
+def _check_text(path: Path) -> None:
+    """Refuse a CSV that is not text (a binary file, or UTF-16) before Arrow quotes its bytes in an error."""
+    with pa.input_stream(str(path), compression="detect") as stream:
+        head = stream.read(TEXT_SNIFF_BYTES)
+    reason = _not_text(head)
+    if reason is not None:
+        raise IngestError(
+            f"{path}: not a text file ({reason}): binary data, or text in another encoding such as UTF-16; "
+            "ingest reads CSV as UTF-8 text: export it as UTF-8 CSV, or name a Parquet file .parquet"
+        )
+
+
+def _overlong_line(path: Path) -> int | None:
+    """The number (from 1) of the first line longer than CSV_BLOCK_BYTES, or None; read in blocks and stopped
+    there, so a line of a gigabyte costs one block past the limit."""
+    number, length = 1, 0
+    with pa.input_stream(str(path), compression="detect") as stream:
+        while block := stream.read(CSV_BLOCK_BYTES):
+            start = 0
+            while (end := block.find(b"\n", start)) >= 0:
+                if length + end - start > CSV_BLOCK_BYTES:
+                    return number
+                number, length, start = number + 1, 0, end + 1
+            length += len(block) - start
+            if length > CSV_BLOCK_BYTES:
+                return number
+    return None
+
+
 def read_table(path: Path) -> pa.Table:
     """A CSV or Parquet file as an Arrow table (CSV timestamps are parsed by Arrow: ISO 8601, with or without
-    an offset; a column mixing the two stays text and is sorted out by `utc_timestamps`)."""
+    an offset; a column mixing the two stays text and is sorted out by `utc_timestamps`). Errors name the file
+    and never print its raw bytes."""
+    suffix = _suffix(path)
     try:
-        if _suffix(path) in PARQUET_SUFFIXES:
+        if suffix in PARQUET_SUFFIXES:
             return pq.read_table(path)
-        return pacsv.read_csv(path)
+        _check_text(path)
+        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES))
     except (pa.ArrowInvalid, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise IngestError(f"{path}: not readable as {_suffix(path)[1:]} ({exc})") from None
+        # Arrow's own words for a line past its block ("straddling object ...") name neither line nor fix.
+        if isinstance(exc, pa.ArrowInvalid) and suffix in CSV_SUFFIXES and (line := _overlong_line(path)):
+            raise IngestError(
+                f"{path}: line {line} is over {CSV_BLOCK_BYTES >> 20} MiB long, more than a CSV line may hold (lines "
+                "are read in blocks of that size); a line this long is a broken export (line breaks lost, or a blob "
+                "in a field): end each row with a line break, or leave the field out"
+            ) from None
+        raise IngestError(f"{path}: not readable as {suffix[1:]} ({printable(str(exc))})") from None
 
 
 def utc_timestamps(column: pa.ChunkedArray, timezone: str | None, where: str) -> pd.Series:

@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from tftmon.config import IngestConfig
-from tftmon.data.ingest.files import Samples, read_files
+from tftmon.data.ingest.files import IngestError, Samples, read_files
 from tftmon.data.ingest.mapping import Mapping
 from tftmon.data.ingest.output import write_dataset
 from tftmon.data.ingest.tidy import tidy
@@ -21,10 +21,26 @@ from tftmon.data.ingest.tidy import tidy
 SUMMARY_NAMES = 5
 
 
+def unit_mix_text(unit_mix: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One line per percentage metric whose samples look like two scales: the servers, the two groups, the fix."""
+    lines = []
+    for metric, servers in unit_mix.items():
+        first, groups = next(iter(servers.items()))
+        lines.append(
+            f"{metric} looks like two scales on {len(servers)} servers ({_names(sorted(servers))}): on {first}, "
+            f"{groups['fraction_like']:,} samples near {groups['fraction_median']:g} and {groups['percent_like']:,} "
+            f"near {groups['percent_median']:g}, 100 times apart; a percentage is in percent (0-100) throughout: "
+            "export it so, or map the source that sends fractions of 1 with unit: fraction (docs/INGEST.md)"
+        )
+    return lines
+
+
 def ingest_samples(
-    samples: Samples, mapping: Mapping, config: IngestConfig, out: Path, progress: bool = True
+    samples: Samples, mapping: Mapping, config: IngestConfig, out: Path, progress: bool = True, strict: bool = False
 ) -> dict[str, Any]:
-    """Tidy long samples into a contract dataset at `out`; returns its metadata (report included)."""
+    """Tidy long samples into a contract dataset at `out`; returns its metadata (report included). `strict`
+    refuses a percentage column that looks like two scales (a warning in the summary otherwise), before
+    anything is written."""
     started = time.perf_counter()
     provenance = {
         "source": samples.source,
@@ -34,6 +50,8 @@ def ingest_samples(
     with tqdm(total=2, desc="ingest", unit="stage", disable=not progress) as bar:
         bar.set_postfix_str("tidy")
         result = tidy(samples, mapping, config)
+        if strict and result.report["unit_mix"]:
+            raise IngestError("; ".join(unit_mix_text(result.report["unit_mix"])) + " (refused by --strict)")
         bar.update()
         bar.set_postfix_str("write")
         metadata = write_dataset(result, out, provenance)
@@ -43,11 +61,11 @@ def ingest_samples(
 
 
 def ingest_files(
-    source: str | Path, mapping: Mapping, config: IngestConfig, out: Path, progress: bool = True
+    source: str | Path, mapping: Mapping, config: IngestConfig, out: Path, progress: bool = True, strict: bool = False
 ) -> dict[str, Any]:
     """Read SOURCE (file, directory or glob; long, wide or per-series) and write the contract dataset at `out`."""
     samples = read_files(source, mapping, config.format, progress=progress)
-    return ingest_samples(samples, mapping, config, out, progress=progress)
+    return ingest_samples(samples, mapping, config, out, progress=progress, strict=strict)
 
 
 def _names(items: list[str]) -> str:
@@ -89,5 +107,7 @@ def summary(metadata: dict[str, Any], out: Path) -> str:
         lines.append(
             f"  warning: {count:,} values of {metric} outside the contract's range (validate will refuse them)"
         )
+    for line in unit_mix_text(report["unit_mix"]):
+        lines.append(f"  warning: {line} (tftmon ingest --strict refuses it)")
     lines.append(f"  details: {out}/metrics_metadata.json; next: tftmon validate {out}")
     return "\n".join(lines)

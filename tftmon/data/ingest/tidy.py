@@ -5,6 +5,8 @@ samples are pivoted to one row per server and timestamp, binned to the model ste
 (tftmon.data.resample), then each server's steps are laid on a regular grid: a metric missing for at most
 IngestConfig.max_gap is interpolated linearly between its neighbours, and a step still missing a metric is
 left out, which splits that server's series into segments. Nothing is dropped without a count in the report.
+Before binning, a percentage column whose raw samples look like two scales (fractions of 1 among percentages, which
+a step's mean would blur into plausible values) is reported per server (`unit_mix`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tftmon.contract import (
     COLUMNS_BY_NAME,
     METRIC,
     METRICS,
+    PERCENT_METRICS,
     PROFILE,
     PROFILE_FIX,
     PROFILE_NAMES,
@@ -40,6 +43,16 @@ from tftmon.data.ingest.files import IngestError, Samples
 from tftmon.data.ingest.mapping import Mapping
 from tftmon.data.resample import resample_to_model_step
 from tftmon.encoding import ServerMapping
+
+#: A percentage column looks like two scales (percent, and a fraction of 1) on a server when its positive raw
+#: samples fall into two groups with no value between them over at least this many decades (a factor of 3),
+SCALE_GAP_DECADES = 0.5
+#: whose medians are 100 times apart within this many decades (a factor of 3 either way),
+SCALE_RATIO_DECADES = 0.5
+#: and each group holds at least this share of the server's positive samples, and this many of them: a few
+#: outliers are no second scale. (Raw samples: the model step's mean of 0.507 and 50.665 would hide the mix.)
+SCALE_MIN_SHARE = 0.05
+SCALE_MIN_SAMPLES = 6
 
 
 @dataclass
@@ -269,6 +282,48 @@ def _out_of_range(frame: pd.DataFrame, metrics: list[str]) -> dict[str, int]:
     return found
 
 
+def _two_scales(decades: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fraction-scale and percent-scale groups of one server's sorted log10 values, or None when they look
+    like one scale (see SCALE_GAP_DECADES): the widest gap that leaves enough values on each side splits them."""
+    n = len(decades)
+    least = max(SCALE_MIN_SAMPLES, int(np.ceil(SCALE_MIN_SHARE * n)))
+    gaps = np.diff(decades)[least - 1 : n - least]
+    if not len(gaps):
+        return None
+    split = least + int(np.argmax(gaps))
+    if gaps[split - least] < SCALE_GAP_DECADES:
+        return None
+    low, high = decades[:split], decades[split:]
+    if abs(np.median(high) - np.median(low) - 2.0) > SCALE_RATIO_DECADES:  # 2 decades: 100 times
+        return None
+    return low, high
+
+
+def _unit_mix(rows: pd.DataFrame, metrics: list[str]) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Per percentage metric, the servers whose raw samples look like two scales (a fraction of 1 mixed into
+    percentages), with each group's size and median: warned of, and refused by `tftmon ingest --strict`."""
+    codes = rows[SERVER_NAME].cat.codes.to_numpy()
+    servers = rows[SERVER_NAME].cat.categories
+    found: dict[str, dict[str, dict[str, float | int]]] = {}
+    for name in (m for m in metrics if m in PERCENT_METRICS):
+        values = rows[name].to_numpy(dtype=np.float64)
+        positive = values > 0
+        decades, owner = np.log10(values[positive]), codes[positive]
+        order = np.lexsort((decades, owner))
+        decades, owner = decades[order], owner[order]
+        bounds = np.flatnonzero(np.diff(owner)) + 1
+        for start, end in zip(np.insert(bounds, 0, 0), np.append(bounds, len(owner)), strict=True):
+            if (groups := _two_scales(decades[start:end])) is not None:
+                low, high = groups
+                found.setdefault(name, {})[str(servers[owner[start]])] = {
+                    "fraction_like": len(low),
+                    "fraction_median": round(float(10 ** np.median(low)), 6),
+                    "percent_like": len(high),
+                    "percent_median": round(float(10 ** np.median(high)), 6),
+                }
+    return found
+
+
 def _minutes(duration: timedelta) -> str:
     return f"{duration.total_seconds() / 60:g}min"
 
@@ -302,6 +357,7 @@ def tidy(samples: Samples, mapping: Mapping, config: IngestConfig) -> Tidy:
     servers = list(rows[SERVER_NAME].cat.categories)
     metrics = [str(c) for c in rows.columns[2:]]
     interval = _source_interval(rows)
+    unit_mix = _unit_mix(rows, metrics)
     binned = resample_to_model_step(rows)
     del rows
     names = sorted(servers)
@@ -356,6 +412,7 @@ def tidy(samples: Samples, mapping: Mapping, config: IngestConfig) -> Tidy:
         "segments": _segments(grid, keep, names),
         "servers_without_rows": [n for n in names if n not in kept_servers],
         "out_of_range": _out_of_range(frame, metrics),
+        "unit_mix": unit_mix,
         "rows": len(frame),
         "servers": len(kept_servers),
         "metrics": metrics,
