@@ -949,13 +949,20 @@ def serve(
             f"port {service.port} on {service.host} is already in use by {port_holder(service.port)}: stop that "
             "process, or serve on another port (--port)"
         )
-    for name, value in _given(given).items():  # the BentoML worker reads ServiceConfig from the environment
-        os.environ[f"TFTMON_SERVICE_{name.upper()}"] = json.dumps(value) if isinstance(value, tuple) else value
-    os.environ[SERVER_PID_ENV] = str(os.getpid())  # exec keeps the pid: the server the worker dies with
+    # The BentoML worker reads ServiceConfig from the environment, and the server it dies with: this process's
+    # pid, which exec keeps. Only the new program's environment gets them: nothing leaks into this one.
+    env = {
+        **os.environ,
+        **{
+            f"TFTMON_SERVICE_{name.upper()}": json.dumps(value) if isinstance(value, tuple) else value
+            for name, value in _given(given).items()
+        },
+        SERVER_PID_ENV: str(os.getpid()),
+    }
     argv = [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon"]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [*argv, "--host", service.host, "--port", str(service.port)])
+    os.execve(sys.executable, [*argv, "--host", service.host, "--port", str(service.port)], env)
 
 
 @main.command()

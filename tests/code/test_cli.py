@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 from tftmon.cli import main
 from tftmon.config import EvaluationConfig, Scenario, ServiceConfig, SimulationConfig, TrainConfig
 from tftmon.ops import jobs
+from tftmon.serve.lifeline import SERVER_PID_ENV
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
@@ -98,21 +99,24 @@ def test_an_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
 
 
 def test_serve_becomes_bentoml_with_the_service_config_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
+    """The options and the server's pid reach BentoML's environment, and only its: the caller's (a test, or
+    anything else that runs the command in-process) keeps none of them."""
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setenv("TFTMON_SERVICE_HOST", "0.0.0.0")
     assert CliRunner().invoke(main, ["serve"]).exit_code == 0
     assert CliRunner().invoke(main, ["serve", "--port", "3100"]).exit_code == 0
     port = str(ServiceConfig.model_fields["port"].default)
     head = [sys.executable, "-m", "bentoml", "serve", "tftmon.serve.service:Tftmon"]
-    assert calls == [
+    assert [(path, argv) for path, argv, _ in calls] == [
         (sys.executable, [*head, "--host", "0.0.0.0", "--port", port]),
         (sys.executable, [*head, "--host", "0.0.0.0", "--port", "3100"]),
     ]
+    assert calls[1][2][SERVER_PID_ENV] == str(os.getpid()) and SERVER_PID_ENV not in os.environ
 
 
 def test_serve_refuses_a_bad_service_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "execv", lambda path, argv: pytest.fail("must not start"))
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: pytest.fail("must not start"))
     monkeypatch.setenv("TFTMON_SERVICE_PORT", "http")
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
