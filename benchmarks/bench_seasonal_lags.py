@@ -11,6 +11,7 @@ them (at least a week, so last week's lag has its values).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--lags", nargs="+", default=["none", "24"], help="variants: none, or hours like 24,168")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)  # epoch lines
     train = simulate(SimulationConfig(servers=args.servers, hours=args.days * 24, seed=42))
     heldout = simulate(
         SimulationConfig(

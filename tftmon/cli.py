@@ -7,6 +7,7 @@ are read from the config classes (tftmon/config.py), so help texts and MLproject
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -162,6 +163,12 @@ class _Group(_Command, click.Group):
         except OSError as exc:
             log.debug("OS error", exc_info=True)
             raise click.ClickException(os_error_line(exc)) from None
+        except SystemExit as exc:  # a job stopped by a signal (tracking.JobStopped) among them
+            code = exc.code
+        # What an interrupted job's frames held (MLflow's store connections) goes now, while every module is
+        # alive: left to the interpreter's shutdown, SQLAlchemy's weak-reference callbacks print a traceback.
+        gc.collect()
+        raise SystemExit(code)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -212,12 +212,21 @@ def stoppable() -> Iterator[None]:
 @contextlib.contextmanager
 def _killed_when_stopped(name: str) -> Iterator[None]:
     """End the active run KILLED, not FAILED, when its process stops before the job is done (JobStopped, an
-    interrupt, an exit)."""
+    interrupt, an exit), and with it every child run still running: a signal may land between a child's start and
+    the block that would end it."""
+    run = mlflow.active_run()
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as exc:
-        run = mlflow.active_run()
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        killed = RunStatus.to_string(RunStatus.KILLED)
+        if run is not None:
+            client = mlflow.MlflowClient()
+            running = f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'"
+            for child in client.search_runs([run.info.experiment_id], filter_string=running):
+                client.set_terminated(child.info.run_id, killed)
+        while (active := mlflow.active_run()) is not None and (run is None or active.info.run_id != run.info.run_id):
+            mlflow.end_run(killed)  # a child started but not yet inside its own block
+        mlflow.end_run(killed)
         why = str(exc) or type(exc).__name__
         log.warning("%s run %s ended KILLED: %s", name, None if run is None else run.info.run_id, why)
         raise
