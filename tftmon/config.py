@@ -208,8 +208,8 @@ class NetworkConfig(StrictConfig):
     #: Known-future inputs: each target's value this many hours before every encoder and forecast step (e.g.
     #: (24,) for yesterday, (24, 168) for last week too), standardised per window as the target is. A forecast
     #: then needs this much more history than the encoder. Each must be at least the horizon, so every forecast
-    #: step's value is already observed. Off by default: on the held-out fleets it did not beat the 3-h encoder
-    #: alone (docs/BENCHMARKS.md, "Yesterday in view").
+    #: step's value is already observed. Off by default until a held-out comparison shows it helps: it makes each
+    #: server's history and live window nine times longer (docs/BENCHMARKS.md, "Yesterday in view").
     seasonal_lag_hours: tuple[int, ...] = ()
 
     @field_validator("quantiles")

@@ -304,29 +304,29 @@ def fit(
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
     timer = None if config.max_fit_minutes is None else Timer(timedelta(minutes=config.max_fit_minutes))
     checkpoint_dir = config.checkpoint_dir or owned_temp_dir(CHECKPOINT_PREFIX)
-    trainer = Trainer(
-        max_epochs=config.max_epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        gradient_clip_val=config.gradient_clip_val,
-        limit_train_batches=config.max_batches_per_epoch or 1.0,
-        callbacks=[
-            early_stopping,
-            *([] if timer is None else [timer]),
-            ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
-            LearningRateMetric(),
-            best,
-            *([] if config.progress_bar else [EpochLog(best, config.max_epochs)]),
-            *([] if config.weight_average_decay is None else [AveragedWeights(config.weight_average_decay)]),
-            *callbacks,
-        ],
-        logger=logger,
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=checkpoint_dir,
-    )
-    started = time.perf_counter()
-    try:
+    try:  # from the directory's creation: a stop while the trainer is built still removes it
+        trainer = Trainer(
+            max_epochs=config.max_epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            gradient_clip_val=config.gradient_clip_val,
+            limit_train_batches=config.max_batches_per_epoch or 1.0,
+            callbacks=[
+                early_stopping,
+                *([] if timer is None else [timer]),
+                ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss", mode="min"),
+                LearningRateMetric(),
+                best,
+                *([] if config.progress_bar else [EpochLog(best, config.max_epochs)]),
+                *([] if config.weight_average_decay is None else [AveragedWeights(config.weight_average_decay)]),
+                *callbacks,
+            ],
+            logger=logger,
+            enable_progress_bar=config.progress_bar,
+            enable_model_summary=False,
+            default_root_dir=checkpoint_dir,
+        )
+        started = time.perf_counter()
         trainer.fit(
             network,
             train_dataloaders=_training_loader(training, train_frame, config),
